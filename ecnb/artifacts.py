@@ -1,0 +1,155 @@
+"""The run directory and its artifacts, each written atomically so a crash leaves it complete or absent.
+
+Layout (STUDY.md section 6):
+
+    runs/<name>/config.json            the resolved configuration
+    runs/<name>/results.csv            tidy results, all seeds
+    runs/<name>/seed<k>/split.json     the forget split of seed k
+    runs/<name>/seed<k>/models/*.pt    checkpoints (state dicts only, loaded with weights_only=True)
+    runs/<name>/notebooks/seed<k>/     the executed notebooks
+    runs/<name>/report.html            every executed notebook as one offline page
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, StudyConfig
+
+
+class ArtifactError(RuntimeError):
+    """A file in the run directory is unreadable; the message names it and how to recompute it."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
+
+    The rename is atomic on POSIX, so readers (and a later resumed run) see the old file or the new
+    one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def load_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} is unreadable ({e}); rerun with --force to recompute it") from e
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
+    """State dict plus plain metadata (strings and numbers), so loading needs no pickled objects."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with `weights_only=True`; a corrupted or truncated file raises ArtifactError naming it."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated zip archives
+        raise ArtifactError(
+            f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); rerun with --force to recompute it"
+        ) from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ArtifactError(f"checkpoint {path} is not an ecnb checkpoint; rerun with --force to recompute it")
+    return ckpt
+
+
+class Run:
+    """A study's run directory: where every artifact of STUDY.md section 6 lives."""
+
+    def __init__(self, config: StudyConfig):
+        self.config = config
+        self.root = Path(config.run_dir)
+
+    @classmethod
+    def open(cls, config: StudyConfig, force: bool = False) -> "Run":
+        """Create the run directory or reuse it, refusing one made by a different configuration.
+
+        `force` deletes the previous artifacts first so everything is recomputed.
+        """
+        config.validate()
+        config.check_writable()
+        run = cls(config)
+        path = run.root / "config.json"
+        if force:
+            run.clear()
+        elif path.exists():
+            old = StudyConfig.from_dict(load_json(path))
+            if old.cache_key() != config.cache_key():
+                changed = _diff(old.to_dict(), config.to_dict())
+                raise ConfigError(
+                    f"run directory {run.root} holds a study with a different configuration ({changed}); "
+                    "use another --run-dir, or --force to start it afresh"
+                )
+            seeds = tuple(sorted(set(old.seeds) | set(config.seeds)))
+            config = StudyConfig.from_dict({**config.to_dict(), "seeds": seeds})
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_json(path, config.to_dict())
+        return run
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Run":
+        """The run that notebook 01 (or the study command) created in `run_dir`."""
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise ConfigError(
+                f"{run_dir} has no config.json: run notebook 01 (or `python -m ecnb study`) with this run_dir first"
+            )
+        config = StudyConfig.from_dict(load_json(path))
+        return cls(StudyConfig.from_dict({**config.to_dict(), "run_dir": str(run_dir)}))
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / f"seed{seed}"
+
+    def checkpoint_path(self, method: str, seed: int) -> Path:
+        return self.seed_dir(seed) / "models" / f"{method}.pt"
+
+    def clear(self) -> None:
+        """Remove every artifact this package writes, leaving unrelated files alone."""
+        if not self.root.exists():
+            return
+        for child in self.root.iterdir():
+            if child.name.startswith("seed") or child.name == "notebooks":
+                shutil.rmtree(child)
+            elif child.name in ("config.json", "results.csv", "report.html"):
+                child.unlink()
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> str:
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("device", "run_dir", "seeds"):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _diff(a, b, f"{prefix}{key}.")
+            if inner:
+                parts.append(inner)
+        elif a != b:
+            parts.append(f"{prefix}{key}: {a} -> {b}")
+    return ", ".join(parts)

@@ -1,0 +1,78 @@
+"""`python -m ecnb ...`: the study command, the summary of a run, and the data download.
+
+Bad input stops before any work with one line (`ecnb: error: ...`) and exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from .config import DEVICES, PROFILES, ConfigError, StudyConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ecnb: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ecnb", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    study = sub.add_parser("study", help="run every notebook headlessly and write the run directory")
+    study.add_argument("--profile", default="quick", choices=list(PROFILES),
+                       help="quick: embedded digits on a CPU (default); paper: CIFAR + ResNet-18 on a GPU")
+    study.add_argument("--dataset", help="digits, cifar10, cifar100, mnist, fashion_mnist, svhn (default: the profile's)")
+    study.add_argument("--model", help="smallcnn or resnet18 (default: the profile's)")
+    what = study.add_mutually_exclusive_group()
+    what.add_argument("--forget-classes", type=int, nargs="+", metavar="C", help="class-wise forgetting (default: 3)")
+    what.add_argument("--forget-fraction", type=float, metavar="F", help="random-sample forgetting of this fraction")
+    study.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="one or more seeds (default: 0)")
+    study.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
+    study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
+    study.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
+    study.add_argument("--force", action="store_true", help="recompute everything in the run directory")
+
+    summary = sub.add_parser("summary", help="print the summary table of a run directory")
+    summary.add_argument("run_dir")
+
+    download = sub.add_parser("download", help="download a torchvision data set into data/ (needs internet)")
+    download.add_argument("dataset")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "study":
+            from .study import StudyError, run_study
+
+            config = StudyConfig.from_options(
+                profile=args.profile, dataset=args.dataset, model=args.model,
+                forget_classes=args.forget_classes, forget_fraction=args.forget_fraction,
+                seeds=args.seeds, epochs=args.epochs, device=args.device, run_dir=args.run_dir,
+            )
+            try:
+                run_study(config, force=args.force)
+            except StudyError as e:
+                print(f"ecnb: study failed: {e}", file=sys.stderr)
+                return 1
+        elif args.command == "summary":
+            from .artifacts import Run
+            from .results import read_results, summarize
+
+            run = Run.load(args.run_dir)
+            print(summarize(read_results(run.root), run.config.seeds).to_string())
+        elif args.command == "download":
+            from .data import load_dataset
+
+            ds = load_dataset(args.dataset)
+            print(f"{args.dataset}: {len(ds.y_train)} train, {len(ds.y_val)} val, {len(ds.y_test)} test images")
+    except ConfigError as e:
+        print(f"ecnb: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ecnb: interrupted; complete artifacts are kept and the next run resumes from them", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,151 @@
+"""Training: one routine for `original` (on D) and `retrain` (on D_r), plus helpers the unlearning
+methods share (batching on the device, mixed precision, prediction).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .artifacts import Run, load_checkpoint, save_checkpoint
+from .config import TrainRecipe, resolve_device
+from .data import Dataset, ForgetSplit
+from .models import TappedNet, build_model
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same model: weights, shuffling and augmentation all draw from seeded generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (tensor cores); full precision on the CPU, where bf16 is slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move to `device`; channels-last memory on CUDA, where cuDNN's convolutions are fastest in it."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """Shuffled index batches drawn on `device`, so data already resident there is never copied."""
+    order = torch.randperm(n, generator=generator, device="cpu").to(device)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero-padded by `pad`) and horizontal flip, batched on the tensor's device."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
+    rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (offsets[1][:, None] + torch.arange(w, device=x.device))[:, None, :]
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
+    idx = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def fit(
+    model: TappedNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: TrainRecipe,
+    seed: int,
+    device: torch.device | str = "auto",
+    desc: str = "train",
+) -> list[float]:
+    """Train with SGD + momentum and a cosine schedule; returns the mean training loss per epoch.
+
+    The loss is accumulated on the device and read once per epoch, so the step never waits on the host.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = prepare_model(model, device)
+    x, y = x.to(device), y.to(device)
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="cos"
+    )
+    gen = torch.Generator().manual_seed(seed)
+    history: list[float] = []
+    model.train()
+    bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False)
+    for _ in bar:
+        total = torch.zeros((), device=device)
+        for idx in batches(len(x), recipe.batch_size, gen, device):
+            xb = x[idx]
+            if recipe.augment:
+                xb = augment(xb, gen)
+            with autocast(device):
+                loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach() * len(idx)
+        history.append(total.item() / len(x))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for `x` in eval mode, batched, on the model's device; returned as float32 on the CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with autocast(device):
+            out.append(model(x[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def train_reference(
+    run: Run,
+    ds: Dataset,
+    split: ForgetSplit,
+    method: str,
+    seed: int,
+    device: torch.device | str = "auto",
+) -> TappedNet:
+    """Train `original` (on D) or `retrain` (on D_r) with the same recipe, or load its checkpoint.
+
+    The checkpoint records the configuration's cache key; one made by another configuration is
+    retrained, never silently reused.
+    """
+    if method not in ("original", "retrain"):
+        raise ValueError(f"reference method must be 'original' or 'retrain', not {method!r}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    config = run.config
+    path = run.checkpoint_path(method, seed)
+    key = config.cache_key()
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        if ckpt["meta"].get("cache_key") == key:
+            model = build_model(config.model, ds.input_shape[0], ds.num_classes)
+            model.load_state_dict(ckpt["state_dict"])
+            return prepare_model(model, device).eval()
+        print(f"{path} was made by another configuration; retraining {method}")
+    idx = np.arange(len(ds.y_train)) if method == "original" else split.retain_idx
+    idx_t = torch.as_tensor(idx, device=ds.y_train.device)
+    seed_everything(seed)
+    model = build_model(config.model, ds.input_shape[0], ds.num_classes)
+    history = fit(model, ds.x_train[idx_t], ds.y_train[idx_t], config.train, seed, device, desc=f"{method} (seed {seed})")
+    save_checkpoint(path, model, {"cache_key": key, "method": method, "seed": seed, "final_loss": history[-1]})
+    return model.eval()

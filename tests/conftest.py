@@ -1,0 +1,32 @@
+"""Shared fixtures: the embedded digits and a briefly trained original/retrain pair, built once per session."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("ECNB_OFFLINE", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+import ecnb  # noqa: E402
+from ecnb.config import StudyConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits() -> ecnb.Dataset:
+    return ecnb.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, digits):
+    """A tiny study on digits (class 3 forgotten, 8 epochs): run, split, splits, original, retrain."""
+    config = StudyConfig.from_options(epochs=8, run_dir=str(tmp_path_factory.mktemp("run")))
+    run = ecnb.Run.open(config)
+    split = ecnb.forget_split(run, digits, 0)
+    models = {m: ecnb.train_reference(run, digits, split, m, 0, "cpu") for m in ("original", "retrain")}
+    return dataclasses.make_dataclass("Trained", ["run", "ds", "split", "splits", "original", "retrain"])(
+        run, digits, split, ecnb.split_tensors(digits, split), models["original"], models["retrain"]
+    )
