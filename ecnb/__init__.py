@@ -6,12 +6,13 @@ from . import metrics, viz
 from .artifacts import ArtifactError, Run
 from .config import ConfigError, StudyConfig, resolve_device
 from .data import Dataset, ForgetSplit, forget_split, load_dataset, split_tensors
+from .evaluate import reference_rows
 from .models import build_model
 from .results import read_results, summarize, write_results
 from .train import predict, train_reference
 
 __all__ = [
     "ArtifactError", "ConfigError", "Dataset", "ForgetSplit", "Run", "StudyConfig", "build_model",
-    "forget_split", "load_dataset", "metrics", "predict", "read_results", "resolve_device",
+    "forget_split", "load_dataset", "metrics", "predict", "read_results", "reference_rows", "resolve_device",
     "split_tensors", "summarize", "train_reference", "viz", "write_results",
 ]

@@ -24,6 +24,10 @@ import torch
 from .config import ConfigError, StudyConfig
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ArtifactError(RuntimeError):
     """A file in the run directory is unreadable; the message names it and how to recompute it."""
 
@@ -42,6 +46,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; artifacts are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -33,7 +33,7 @@ def result_row(seed: int, method: str, metric: str, value: float, split: str = "
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -85,7 +85,7 @@ def summarize(df: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFr
     def fmt(r: pd.Series) -> str:
         return f"{r['mean']:.3f}" if r["count"] < 2 else f"{r['mean']:.3f} ± {r['std']:.3f}"
 
-    table = stats.apply(fmt, axis=1).unstack("column")
+    table = stats.apply(fmt, axis=1).unstack("column").rename_axis(index=None, columns=None)
     order = [m for m in REFERENCES if m in table.index] + [m for m in table.index if m not in REFERENCES]
     columns = list(dict.fromkeys(column))
     return table.loc[order, columns].fillna("")

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 from .artifacts import Run, atomic_write
 from .config import ConfigError, StudyConfig
@@ -24,6 +26,14 @@ from .results import read_results, summarize
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+class _IPCKernelManager(AsyncKernelManager):
+    """Kernels talk over local IPC sockets: nothing listens on TCP, and the kernel has nothing to warn about."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
 
 
 class StudyError(RuntimeError):
@@ -87,8 +97,8 @@ def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> 
     failed = target.with_name(f"{target.stem}.failed.ipynb")
     try:
         papermill.execute_notebook(
-            str(source), str(partial), parameters=params, kernel_name="python3",
-            cwd=str(source.parent), progress_bar=False, log_output=False,
+            str(source), str(partial), parameters=params, kernel_name="python3", cwd=str(source.parent),
+            progress_bar={"desc": source.stem, "leave": False}, kernel_manager_class=_IPCKernelManager,
         )
     except papermill.PapermillExecutionError as e:
         os.replace(partial, failed)

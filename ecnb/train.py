@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -146,6 +147,9 @@ def train_reference(
     idx_t = torch.as_tensor(idx, device=ds.y_train.device)
     seed_everything(seed)
     model = build_model(config.model, ds.input_shape[0], ds.num_classes)
+    start = time.perf_counter()
     history = fit(model, ds.x_train[idx_t], ds.y_train[idx_t], config.train, seed, device, desc=f"{method} (seed {seed})")
-    save_checkpoint(path, model, {"cache_key": key, "method": method, "seed": seed, "final_loss": history[-1]})
+    meta = {"cache_key": key, "method": method, "seed": seed, "final_loss": history[-1],
+            "wall_time": time.perf_counter() - start}
+    save_checkpoint(path, model, meta)
     return model.eval()

@@ -1,0 +1,34 @@
+# The study's two commands: `make study` and `make test`. Both set up .venv from nothing first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup study test lab lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+study: setup
+	$(PY) -m ecnb study $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+# Rewrite constraints.txt from the current environment (after changing dependencies in pyproject.toml).
+lock: setup
+	( sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^ecnb' ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .numba_cache runs

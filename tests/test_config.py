@@ -1,0 +1,97 @@
+"""Bad input stops before any work: one line naming the value and what is valid, nothing written."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecnb.cli import main
+from ecnb.config import ConfigError, StudyConfig
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+BAD = [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid: digits, cifar10"),
+    (["--model", "vgg"], "unknown model 'vgg'; valid: smallcnn, resnet18"),
+    (["--forget-classes", "10"], "forget class 10 is out of range for digits; valid: 0-9"),
+    (["--forget-classes", "-1"], "forget class -1 is out of range"),
+    (["--forget-fraction", "0"], "forget fraction 0.0 must be a number strictly between 0 and 1"),
+    (["--forget-fraction", "1.5"], "forget fraction 1.5 must be a number strictly between 0 and 1"),
+    (["--seeds", "-3"], "seed -3 must be an integer >= 0"),
+    (["--seeds", "1", "1"], "repeat a seed"),
+    (["--epochs", "0"], "epochs 0 must be an integer >= 1"),
+    (["--forget-classes", "abc"], "invalid int value: 'abc'"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--profile", "huge"], "invalid choice: 'huge'"),
+    (["--dataset", "cifar10"], "dataset 'cifar10' is not in"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_study_options_stop_with_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ECNB_OFFLINE", "1")
+    run_dir = tmp_path / "run"
+    code, err = run_cli(["study", "--run-dir", str(run_dir), *args], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not run_dir.exists(), "nothing may be written for bad input"
+
+
+def test_offline_dataset_error_says_where_to_put_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ECNB_OFFLINE", "1")
+    _, err = run_cli(["study", "--dataset", "cifar100", "--run-dir", str(tmp_path / "r")], capsys)
+    assert "cifar-100-python" in err and "offline" in err and "data" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_refused(tmp_path, capsys):
+    code, err = run_cli(["study", "--device", "cuda", "--run-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and "no CUDA GPU" in err and "valid here: auto, cpu" in err
+
+
+def test_unwritable_run_dir_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, err = run_cli(["study", "--run-dir", str(blocker / "run")], capsys)
+    assert code == 2 and "cannot be created" in err and str(blocker) in err
+
+
+def test_empty_forget_set_and_both_scenarios_are_refused():
+    with pytest.raises(ConfigError, match="forget set is empty"):
+        StudyConfig.from_options(forget_classes=[])
+    with pytest.raises(ConfigError, match="either forget classes or a forget fraction"):
+        StudyConfig.from_options(forget_classes=[1], forget_fraction=0.1)
+    with pytest.raises(ConfigError, match="leaves nothing to retain"):
+        StudyConfig.from_options(forget_classes=list(range(10)))
+
+
+def test_notebook_style_parameters_are_validated():
+    """papermill injects plain literals; wrong types are caught with the same one-line errors."""
+    with pytest.raises(ConfigError, match="seed 'x' must be an integer"):
+        StudyConfig.from_options(seeds=["x"])
+    with pytest.raises(ConfigError, match="forget fraction True"):
+        StudyConfig.from_options(forget_fraction=True)
+
+
+def test_profile_defaults_and_run_dir_name():
+    config = StudyConfig.from_options()
+    assert (config.dataset, config.model, config.forget_classes, config.seeds) == ("digits", "smallcnn", (3,), (0,))
+    assert config.run_dir == "runs/quick-digits-forget3"
+    paper = StudyConfig.from_options(profile="paper", forget_fraction=0.1, device="cpu")
+    assert (paper.dataset, paper.model, paper.forget_classes) == ("cifar10", "resnet18", ())
+    assert paper.run_dir == "runs/paper-cifar10-random0.1"
+
+
+def test_cache_key_ignores_device_and_run_dir_but_not_recipe():
+    a = StudyConfig.from_options(run_dir="a", device="cpu")
+    assert a.cache_key() == StudyConfig.from_options(run_dir="b", device="auto").cache_key()
+    assert a.cache_key() != StudyConfig.from_options(run_dir="a", epochs=5).cache_key()
+    assert StudyConfig.from_dict(a.to_dict()) == a
