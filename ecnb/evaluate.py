@@ -1,12 +1,60 @@
-"""Turning models into result rows: the metrics of STUDY.md section 5 gathered per method."""
+"""Turning models into result rows: unlearning with cached checkpoints, and every metric of STUDY.md
+section 5 gathered per method, so notebooks 02 and 03 share one evaluation path.
+"""
 from __future__ import annotations
 
-import torch
+import json
+from typing import Any
 
-from .artifacts import Run, load_checkpoint
-from .metrics import accuracy_rows
-from .models import TappedNet
-from .results import result_row
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .artifacts import Run, load_checkpoint, save_checkpoint
+from .config import resolve_device
+from .data import Dataset, ForgetSplit, split_tensors
+from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
+from .models import TappedNet, build_model
+from .results import REFERENCES, method_order, result_row, write_results
+from .train import prepare_model
+from .unlearn import UnlearnData, hparams, run_method
+
+# Conv taps are pooled to at most this many positions per side before CKA (None: flattened whole).
+# The quick profile's largest tap is 16x16x16; ResNet-18's layer1 on CIFAR would be 64k numbers per image.
+MAX_SPATIAL = {"quick": None, "paper": 4}
+CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
+
+
+def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:
+    """D_f and D_r of the run as the unlearning methods see them, on the data set's device."""
+    s = split_tensors(ds, split)
+    return UnlearnData(*s["forget_train"], *s["retain_train"], ds.num_classes, split.forget_classes, ds.x_train.device)
+
+
+def unlearn_or_load(
+    run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
+    device: torch.device | str = "auto", **overrides: Any,
+) -> tuple[TappedNet, float]:
+    """Unlearn `method` from `original`, or load its checkpoint when one with the same settings exists.
+
+    Returns the model and its wall time in seconds (measured when it was computed). A recomputed model
+    drops its cached features, which belonged to the previous weights.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    hp = hparams(method, run.config.profile, seed, **overrides)
+    key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+    path = run.checkpoint_path(method, seed)
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        if ckpt["meta"].get("key") == key:
+            model = build_model(run.config.model, ds.input_shape[0], ds.num_classes)
+            model.load_state_dict(ckpt["state_dict"])
+            return prepare_model(model, device).eval(), float(ckpt["meta"]["wall_time"])
+    for stale in (run.seed_dir(seed) / "features").glob(f"{method}__*.npz"):
+        stale.unlink()
+    model, stats = run_method(method, original, unlearn_data(ds, split), hp)
+    save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
+    return model, stats.wall_time
 
 
 def reference_rows(
@@ -15,3 +63,77 @@ def reference_rows(
     """`accuracy` on every split and the training `wall_time` (seconds, from the checkpoint) of a reference model."""
     meta = load_checkpoint(run.checkpoint_path(method, seed))["meta"]
     return accuracy_rows(model, splits, method, seed) + [result_row(seed, method, "wall_time", meta["wall_time"])]
+
+
+def method_rows(
+    run: Run, ds: Dataset, split: ForgetSplit, method: str, model: TappedNet, seed: int,
+    references: dict[str, TappedNet], wall_time: float | None = None,
+) -> list[dict]:
+    """Every metric of one model: accuracy per split, MIA efficacy, per-layer CKA to the original and to
+    the retrained model, per-layer probe accuracy, and its wall time."""
+    splits = split_tensors(ds, split)
+    max_spatial = MAX_SPATIAL.get(run.config.profile)
+    cka_splits = {name: splits[name] for name in CKA_SPLITS}
+    rows = accuracy_rows(model, splits, method, seed) + mia_rows(model, splits, method, seed)
+    rows += cka_rows(run, model, method, seed, references, cka_splits, max_spatial)
+    rows += probe_rows(run, model, method, seed, ds, split, max_spatial)
+    if wall_time is not None:
+        rows.append(result_row(seed, method, "wall_time", wall_time))
+    return rows
+
+
+def run_methods(
+    run: Run, ds: Dataset, split: ForgetSplit, methods: list[str], seed: int,
+    references: dict[str, TappedNet], device: torch.device | str = "auto",
+) -> dict[str, TappedNet]:
+    """Unlearn (or load) each method from `references['original']`, measure it, and write its rows to
+    `results.csv` as soon as it is done, so an interrupted run keeps every finished method."""
+    models = {}
+    bar = tqdm(methods, desc="methods", unit="method")
+    for method in bar:
+        bar.set_postfix_str(method)
+        model, wall_time = unlearn_or_load(run, ds, split, method, seed, references["original"], device)
+        write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+        models[method] = model
+    return models
+
+
+def run_references(
+    run: Run, ds: Dataset, split: ForgetSplit, seed: int, references: dict[str, TappedNet]
+) -> None:
+    """The same metrics for `original` and `retrain`, the two yardsticks every method is read against."""
+    for method, model in references.items():
+        wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
+        write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+
+
+def intermediate_summary(results: pd.DataFrame, taps: list[str], seed: int | None = None) -> pd.DataFrame:
+    """Per method: forget and retain accuracy next to the mean intermediate-layer CKA to the original on
+    `forget_train` (all taps but the last) and the best intermediate probe accuracy on `test_forget`.
+
+    This is the table in which superficial forgetting shows: output-level forgetting with intermediate
+    representations still close to the original's.
+    """
+    df = results if seed is None else results[results["seed"] == seed]
+    intermediate = taps[:-1]
+
+    def pick(metric: str, split: str, layers: list[str] | None = None) -> pd.Series:
+        rows = df[(df["metric"] == metric) & (df["split"] == split)]
+        rows = rows[rows["layer"].isin(layers)] if layers else rows[rows["layer"] == ""]
+        return rows.groupby("method", sort=False)["value"]
+
+    table = pd.DataFrame({
+        "forget_train acc": pick("accuracy", "forget_train").mean(),
+        "test_retain acc": pick("accuracy", "test_retain").mean(),
+        "mean intermediate CKA to original (forget_train)": pick("cka_to_original", "forget_train", intermediate).mean(),
+        "max intermediate probe acc (test_forget)": pick("probe_accuracy", "test_forget", intermediate).max(),
+    })
+    return table.reindex(method_order(df["method"]))
+
+
+def superficial_forgetting(table: pd.DataFrame, max_forget_acc: float = 0.05, min_cka: float = 0.85) -> list[str]:
+    """The methods that forget at the output (`forget_train` accuracy <= 0.05) while their intermediate
+    layers stay close to the original's (mean CKA >= 0.85): STUDY.md section 7's definition."""
+    cka = table["mean intermediate CKA to original (forget_train)"]
+    hit = (table["forget_train acc"] <= max_forget_acc) & (cka >= min_cka)
+    return [m for m in table.index[hit] if m not in REFERENCES]

@@ -1,10 +1,19 @@
 """The study's metrics (STUDY.md section 5), each defined here once."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
-from .results import result_row
+from .artifacts import Run
+from .data import Dataset, ForgetSplit, split_tensors
+from .features import cached_features
+from .models import TappedNet
+from .results import REFERENCES, result_row
 from .train import predict
 
 
@@ -32,3 +41,270 @@ def accuracy_rows(
         for name, (x, y) in splits.items()
         if len(y)
     ]
+
+
+# --- CKA -------------------------------------------------------------------------------------------
+
+Array = np.ndarray | torch.Tensor
+
+
+def cka(x: Array, y: Array, block_size: int = 2048) -> float:
+    """Linear CKA of two representations of the same n samples, with the unbiased HSIC estimator.
+
+    CKA = HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)) for K = X Xᵀ, L = Y Yᵀ (Kornblith et al.
+    2019; the unbiased HSIC of Song et al. 2012, as in Nguyen et al. 2021, so the value does not drift
+    with n). Arrays are (n, d) or (n, ...) and flattened per sample; numpy or torch, on any device;
+    computed in float64.
+
+    The n x n Gram matrices are never formed: sample blocks of `block_size` are streamed in pairs and
+    every term of HSIC_u is accumulated from the blocks, so memory is O(block_size * d +
+    block_size²) beyond the inputs, and the value equals the full-batch one (block_size >= n) up to
+    float rounding. Raises ValueError for n < 4 and for a representation that is constant across
+    samples (its self-HSIC is 0, so CKA is undefined).
+    """
+    xt, yt = _as_2d_tensor(x), _as_2d_tensor(y)
+    n = len(xt)
+    if len(yt) != n:
+        raise ValueError(f"CKA compares representations of the same samples: got {n} and {len(yt)} rows")
+    if n < 4:
+        raise ValueError(f"unbiased CKA needs at least 4 samples, got {n}")
+    if block_size < 1:
+        raise ValueError(f"block_size {block_size} must be positive")
+    terms = _hsic_terms(xt, yt.to(xt.device), block_size)
+    h_xy = _hsic_u(terms["kl"], terms["rk"], terms["rl"], n)
+    h_xx = _hsic_u(terms["kk"], terms["rk"], terms["rk"], n)
+    h_yy = _hsic_u(terms["ll"], terms["rl"], terms["rl"], n)
+    for name, h, s in (("x", h_xx, terms["kk"]), ("y", h_yy, terms["ll"])):
+        # For real features h ≈ the mean squared off-diagonal kernel entry; for constant ones it is 0
+        # up to rounding, and the ratio below tells the two apart.
+        if not h > 1e-10 * s / (n * (n - 1)):
+            raise ValueError(f"CKA is undefined: the features of {name} are (nearly) constant across samples")
+    return float(h_xy / torch.sqrt(h_xx * h_yy))
+
+
+def layer_cka(feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray], taps: list[str]) -> dict[str, float]:
+    """CKA between two models' features of the same samples, per tap, in the order of `taps`."""
+    return {tap: cka(feats_a[tap], feats_b[tap]) for tap in taps}
+
+
+def cka_rows(
+    run: Run,
+    model: TappedNet,
+    method: str,
+    seed: int,
+    references: dict[str, TappedNet],
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    max_spatial: int | None = None,
+) -> list[dict]:
+    """`cka_to_original` / `cka_to_retrain` per split and layer, on cached flat features.
+
+    `references` maps "original" and/or "retrain" to those models. Rows come split by split, then
+    reference by reference, each in network (tap) order; empty splits are skipped.
+    """
+    unknown = set(references) - set(REFERENCES)
+    if unknown:
+        raise ValueError(f"CKA references must be among {REFERENCES}, not {sorted(unknown)}")
+    rows = []
+    for split_name, (x, _) in splits.items():
+        if not len(x):
+            continue
+        feats = cached_features(run, method, seed, split_name, model, x, max_spatial)
+        for ref, ref_model in references.items():
+            ref_feats = cached_features(run, ref, seed, split_name, ref_model, x, max_spatial)
+            rows += [
+                result_row(seed, method, f"cka_to_{ref}", value, split=split_name, layer=tap)
+                for tap, value in layer_cka(feats, ref_feats, model.taps).items()
+            ]
+    return rows
+
+
+def _as_2d_tensor(a: Array) -> torch.Tensor:
+    t = a.detach() if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.reshape(len(t), -1)
+
+
+def _hsic_terms(x: torch.Tensor, y: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]:
+    """Sums over i != j of K·L, K·K, L·L, and the row sums of K̃ and L̃ (zero-diagonal Grams).
+
+    The features are centred first: HSIC_u is invariant to shifting every sample by one vector (the
+    shift adds terms of the form a_i + a_j + c to the Gram matrix, which the estimator cancels), and
+    centring removes the large common offsets (e.g. of ReLU features) that would otherwise cancel in
+    float64 only after losing digits.
+    """
+    n = len(x)
+    mean_x, mean_y = x.double().mean(0), y.double().mean(0)
+    starts = list(range(0, n, block_size))
+
+    def block(a: torch.Tensor, mean: torch.Tensor, start: int) -> torch.Tensor:
+        return a[start : start + block_size].double() - mean
+
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    sums = {"kl": zero, "kk": zero, "ll": zero}
+    rk = torch.zeros(n, dtype=torch.float64, device=x.device)
+    rl = torch.zeros_like(rk)
+    for i, b in enumerate(starts):
+        xb, yb = block(x, mean_x, b), block(y, mean_y, b)
+        for c in starts[i:]:
+            k = xb @ block(x, mean_x, c).T
+            l = yb @ block(y, mean_y, c).T
+            if c == b:
+                k.fill_diagonal_(0)
+                l.fill_diagonal_(0)
+            weight = 1.0 if c == b else 2.0  # an off-diagonal block stands for itself and its transpose
+            sums["kl"] = sums["kl"] + weight * (k * l).sum()
+            sums["kk"] = sums["kk"] + weight * (k * k).sum()
+            sums["ll"] = sums["ll"] + weight * (l * l).sum()
+            rk[b : b + len(k)] += k.sum(1)
+            rl[b : b + len(l)] += l.sum(1)
+            if c != b:
+                rk[c : c + k.shape[1]] += k.sum(0)
+                rl[c : c + l.shape[1]] += l.sum(0)
+    return {**sums, "rk": rk, "rl": rl}
+
+
+def _hsic_u(s_ab: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor, n: int) -> torch.Tensor:
+    """HSIC_u = [tr(ÃB̃) + (1ᵀÃ1)(1ᵀB̃1)/((n-1)(n-2)) - 2/(n-2) 1ᵀÃB̃1] / (n(n-3)), from accumulated terms.
+
+    tr(ÃB̃) = sum over i != j of A_ij B_ij (both symmetric); 1ᵀÃ1 = sum(Ã1); 1ᵀÃB̃1 = (Ã1)·(B̃1).
+    """
+    return (s_ab + ra.sum() * rb.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (ra @ rb)) / (n * (n - 3))
+
+
+# --- membership inference ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def true_label_confidence(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> np.ndarray:
+    """Softmax probability of the true label per sample, float64, in eval mode on the raw images.
+
+    No augmentation and no autocast: members' confidences crowd just below 1, where the differences
+    the attack reads would drown in bf16 logits (about three significant digits).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [model(x[s : s + batch_size].to(device)).double().cpu() for s in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.softmax(torch.cat(chunks), 1).gather(1, y.cpu().long().view(-1, 1)).squeeze(1).numpy()
+
+
+def mia_efficacy(
+    model: nn.Module,
+    retain_xy: tuple[torch.Tensor, torch.Tensor],
+    test_xy: tuple[torch.Tensor, torch.Tensor],
+    forget_xy: tuple[torch.Tensor, torch.Tensor],
+    seed: int = 0,
+    max_per_side: int = 5000,
+) -> float:
+    """Fraction of the forget set that a confidence-based membership attack calls non-members.
+
+    As SalUn's SVC_MIA: an RBF SVC (C=3, gamma='auto') on one feature, the true-label confidence, learns
+    retain-train samples (members, 1) against test samples (non-members, 0), then labels D_f. Higher
+    means more forgotten; `retrain` is the yardstick. Where published code goes wrong, this does instead:
+    - the members are D_r only, never D_f (the callers pass `retain_train`, disjoint from D_f by
+      the forget split's check), so the attack is not trained on the very samples it judges;
+    - members and non-members are balanced: the larger side is subsampled with a seeded RNG (both capped
+      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority;
+    - confidences come from the model in eval mode on un-augmented images (`true_label_confidence`).
+    For class-wise forgetting `test_xy` should be `test_retain`, so both shadow sets hold the same
+    classes and the attack learns membership, not class.
+    """
+    if not len(forget_xy[1]):
+        raise ValueError("MIA efficacy of an empty forget set is undefined")
+    members = true_label_confidence(model, *retain_xy)
+    non_members = true_label_confidence(model, *test_xy)
+    target = true_label_confidence(model, *forget_xy)
+    rng = np.random.default_rng(seed)
+    k = min(len(members), len(non_members), max_per_side)
+    if k == 0:
+        raise ValueError("MIA needs non-empty member (retain) and non-member (test) sets")
+    shadow = np.concatenate([rng.choice(members, k, replace=False), rng.choice(non_members, k, replace=False)])
+    labels = np.concatenate([np.ones(k), np.zeros(k)])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], labels)
+    return float(np.mean(attack.predict(target[:, None]) == 0))
+
+
+def mia_rows(
+    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
+) -> list[dict]:
+    """The `mia_efficacy` row on `forget_train`: members `retain_train`, non-members `test_retain`.
+
+    `test_retain` holds the kept classes' test images for class-wise forgetting and the whole test set
+    for random-sample forgetting: in both cases the same classes as `retain_train`.
+    """
+    value = mia_efficacy(model, splits["retain_train"], splits["test_retain"], splits["forget_train"], seed=seed)
+    return [result_row(seed, method, "mia_efficacy", value, split="forget_train")]
+
+
+# --- linear probe ----------------------------------------------------------------------------------
+
+PROBE_TRAIN_SPLITS = ("forget_train", "retain_train")  # the whole training set, forgotten classes included
+
+
+def probe_accuracy(
+    train_feats: np.ndarray, train_y: np.ndarray, test_feats: np.ndarray, test_y: np.ndarray, seed: int = 0
+) -> float:
+    """Accuracy of a linear probe (standardised features, multinomial logistic regression) on the test set.
+
+    The linear-probing attack: how much of a class a linear read-out of frozen features recovers.
+    """
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    probe.fit(np.asarray(train_feats, dtype=np.float64), np.asarray(train_y))
+    return float(np.mean(probe.predict(np.asarray(test_feats, dtype=np.float64)) == np.asarray(test_y)))
+
+
+def layer_probe_accuracy(
+    run: Run,
+    model: TappedNet,
+    method: str,
+    seed: int,
+    ds: Dataset,
+    split: ForgetSplit,
+    max_spatial: int | None = None,
+    max_per_class: int | None = 1000,
+) -> dict[str, float]:
+    """`probe_accuracy` per tap (network order): trained on the run's training images, scored on `test_forget`.
+
+    Takes the data set and the forget split rather than arrays, so the probe's training images are, by
+    construction, the training splits (`PROBE_TRAIN_SPLITS`, all classes) and never test images. Each
+    class is capped at `max_per_class` samples (seeded) to keep the fit fast at CIFAR scale. Features
+    are the cached, globally average-pooled ones.
+    """
+    splits = split_tensors(ds, split)
+    x_test, y_test = splits["test_forget"]
+    if not len(y_test):
+        raise ValueError("the probe is scored on test_forget, which is empty for random-sample forgetting")
+    train = [cached_features(run, method, seed, name, model, splits[name][0], max_spatial, pooled=True)
+             for name in PROBE_TRAIN_SPLITS]
+    train_y = np.concatenate([splits[name][1].cpu().numpy() for name in PROBE_TRAIN_SPLITS])
+    keep = _cap_per_class(train_y, max_per_class, seed)
+    test = cached_features(run, method, seed, "test_forget", model, x_test, max_spatial, pooled=True)
+    return {
+        tap: probe_accuracy(np.concatenate([f[tap] for f in train])[keep], train_y[keep], test[tap],
+                            y_test.cpu().numpy(), seed)
+        for tap in model.taps
+    }
+
+
+def probe_rows(
+    run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, max_spatial: int | None = None
+) -> list[dict]:
+    """`probe_accuracy` rows per layer on `test_forget`; none for random-sample forgetting (no forgotten class)."""
+    if split.forget_fraction is not None:
+        return []
+    accs = layer_probe_accuracy(run, model, method, seed, ds, split, max_spatial)
+    return [result_row(seed, method, "probe_accuracy", v, split="test_forget", layer=tap) for tap, v in accs.items()]
+
+
+def _cap_per_class(y: np.ndarray, max_per_class: int | None, seed: int) -> np.ndarray:
+    """Sorted indices keeping at most `max_per_class` samples of each class, drawn with a seeded RNG."""
+    if max_per_class is None:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(keep))
+

@@ -69,6 +69,12 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     return df[COLUMNS]
 
 
+def method_order(methods: Iterable[str]) -> list[str]:
+    """`original` and `retrain` first (the yardsticks), then the others in first-seen order."""
+    seen = list(dict.fromkeys(methods))
+    return [m for m in REFERENCES if m in seen] + [m for m in seen if m not in REFERENCES]
+
+
 def summarize(df: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFrame:
     """Whole-model metrics as a method x (metric, split) table of 'mean ± std' over seeds.
 
@@ -86,6 +92,6 @@ def summarize(df: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFr
         return f"{r['mean']:.3f}" if r["count"] < 2 else f"{r['mean']:.3f} ± {r['std']:.3f}"
 
     table = stats.apply(fmt, axis=1).unstack("column").rename_axis(index=None, columns=None)
-    order = [m for m in REFERENCES if m in table.index] + [m for m in table.index if m not in REFERENCES]
+    order = method_order(whole["method"])
     columns = list(dict.fromkeys(column))
     return table.loc[order, columns].fillna("")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
 
 from .data import Dataset, ForgetSplit
+from .results import method_order
 
 # JupyterLab renders plotly's own mime type natively, and it keeps executed notebooks small: the
 # report builder adds plotly.js once for the whole page.
@@ -15,6 +17,7 @@ pio.renderers.default = "plotly_mimetype"
 FORGET_COLOR = "#d62728"
 RETAIN_COLOR = "#7f7f7f"
 METHOD_COLORS = {"original": "#1f77b4", "retrain": "#2ca02c"}
+SPLIT_COLORS = {"forget_train": FORGET_COLOR, "test_forget": "#ff9896", "retain_train": "#1f77b4", "test_retain": "#aec7e8"}
 
 
 def sample_grid(ds: Dataset, split: ForgetSplit, per_class: int = 8, seed: int = 0) -> go.Figure:
@@ -70,3 +73,41 @@ def to_image_batch(x: torch.Tensor) -> np.ndarray:
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
+def split_bars(df: pd.DataFrame, metric: str = "accuracy", title: str | None = None) -> go.Figure:
+    """Whole-model `metric` per method (x) and split (colour), mean over seeds with the std as error bars."""
+    rows = df[(df["metric"] == metric) & (df["layer"] == "")]
+    stats = rows.groupby(["method", "split"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    methods = method_order(rows["method"])
+    fig = go.Figure()
+    for split in dict.fromkeys(rows["split"]):
+        part = stats[stats["split"] == split].set_index("method").reindex(methods)
+        fig.add_trace(go.Bar(
+            name=split or metric, x=methods, y=part["mean"], error_y=dict(type="data", array=part["std"].fillna(0)),
+            marker_color=SPLIT_COLORS.get(split),
+        ))
+    fig.update_layout(barmode="group", title=title or f"{metric} per method", yaxis_title=metric, height=400,
+                      legend_title="split")
+    return fig
+
+
+def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], title: str | None = None) -> go.Figure:
+    """A per-layer metric across the network (x: layer, input to output), one line per method.
+
+    `retrain` is drawn as a dashed black reference curve.
+    """
+    rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] != "")]
+    stats = rows.groupby(["method", "layer"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    fig = go.Figure()
+    for method in method_order(rows["method"]):
+        part = stats[stats["method"] == method].set_index("layer").reindex(taps)
+        reference = method == "retrain"
+        fig.add_trace(go.Scatter(
+            x=taps, y=part["mean"], name=method, mode="lines+markers",
+            error_y=dict(type="data", array=part["std"].fillna(0), visible=bool(part["std"].notna().any())),
+            line=dict(dash="dash", color="black", width=3) if reference else dict(color=METHOD_COLORS.get(method)),
+        ))
+    fig.update_layout(title=title or f"{metric} on {split}", xaxis_title="layer (input → output)",
+                      yaxis_title=metric, height=420, legend_title="method")
+    return fig

@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("ECNB_OFFLINE", "1")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)  # tiny models: one thread is as fast and does not fight other processes
 
 import ecnb  # noqa: E402
 from ecnb.config import StudyConfig  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,21 +13,55 @@ from ecnb.config import ConfigError, StudyConfig
 from ecnb.study import NOTEBOOKS_DIR, execute_notebook, notebook_parameters, study_lock
 
 
-def test_notebook_01_runs_and_writes_its_rows(tmp_path):
-    config = StudyConfig.from_options(epochs=2, run_dir=str(tmp_path / "run"), forget_classes=[5])
-    out = tmp_path / "01.ipynb"
-    execute_notebook(NOTEBOOKS_DIR / "01_train_original.ipynb", out, notebook_parameters(config, seed=1))
-    df = ecnb.read_results(tmp_path / "run")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs)."""
+    root = tmp_path_factory.mktemp("tiny")
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5])
+    executed = root / "01.ipynb"
+    execute_notebook(NOTEBOOKS_DIR / "01_train_original.ipynb", executed, notebook_parameters(config, seed=1))
+    return config, executed
+
+
+def plotly_outputs(path) -> list[dict]:
+    nb = json.loads(path.read_text())
+    return [o for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+
+def test_notebook_01_runs_and_writes_its_rows(tiny_run):
+    config, executed = tiny_run
+    df = ecnb.read_results(config.run_dir)
     acc = df[df["metric"] == "accuracy"]
     assert set(acc["method"]) == {"original", "retrain"} and set(df["seed"]) == {1}
     assert set(acc["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}
     assert set(df[df["metric"] == "wall_time"]["method"]) == {"original", "retrain"}
-    assert (tmp_path / "run" / "seed1" / "models" / "retrain.pt").exists()
-    executed = json.loads(out.read_text())
-    figures = [o for c in executed["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 2, "the sample grid and the per-class accuracy figure"
+    assert (Path(config.run_dir) / "seed1" / "models" / "retrain.pt").exists()
+    assert len(plotly_outputs(executed)) == 2, "the sample grid and the per-class accuracy figure"
     retrain_forget = acc[(acc["method"] == "retrain") & (acc["split"] == "forget_train")]["value"].item()
     assert retrain_forget < 0.2, "retrain never saw class 5"
+
+
+def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path):
+    config, _ = tiny_run
+    executed = tmp_path / "02.ipynb"
+    params = {**notebook_parameters(config, seed=1), "methods": list(ecnb.unlearn.METHODS)}
+    execute_notebook(NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb", executed, params)
+    df = ecnb.read_results(config.run_dir)
+    taps = ecnb.build_model(config.model, 1, 10).taps
+    for method in ["original", "retrain", *ecnb.unlearn.METHODS]:
+        rows = df[df["method"] == method]
+        assert set(rows[rows["metric"] == "accuracy"]["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}, method
+        assert len(rows[rows["metric"] == "mia_efficacy"]) == 1, method
+        for metric in ("cka_to_original", "cka_to_retrain"):
+            cka = rows[(rows["metric"] == metric) & (rows["split"] == "forget_train")]
+            assert list(cka["layer"]) == taps, f"{method} {metric} in network order"
+        assert list(rows[rows["metric"] == "probe_accuracy"]["layer"]) == taps, method
+        assert len(rows[rows["metric"] == "wall_time"]) == 1, method
+    assert not df.duplicated(["seed", "method", "metric", "layer", "split"]).any()
+    own = df[(df["metric"] == "cka_to_original") & (df["method"] == "original")]["value"]
+    assert own.min() > 0.999, "a model is identical to itself"
+    assert len(plotly_outputs(executed)) == 5
+    assert (Path(config.run_dir) / "seed1" / "models" / "ga.pt").exists()
 
 
 def test_study_command_end_to_end(tmp_path):

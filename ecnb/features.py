@@ -1,0 +1,164 @@
+"""Per-layer features of a `TappedNet`, extracted once and cached in the run directory.
+
+Two views of every tap come out of one forward pass:
+
+- *flat*: the activation flattened per sample, (N, C*H*W), for CKA. At ResNet/CIFAR scale a conv tap
+  is first average-pooled to at most `max_spatial` x `max_spatial` positions, or layer1 alone would be
+  64k numbers per image; the quick profile keeps everything (`max_spatial=None`).
+- *pooled*: the global average over H and W, (N, C), for the linear probe (STUDY.md section 5 asks
+  for pooled features there). It does not depend on `max_spatial`.
+
+The `pool` tap is already (N, D) and is the same in both views. The logits come along under "logits".
+
+Cache: `run.seed_dir(seed)/features/<method>__<split>.npz`, one uncompressed npz per (seed, method,
+split) holding `flat.<tap>` and `pooled.<tap>` (float32), `logits` (float32), `taps` (str), `n` and
+`max_spatial` (-1 for None). Tap names never contain a dot (torch forbids it in module names), so the
+key separator is unambiguous.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .artifacts import ArtifactError, Run, atomic_write
+from .models import TappedNet
+
+Features = dict[str, np.ndarray]
+BATCH_SIZE = 512
+
+
+def extract_features(
+    model: TappedNet,
+    x: torch.Tensor,
+    batch_size: int = BATCH_SIZE,
+    max_spatial: int | None = None,
+    global_pool: bool = False,
+) -> Features:
+    """Every tap as (N, d) float32 in network order, then "logits"; `global_pool` gives the pooled view.
+
+    Runs in eval mode without gradients on the model's device and in full precision (no autocast:
+    bf16 features would blur CKA); the model's train/eval mode is restored afterwards.
+    """
+    flat, pooled = _extract(model, x, batch_size, max_spatial, keep_flat=not global_pool)
+    return pooled if global_pool else flat
+
+
+def cached_features(
+    run: Run,
+    method: str,
+    seed: int,
+    split_name: str,
+    model: TappedNet,
+    x: torch.Tensor,
+    max_spatial: int | None = None,
+    pooled: bool = False,
+    force: bool = False,
+) -> Features:
+    """`extract_features` of `x`, loaded from the run directory when a matching file is there.
+
+    A file is reused when it has the model's taps and `len(x)` samples and, for the flat view, the same
+    `max_spatial`; otherwise it is recomputed. Whether the *model* changed is the caller's business (the
+    run directory is keyed by configuration): pass `force=True` to recompute regardless.
+    """
+    _check_max_spatial(max_spatial)
+    path = features_path(run, method, seed, split_name)
+    if path.exists() and not force:
+        stored = _load(path)
+        if _matches(stored, model.taps, len(x), max_spatial, pooled):
+            return _view(stored, model.taps, "pooled" if pooled else "flat")
+    flat, pool = _extract(model, x, BATCH_SIZE, max_spatial, keep_flat=True)
+    arrays = {f"flat.{k}": v for k, v in flat.items() if k != "logits"}
+    arrays.update({f"pooled.{k}": v for k, v in pool.items() if k != "logits"})
+    arrays.update(
+        logits=flat["logits"], taps=np.array(model.taps), n=np.int64(len(x)),
+        max_spatial=np.int64(-1 if max_spatial is None else max_spatial),
+    )
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file handle, because np.savez appends .npz to a bare path
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+    return pool if pooled else flat
+
+
+def features_path(run: Run, method: str, seed: int, split_name: str) -> Path:
+    """Where `cached_features` keeps one (seed, method, split)."""
+    return run.seed_dir(seed) / "features" / f"{method}__{split_name}.npz"
+
+
+@torch.no_grad()
+def _extract(
+    model: TappedNet, x: torch.Tensor, batch_size: int, max_spatial: int | None, keep_flat: bool
+) -> tuple[Features, Features]:
+    """Both views in one pass; the flat one is skipped (returned empty) when not wanted."""
+    _check_max_spatial(max_spatial)
+    if len(x) == 0:
+        raise ValueError("cannot extract features of an empty split")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    flat: dict[str, list[torch.Tensor]] = {tap: [] for tap in model.taps}
+    pooled: dict[str, list[torch.Tensor]] = {tap: [] for tap in model.taps}
+    logits: list[torch.Tensor] = []
+    try:
+        for start in range(0, len(x), batch_size):
+            out, feats = model.forward_taps(x[start : start + batch_size].to(device))
+            for tap, a in feats.items():
+                if keep_flat:
+                    flat[tap].append(_flatten(a, max_spatial).float().cpu())
+                pooled[tap].append((a.mean(dim=(2, 3)) if a.dim() == 4 else a).float().cpu())
+            logits.append(out.float().cpu())
+    finally:
+        model.train(was_training)
+    all_logits = torch.cat(logits).numpy()
+    flat_out = {**_concat(flat), "logits": all_logits} if keep_flat else {}
+    return flat_out, {**_concat(pooled), "logits": all_logits}
+
+
+def _check_max_spatial(max_spatial: int | None) -> None:
+    positive_int = isinstance(max_spatial, int) and not isinstance(max_spatial, bool) and max_spatial > 0
+    if max_spatial is not None and not positive_int:
+        raise ValueError(f"max_spatial {max_spatial!r} must be a positive integer or None")
+
+
+def _flatten(a: torch.Tensor, max_spatial: int | None) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C*h*w), average-pooled to h, w <= max_spatial first (never upsampled)."""
+    if a.dim() == 4 and max_spatial is not None:
+        h, w = a.shape[2:]
+        a = F.adaptive_avg_pool2d(a, (min(h, max_spatial), min(w, max_spatial)))
+    return a.reshape(len(a), -1)
+
+
+def _concat(parts: dict[str, list[torch.Tensor]]) -> Features:
+    return {tap: torch.cat(chunks).numpy() for tap, chunks in parts.items()}
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the file, read now, so a truncated or corrupt archive fails here, naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = {k: npz[k] for k in npz.files}
+    except Exception as e:  # zipfile, numpy and OS errors all mean the same here: unreadable
+        raise ArtifactError(
+            f"features file {path} is corrupted or truncated ({type(e).__name__}); rerun with --force to recompute it"
+        ) from e
+    taps = stored["taps"].tolist() if "taps" in stored else None
+    needed = {"logits", "n", "max_spatial"} | {f"{view}.{t}" for view in ("flat", "pooled") for t in taps or []}
+    if taps is None or not needed <= stored.keys():
+        raise ArtifactError(f"{path} is not an ecnb features file; rerun with --force to recompute it")
+    return stored
+
+
+def _matches(stored: dict[str, np.ndarray], taps: list[str], n: int, max_spatial: int | None, pooled: bool) -> bool:
+    """Same taps and sample count, and the same `max_spatial` unless only the (independent) pooled view is wanted."""
+    if stored["taps"].tolist() != list(taps) or int(stored["n"]) != n:
+        return False
+    return pooled or int(stored["max_spatial"]) == (-1 if max_spatial is None else max_spatial)
+
+
+def _view(stored: dict[str, np.ndarray], taps: list[str], view: str) -> Features:
+    return {**{tap: stored[f"{view}.{tap}"] for tap in taps}, "logits": stored["logits"]}

@@ -1,0 +1,233 @@
+"""CKA, membership inference and linear probes (STUDY.md section 5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ecnb import metrics
+from ecnb.data import make_forget_split, split_tensors
+from ecnb.features import extract_features
+
+RNG = np.random.default_rng(0)
+
+
+def reference_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """The published formula, literally: explicit n x n Grams, zeroed diagonals, no centring, no blocks."""
+    def hsic(k: np.ndarray, l: np.ndarray) -> float:
+        n = len(k)
+        k, l = k.copy(), l.copy()
+        np.fill_diagonal(k, 0)
+        np.fill_diagonal(l, 0)
+        one = np.ones(n)
+        return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * (one @ k @ l @ one)) / (n * (n - 3))
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    k, l = x @ x.T, y @ y.T
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def correlated(n: int = 60, d1: int = 9, d2: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    x = RNG.normal(size=(n, d1)) + 3.0
+    return x, np.tanh(x @ RNG.normal(size=(d1, d2))) + 0.5 * RNG.normal(size=(n, d2))
+
+
+# --- CKA -------------------------------------------------------------------------------------------
+
+
+def test_cka_of_identical_inputs_is_one():
+    x, _ = correlated()
+    assert metrics.cka(x, x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_cka_invariant_to_isotropic_scaling_and_orthogonal_transforms():
+    x, y = correlated()
+    q, _ = np.linalg.qr(RNG.normal(size=(x.shape[1], x.shape[1])))
+    base = metrics.cka(x, y)
+    assert metrics.cka(3.7 * x, y) == pytest.approx(base, abs=1e-12)
+    assert metrics.cka(x @ q, 0.01 * y) == pytest.approx(base, abs=1e-12)
+    assert metrics.cka(x, x @ q * 5.0) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_cka_near_zero_for_independent_data():
+    x, y = RNG.normal(size=(1500, 40)), RNG.normal(size=(1500, 30))
+    assert abs(metrics.cka(x, y)) < 0.1
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 7, 16, 59, 60, 1000])
+def test_block_accumulation_equals_full_batch(block_size):
+    x, y = correlated(n=60)
+    assert metrics.cka(x, y, block_size=block_size) == pytest.approx(metrics.cka(x, y, block_size=60), abs=1e-10)
+
+
+@pytest.mark.parametrize("n,d1,d2", [(4, 1, 1), (5, 3, 2), (12, 2, 7), (40, 30, 3)])
+def test_cka_matches_the_published_formula(n, d1, d2):
+    x, y = correlated(n, d1, d2)
+    assert metrics.cka(x, y, block_size=3) == pytest.approx(reference_cka(x, y), abs=1e-10)
+
+
+def test_cka_hand_computed():
+    # n = 5, one feature each: x = (1,1,0,0,0), y = (1,0,1,0,0). Off the diagonal, K has a 1 only at
+    # (1,2),(2,1) and L only at (1,3),(3,1), so tr(K̃L̃) = 0, K̃1 = (1,1,0,0,0), L̃1 = (1,0,1,0,0).
+    # HSIC(K,L) = [0 + 2*2/(4*3) - 2/3 * 1] / (5*2) = -1/30; HSIC(K,K) = [2 + 4/12 - 2/3 * 2] / 10 = 1/10,
+    # likewise HSIC(L,L); CKA = (-1/30) / (1/10) = -1/3 (the unbiased estimator can go negative).
+    x = np.array([[1.0], [1], [0], [0], [0]])
+    y = np.array([[1.0], [0], [1], [0], [0]])
+    assert metrics.cka(x, y) == pytest.approx(-1 / 3, abs=1e-12)
+    assert reference_cka(x, y) == pytest.approx(-1 / 3, abs=1e-12)
+
+
+def test_cka_torch_numpy_and_float32_agree_in_float64():
+    # A large common offset: float32 arithmetic (even centring in float32) would lose about four digits.
+    x = (1000.0 + RNG.normal(size=(80, 6))).astype(np.float32)
+    y = (x[:, :3] ** 2 / 1000.0 + RNG.normal(size=(80, 3))).astype(np.float32)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    # The estimator is invariant to a common shift of the samples; the literal formula needs the
+    # centring to stay exact in float64 with an offset this large (its sums cancel over ~13 digits).
+    exact = reference_cka(x64 - x64.mean(0), y64 - y64.mean(0))
+    assert metrics.cka(x64, y64) == pytest.approx(exact, abs=1e-10)
+    assert metrics.cka(x, y) == pytest.approx(exact, abs=1e-10)
+    assert metrics.cka(torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(exact, abs=1e-10)
+    assert metrics.cka(torch.from_numpy(x), y64, block_size=9) == pytest.approx(exact, abs=1e-10)
+
+
+def test_cka_flattens_per_sample():
+    x = RNG.normal(size=(10, 2, 3, 3))
+    y = RNG.normal(size=(10, 4))
+    assert metrics.cka(x, y) == pytest.approx(metrics.cka(x.reshape(10, -1), y), abs=1e-12)
+
+
+def test_cka_refuses_undefined_cases():
+    x, y = correlated(n=10)
+    with pytest.raises(ValueError, match="at least 4"):
+        metrics.cka(x[:3], y[:3])
+    with pytest.raises(ValueError, match="same samples"):
+        metrics.cka(x, y[:9])
+    with pytest.raises(ValueError, match="constant"):
+        metrics.cka(np.full((10, 3), 0.1, dtype=np.float32), y)
+
+
+def test_layer_cka_follows_the_given_tap_order():
+    a = {t: RNG.normal(size=(20, 4)) for t in ("l1", "l2", "pool")}
+    b = {t: v @ RNG.normal(size=(4, 4)) for t, v in a.items()}
+    out = metrics.layer_cka(a, b, ["l1", "l2", "pool"])
+    assert list(out) == ["l1", "l2", "pool"]
+    assert out["l1"] == pytest.approx(metrics.cka(a["l1"], b["l1"]))
+
+
+def test_cka_rows(trained):
+    splits = {k: trained.splits[k] for k in ("forget_train", "test_forget")}
+    refs = {"original": trained.original, "retrain": trained.retrain}
+    rows = metrics.cka_rows(trained.run, trained.retrain, "retrain", 0, refs, splits)
+    taps = trained.retrain.taps
+    assert [(r["split"], r["metric"], r["layer"]) for r in rows] == [
+        (s, f"cka_to_{ref}", t) for s in splits for ref in refs for t in taps
+    ]
+    assert all(r["value"] == pytest.approx(1.0, abs=1e-9) for r in rows if r["metric"] == "cka_to_retrain")
+    to_original = [r["value"] for r in rows if r["metric"] == "cka_to_original" and r["split"] == "forget_train"]
+    assert all(-1 <= v < 1 for v in to_original)
+    with pytest.raises(ValueError, match="references"):
+        metrics.cka_rows(trained.run, trained.retrain, "retrain", 0, {"ga": trained.original}, splits)
+
+
+# --- membership inference ------------------------------------------------------------------------
+
+
+def test_true_label_confidence_is_the_softmax_of_the_label(trained):
+    x, y = trained.splits["test_retain"]
+    conf = metrics.true_label_confidence(trained.original, x, y)
+    with torch.no_grad():
+        expected = torch.softmax(trained.original(x).double(), 1)[torch.arange(len(y)), y].numpy()
+    assert conf.dtype == np.float64
+    np.testing.assert_allclose(conf, expected, rtol=1e-5)
+
+
+def test_mia_efficacy_separates_the_original_from_retrain(trained):
+    s = trained.splits
+    values = {
+        name: metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=0)
+        for name, model in (("original", trained.original), ("retrain", trained.retrain))
+    }
+    assert all(0.0 <= v <= 1.0 for v in values.values())
+    # The original was trained on D_f, so its confidences there look like members'; retrain never saw
+    # class 3, so its confidences there look like test samples'.
+    assert values["retrain"] > values["original"] + 0.5
+    rows = metrics.mia_rows(trained.retrain, s, "retrain", 0)
+    assert [(r["metric"], r["split"], r["layer"]) for r in rows] == [("mia_efficacy", "forget_train", "")]
+    assert rows[0]["value"] == values["retrain"]
+
+
+def test_mia_shadow_sets_are_balanced(trained, monkeypatch):
+    fitted = []
+    real_svc = metrics.SVC
+
+    def spy(**kwargs):
+        svc = real_svc(**kwargs)
+        real_fit = svc.fit
+        svc.fit = lambda x, y: fitted.append((kwargs, x, y)) or real_fit(x, y)
+        return svc
+
+    monkeypatch.setattr(metrics, "SVC", spy)
+    s = trained.splits
+    metrics.mia_efficacy(trained.original, s["retain_train"], s["test_retain"], s["forget_train"], max_per_side=100)
+    (kwargs, x, y), = fitted
+    assert kwargs == {"C": 3, "gamma": "auto", "kernel": "rbf"}
+    assert x.shape == (200, 1) and int(y.sum()) == 100
+
+
+# --- linear probe ----------------------------------------------------------------------------------
+
+
+def test_probe_on_the_original_recovers_the_forgotten_class(trained):
+    accs = metrics.layer_probe_accuracy(trained.run, trained.original, "original", 0, trained.ds, trained.split)
+    assert list(accs) == trained.original.taps
+    assert accs["pool"] > 0.8
+    rows = metrics.probe_rows(trained.run, trained.original, "original", 0, trained.ds, trained.split)
+    assert [(r["metric"], r["split"], r["layer"]) for r in rows] == [
+        ("probe_accuracy", "test_forget", t) for t in trained.original.taps
+    ]
+
+
+def test_probe_trains_on_training_images_only(trained, monkeypatch):
+    """Whatever reaches the probe's fit comes from the training splits; test images only score it."""
+    requested, given = [], []
+    real_cached, real_probe = metrics.cached_features, metrics.probe_accuracy
+
+    def cached_spy(run, method, seed, split_name, model, x, *args, **kwargs):
+        requested.append((split_name, x))
+        return real_cached(run, method, seed, split_name, model, x, *args, **kwargs)
+
+    def probe_spy(train_feats, train_y, test_feats, test_y, seed=0):
+        given.append((train_feats, train_y, test_feats, test_y))
+        return real_probe(train_feats, train_y, test_feats, test_y, seed)
+
+    monkeypatch.setattr(metrics, "cached_features", cached_spy)
+    monkeypatch.setattr(metrics, "probe_accuracy", probe_spy)
+    ds, split = trained.ds, trained.split
+    metrics.layer_probe_accuracy(trained.run, trained.original, "original", 0, ds, split)
+
+    names = [name for name, _ in requested]
+    assert names == ["forget_train", "retain_train", "test_forget"]
+    assert torch.equal(requested[0][1], ds.x_train[split.forget_idx])
+    assert torch.equal(requested[1][1], ds.x_train[split.retain_idx])
+    assert len(given) == len(trained.original.taps)
+    pool_test = extract_features(trained.original, trained.splits["test_forget"][0], global_pool=True)["pool"]
+    train_feats, train_y, test_feats, _ = given[-1]
+    assert len(train_feats) == len(ds.y_train) and set(np.unique(train_y)) == set(range(10))
+    np.testing.assert_allclose(test_feats, pool_test, rtol=1e-5, atol=1e-6)
+    distances = ((train_feats[:, None, :] - pool_test[None, :, :]) ** 2).sum(-1)
+    assert distances.min() > 1e-8  # no test image's features are among the training rows
+
+
+def test_probe_rows_skip_random_sample_forgetting(trained):
+    random_split = make_forget_split(trained.ds.y_train, forget_fraction=0.1, seed=0)
+    assert not len(split_tensors(trained.ds, random_split)["test_forget"][1])
+    assert metrics.probe_rows(trained.run, trained.original, "original", 0, trained.ds, random_split) == []
+
+
+def test_probe_caps_each_class():
+    y = np.repeat(np.arange(3), [5, 50, 2])
+    keep = metrics._cap_per_class(y, 10, seed=0)
+    assert np.bincount(y[keep]).tolist() == [5, 10, 2]
+    assert np.array_equal(keep, np.sort(keep)) and np.array_equal(keep, metrics._cap_per_class(y, 10, seed=0))

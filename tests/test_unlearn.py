@@ -1,0 +1,254 @@
+"""The unlearning baselines: registry, validation, the shared driver, and what each method must do."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecnb.config import ConfigError
+from ecnb.metrics import accuracy
+from ecnb.train import predict
+from ecnb.unlearn import (
+    HPARAMS,
+    METHODS,
+    Batch,
+    ComposedState,
+    Method,
+    Phase,
+    Step,
+    UnlearnData,
+    UnlearningError,
+    compose,
+    contrastive_unlearning_loss,
+    every_epoch,
+    hparams,
+    random_wrong_labels,
+    run_method,
+    saliency_mask,
+    unlearn,
+)
+
+
+# This issue's methods; other modules (Erase at the Core) may register more in METHODS.
+BASELINES = ("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "bad_teacher", "cu")
+
+
+@pytest.fixture(scope="module")
+def data(trained) -> UnlearnData:
+    return UnlearnData.from_splits(trained.splits, trained.ds.num_classes, trained.split.forget_classes, "cpu")
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _short(name: str, **overrides) -> dict:
+    """One cheap epoch: enough to exercise a method, not to tune it."""
+    extra = {"msteps": 1} if name == "scrub" else {}
+    return hparams(name, epochs=1, retain_fraction=0.25, **{**extra, **overrides})
+
+
+def _forget_ce(model: torch.nn.Module, data: UnlearnData) -> float:
+    return F.cross_entropy(predict(model, data.forget_x), data.forget_y.cpu()).item()
+
+
+def _forget_kl(model: torch.nn.Module, teacher: torch.nn.Module, data: UnlearnData, temperature: float = 1.0) -> float:
+    """KL(teacher || model) on D_f, averaged over samples."""
+    s, t = predict(model, data.forget_x) / temperature, predict(teacher, data.forget_x) / temperature
+    return F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True).item()
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_baseline_keeps_the_architecture_and_leaves_the_original_alone(name, trained, data):
+    before = _state(trained.original)
+    model, stats = run_method(name, trained.original, data, _short(name))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(after[k].shape == before[k].shape for k in before)
+    assert not any(m.training for m in model.modules()), "the unlearned model must be in eval mode"
+    assert all(torch.equal(v, trained.original.state_dict()[k]) for k, v in before.items()), "input model modified"
+    assert stats.method == name and stats.steps > 0 and stats.wall_time > 0 and len(stats.losses) == 1
+
+
+def test_every_registered_method_has_valid_defaults_in_every_profile():
+    assert set(BASELINES) <= set(METHODS)
+    for profile in HPARAMS:
+        for name in METHODS:
+            hparams(name, profile)
+
+
+def test_same_seed_same_model(trained, data):
+    a = unlearn("rl", trained.original, data, _short("rl", seed=3))
+    b = unlearn("rl", trained.original, data, _short("rl", seed=3))
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_ga_raises_the_forget_loss_and_lowers_forget_accuracy(trained, data):
+    model = unlearn("ga", trained.original, data, hparams("ga"))
+    assert _forget_ce(model, data) > _forget_ce(trained.original, data) + 1.0
+    assert accuracy(predict(model, data.forget_x), data.forget_y) <= 0.2
+
+
+def test_rl_lowers_forget_accuracy(trained, data):
+    model = unlearn("rl", trained.original, data, hparams("rl"))
+    assert accuracy(predict(model, data.forget_x), data.forget_y) <= 0.2
+
+
+def test_random_labels_are_never_the_true_label(data):
+    y = torch.arange(10).repeat(500)
+    labels = random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
+    assert not (labels == y).any()
+    for c in range(10):
+        assert set(labels[y == c].tolist()) == set(range(10)) - {c}, "every other class must be reachable"
+    table = METHODS["rl"].setup(None, data, hparams("rl")).labels
+    assert table.shape == data.forget_y.shape and not (table == data.forget_y).any()
+
+
+def test_salun_moves_only_weights_inside_its_mask(trained, data):
+    config = _short("salun", mask_fraction=0.3)
+    mask = saliency_mask(copy.deepcopy(trained.original), data, 0.3, config["forget_batch_size"])
+    total = sum(m.numel() for m in mask.values())
+    assert sum(int(m.sum()) for m in mask.values()) == int(0.3 * total)
+    model = unlearn("salun", trained.original, data, config)
+    before, after = dict(trained.original.named_parameters()), dict(model.named_parameters())
+    changed = 0
+    for name, keep in mask.items():
+        assert torch.equal(after[name][~keep], before[name][~keep]), f"unmasked weights of {name} moved"
+        changed += int((after[name][keep] != before[name][keep]).sum())
+    assert changed > 0
+
+
+def test_l1_sparse_shrinks_the_l1_norm_more_than_ft(trained, data):
+    budget = {"epochs": 1, "lr": 0.05, "retain_fraction": 0.5}
+    models = {name: unlearn(name, trained.original, data, hparams(name, **budget)) for name in ("ft", "l1_sparse")}
+    l1 = {name: sum(p.abs().sum().item() for p in model.parameters()) for name, model in models.items()}
+    assert l1["l1_sparse"] < 0.98 * l1["ft"]
+
+
+def test_ft_keeps_retain_accuracy(trained, data):
+    model = unlearn("ft", trained.original, data, hparams("ft"))
+    for split in ("retain_train", "test_retain"):
+        x, y = trained.splits[split]
+        assert accuracy(predict(model, x), y) >= accuracy(predict(trained.original, x), y) - 0.03
+
+
+def test_scrub_pushes_forget_outputs_away_from_the_teacher(trained, data):
+    config = hparams("scrub")
+    model = unlearn("scrub", trained.original, data, config)
+    assert _forget_kl(model, trained.original, data, config["kd_t"]) > 0.1
+    assert METHODS["scrub"].phases(0, {"msteps": 1}) != METHODS["scrub"].phases(1, {"msteps": 1})
+    assert [p.name for p in METHODS["scrub"].phases(0, {"msteps": 1})] == ["max", "min"]
+    assert [p.name for p in METHODS["scrub"].phases(1, {"msteps": 1})] == ["min"]
+
+
+def test_bad_teacher_pulls_forget_outputs_towards_the_incompetent_teacher(trained, data):
+    config = hparams("bad_teacher")
+    incompetent = METHODS["bad_teacher"].setup(copy.deepcopy(trained.original), data, config).bad
+    model = unlearn("bad_teacher", trained.original, data, config)
+    assert _forget_kl(model, incompetent, data) < 0.5 * _forget_kl(trained.original, incompetent, data)
+
+
+def _pool(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return F.normalize(model.forward_taps(x)[1]["pool"], dim=1)
+
+
+def test_cu_lowers_forget_similarity_to_the_class_prototype(trained, data):
+    prototype = F.normalize(_pool(trained.original, data.forget_x).mean(0), dim=0)
+    model = unlearn("cu", trained.original, data, hparams("cu"))
+    before = (_pool(trained.original, data.forget_x) @ prototype).mean().item()
+    after = (_pool(model, data.forget_x) @ prototype).mean().item()
+    assert after < before - 0.1
+
+
+def test_contrastive_loss_pulls_other_classes_and_pushes_own_class():
+    anchor = torch.tensor([[1.0, 0.0]])
+    near, far = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    other, same = torch.tensor([1]), torch.tensor([0])
+    y = torch.tensor([0])
+    def loss(z_retain, y_retain):
+        return contrastive_unlearning_loss(anchor, y, z_retain, y_retain, 0.7)
+
+    assert loss(near, other) < loss(far, other), "retain samples of other classes are pulled"
+    assert loss(near, same) > loss(far, same), "retain samples of the anchor's class are pushed"
+
+
+@pytest.mark.parametrize(
+    "name, overrides, match",
+    [
+        ("nope", {}, "unknown unlearning method 'nope'; valid: ft, ga"),
+        ("ga", {"lr": -0.1}, "lr=-0.1 is invalid; valid: a number > 0"),
+        ("ga", {"epochs": 0}, "epochs=0 is invalid; valid: an integer >= 1"),
+        ("ga", {"epochs": True}, "epochs=True"),
+        ("ga", {"weight_decay": float("nan")}, "weight_decay=nan"),
+        ("neggrad_plus", {"beta": 1.5}, r"beta=1.5 is invalid; valid: a number in \[0, 1\]"),
+        ("salun", {"mask_fraction": 0.0}, r"mask_fraction=0.0 is invalid; valid: a number in \(0, 1\]"),
+        ("ga", {"alpha": 0.1}, "unknown hyperparameter 'alpha'; valid: epochs, lr"),
+    ],
+)
+def test_bad_names_and_hyperparameters_raise(name, overrides, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        hparams(name, **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_incomplete_config_and_unknown_profile_raise(trained, data):
+    config = hparams("ga")
+    del config["lr"]
+    with pytest.raises(ConfigError, match="missing hyperparameter"):
+        unlearn("ga", trained.original, data, config)
+    with pytest.raises(ConfigError, match="unknown profile 'huge'; valid: quick, paper"):
+        hparams("ga", "huge")
+
+
+def test_divergence_names_method_epoch_and_step(trained, data):
+    with pytest.raises(UnlearningError, match=r"'ga' diverged: .* at epoch 1/1, step \d+ of phase 'train'"):
+        unlearn("ga", trained.original, data, _short("ga", lr=1e20))
+
+
+def test_injected_nan_is_located(trained, data, monkeypatch):
+    def nan_at_third_step(model, state, step):
+        loss = F.cross_entropy(model(step.retain.x), step.retain.y)
+        return loss * float("nan") if step.t == 2 else loss
+
+    method = Method("nan", nan_at_third_step, every_epoch(Phase("train", "retain", "retain")))
+    monkeypatch.setitem(METHODS, "nan", method)
+    expected = r"'nan' diverged: the loss became non-finite at epoch 1/1, step 3 of phase 'train'"
+    with pytest.raises(UnlearningError, match=expected):
+        unlearn("nan", trained.original, data, {**hparams("ft"), "epochs": 1})
+
+
+def test_a_composed_method_adds_its_term_through_the_same_driver(trained, data, monkeypatch):
+    calls = []
+
+    def term(model, extra, step):
+        calls.append((extra, step.forget is not None, step.retain is not None))
+        return 0.25 * model(step.forget.x).pow(2).mean()
+
+    base = METHODS["rl"]
+    composed = compose(base, "rl+probe", term, setup=lambda model, data, hp: "probe-state")
+    monkeypatch.setitem(METHODS, "rl+probe", composed)
+
+    model = copy.deepcopy(trained.original).eval()
+    config = _short("rl")
+    base_state = base.setup(model, data, config)
+    idx = torch.arange(8)
+    step = Step(0, "forget", 0, 0, 1, Batch(data.forget_x[idx], data.forget_y[idx], idx),
+                Batch(data.retain_x[idx], data.retain_y[idx], idx), config)
+    expected = base.loss(model, base_state, step) + term(model, "probe-state", step)
+    assert torch.allclose(composed.loss(model, ComposedState(base_state, "probe-state"), step), expected)
+
+    calls.clear()
+    _, stats = run_method("rl+probe", trained.original, data, config)
+    _, base_stats = run_method("rl", trained.original, data, config)
+    assert stats.steps == base_stats.steps == len(calls)
+    assert all(c == ("probe-state", True, True) for c in calls)
+    assert composed.params == base.params and composed.setup is not base.setup
+
+
+def test_unlearn_data_needs_both_sets(data):
+    with pytest.raises(ConfigError, match="non-empty forget set"):
+        UnlearnData(data.forget_x[:0], data.forget_y[:0], data.retain_x, data.retain_y, 10, (3,), "cpu")

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from ecnb import viz
+from ecnb.data import make_forget_split
+from ecnb.results import read_results, result_row, write_results
+
+
+@pytest.fixture()
+def table(tmp_path):
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        for method in ("ga", "retrain", "original"):
+            rows.append(result_row(seed, method, "accuracy", 0.5 + shift, split="forget_train"))
+            rows.append(result_row(seed, method, "accuracy", 0.9, split="test_retain"))
+            for i, layer in enumerate(("layer1", "layer2", "pool")):
+                rows.append(result_row(seed, method, "cka_to_original", 1 - 0.1 * i - shift, split="forget_train", layer=layer))
+    write_results(tmp_path, rows)
+    return read_results(tmp_path)
+
+
+def test_split_bars_average_seeds_and_put_references_first(table):
+    fig = viz.split_bars(table, "accuracy")
+    assert [t.name for t in fig.data] == ["forget_train", "test_retain"]
+    assert list(fig.data[0].x) == ["original", "retrain", "ga"]
+    assert fig.data[0].y[2] == pytest.approx(0.55)
+    assert fig.data[0].error_y.array[2] == pytest.approx(0.0707, abs=1e-3)
+
+
+def test_layer_curves_follow_network_order_and_mark_retrain(table):
+    fig = viz.layer_curves(table, "cka_to_original", "forget_train", ["layer1", "layer2", "pool"])
+    assert [t.name for t in fig.data] == ["original", "retrain", "ga"]
+    ga = fig.data[2]
+    assert list(ga.x) == ["layer1", "layer2", "pool"] and list(ga.y) == pytest.approx([0.95, 0.85, 0.75])
+    assert fig.data[1].line.dash == "dash"
+
+
+def test_sample_grid_and_per_class_figure(digits):
+    split = make_forget_split(digits.y_train, forget_classes=(3,))
+    fig = viz.sample_grid(digits, split, per_class=4)
+    image = fig.data[0].z
+    assert len(fig.data) == 1 and image.shape[0] > image.shape[1], "ten rows of four tiles"
+    bars = viz.per_class_accuracy_figure({"original": [1.0] * 10, "retrain": [1.0] * 10}, digits.classes, (3,))
+    assert [t.name for t in bars.data] == ["original", "retrain"] and "forgotten" in bars.data[0].x[3]
