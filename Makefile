@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup study test lab lock clean
+.PHONY: setup study test bench lab lock clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ study: setup
 
 test: setup
 	$(PY) -m pytest $(ARGS)
+
+# Wall times, throughput and the issue's performance targets into docs/benchmarks.md (ARGS="--skip-study" to be quick).
+bench: setup
+	$(PY) scripts/bench.py $(ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

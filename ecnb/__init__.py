@@ -2,7 +2,7 @@
 
 Notebooks need one line, `import ecnb`; the names below are the ones they use.
 """
-from . import evaluate, features, metrics, unlearn, viz
+from . import ec, embeddings, evaluate, explorer, features, metrics, unlearn, viz
 from .artifacts import ArtifactError, Run
 from .config import ConfigError, StudyConfig, resolve_device
 from .data import Dataset, ForgetSplit, forget_split, load_dataset, split_tensors
@@ -12,7 +12,7 @@ from .results import read_results, summarize, write_results
 from .train import predict, train_reference
 
 __all__ = [
-    "ArtifactError", "ConfigError", "Dataset", "ForgetSplit", "Run", "StudyConfig", "build_model", "evaluate", "features", "unlearn",
+    "ArtifactError", "ConfigError", "Dataset", "ForgetSplit", "Run", "StudyConfig", "build_model", "ec", "evaluate", "features", "unlearn",
     "forget_split", "load_dataset", "metrics", "predict", "read_results", "reference_rows", "resolve_device",
-    "split_tensors", "summarize", "train_reference", "viz", "write_results",
+    "split_tensors", "summarize", "train_reference", "viz", "write_results", "embeddings", "explorer",
 ]

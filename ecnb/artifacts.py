@@ -6,6 +6,7 @@ Layout (STUDY.md section 6):
     runs/<name>/results.csv            tidy results, all seeds
     runs/<name>/seed<k>/split.json     the forget split of seed k
     runs/<name>/seed<k>/models/*.pt    checkpoints (state dicts only, loaded with weights_only=True)
+    runs/<name>/seed<k>/failures.json  methods that diverged, with why (absent when none did)
     runs/<name>/notebooks/seed<k>/     the executed notebooks
     runs/<name>/report.html            every executed notebook as one offline page
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, StudyConfig
+from .config import ConfigError, StudyConfig, check_seed
 
 
 _UMASK = os.umask(0)
@@ -52,6 +53,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_temporaries(root: str | Path) -> None:
+    """Delete the temporary files that `atomic_write`s killed mid-write left under `root`.
+
+    Nothing reads them (readers open final names only); this keeps a run directory from filling up
+    after crashes. Call it only while no writer is running (the study holds its lock).
+    """
+    for path in Path(root).rglob(".*.tmp"):
+        path.unlink()
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
@@ -104,7 +115,7 @@ class Run:
         if force:
             run.clear()
         elif path.exists():
-            old = StudyConfig.from_dict(load_json(path))
+            old = _load_config(path)
             if old.cache_key() != config.cache_key():
                 changed = _diff(old.to_dict(), config.to_dict())
                 raise ConfigError(
@@ -125,14 +136,37 @@ class Run:
             raise ConfigError(
                 f"{run_dir} has no config.json: run notebook 01 (or `python -m ecnb study`) with this run_dir first"
             )
-        config = StudyConfig.from_dict(load_json(path))
+        config = _load_config(path)
         return cls(StudyConfig.from_dict({**config.to_dict(), "run_dir": str(run_dir)}))
 
     def seed_dir(self, seed: int) -> Path:
+        """Where seed `seed`'s artifacts live; a bad seed (say, a notebook parameter of -1) is refused here."""
+        check_seed(seed)
         return self.root / f"seed{seed}"
 
     def checkpoint_path(self, method: str, seed: int) -> Path:
         return self.seed_dir(seed) / "models" / f"{method}.pt"
+
+    def failures(self, seed: int) -> dict[str, str]:
+        """The methods of `seed` whose unlearning diverged, each with its error message."""
+        path = self.seed_dir(seed) / "failures.json"
+        return load_json(path) if path.exists() else {}
+
+    def record_failure(self, seed: int, method: str, message: str | None) -> None:
+        """Note that `method` failed with `message`, or (None) that its last attempt succeeded."""
+        failures = self.failures(seed)
+        if failures.get(method) == message:
+            return
+        if message is None:
+            del failures[method]
+        else:
+            failures[method] = message
+        save_json(self.seed_dir(seed) / "failures.json", failures)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failed method and seed, for the study's summary and report."""
+        return [f"{method} (seed {seed}) failed: {message}"
+                for seed in self.config.seeds for method, message in self.failures(seed).items()]
 
     def clear(self) -> None:
         """Remove every artifact this package writes, leaving unrelated files alone."""
@@ -143,6 +177,18 @@ class Run:
                 shutil.rmtree(child)
             elif child.name in ("config.json", "results.csv", "report.html"):
                 child.unlink()
+
+
+def _load_config(path: Path) -> StudyConfig:
+    """`config.json` as a StudyConfig; a file of another shape is an ArtifactError naming it (a bad value
+    in the right shape stays the ConfigError that says which)."""
+    stored = load_json(path)
+    try:
+        return StudyConfig.from_dict(stored)
+    except ConfigError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path} is not an ecnb configuration ({e!r}); rerun with --force to recompute it") from e
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> str:

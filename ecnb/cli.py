@@ -1,6 +1,8 @@
 """`python -m ecnb ...`: the study command, the summary of a run, and the data download.
 
 Bad input stops before any work with one line (`ecnb: error: ...`) and exit status 2, no traceback.
+A damaged file in the run directory or a failed notebook also ends in one line, with status 1;
+an interrupted study with status 130.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import argparse
 import sys
 from typing import NoReturn
 
+from .artifacts import ArtifactError
 from .config import DEVICES, PROFILES, ConfigError, StudyConfig
 
 
@@ -32,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
     study.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
+    study.add_argument("--methods", nargs="+", metavar="M",
+                       help="baseline methods to run (default: all); EC and each one's plug-in follow them")
+    study.add_argument("--ablations", nargs="*", metavar="A",
+                       help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
     study.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
     summary = sub.add_parser("summary", help="print the summary table of a run directory")
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=args.seeds, epochs=args.epochs, device=args.device, run_dir=args.run_dir,
             )
             try:
-                run_study(config, force=args.force)
+                run_study(config, force=args.force, methods=args.methods, ablations=args.ablations)
             except StudyError as e:
                 print(f"ecnb: study failed: {e}", file=sys.stderr)
                 return 1
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run = Run.load(args.run_dir)
             print(summarize(read_results(run.root), run.config.seeds).to_string())
+            for line in run.failure_lines():
+                print(line)
         elif args.command == "download":
             from .data import load_dataset
 
@@ -72,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ecnb: error: {e}", file=sys.stderr)
         return 2
+    except ArtifactError as e:
+        print(f"ecnb: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ecnb: interrupted; complete artifacts are kept and the next run resumes from them", file=sys.stderr)
         return 130

@@ -136,7 +136,7 @@ class StudyConfig:
         if not self.seeds:
             raise ConfigError("give at least one seed")
         for s in self.seeds:
-            _check_int(s, "seed", minimum=0)
+            check_seed(s)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds {list(self.seeds)} repeat a seed")
         _check_int(self.train.epochs, "epochs", minimum=1)
@@ -176,6 +176,11 @@ class StudyConfig:
             raise ConfigError(f"run directory {self.run_dir!r} cannot be created: {probe} is not a directory")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise ConfigError(f"run directory {self.run_dir!r} is not writable (no write permission on {probe})")
+
+
+def check_seed(seed: Any) -> None:
+    """Seeds name directories (`seed<k>`) and seed every generator: a non-negative integer only."""
+    _check_int(seed, "seed", minimum=0)
 
 
 def _check_int(value: Any, name: str, minimum: int) -> None:

@@ -15,14 +15,15 @@ from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
 from .models import TappedNet, build_model
-from .results import REFERENCES, method_order, result_row, write_results
+from .results import REFERENCES, method_order, remove_results, result_row, write_results
 from .train import prepare_model
-from .unlearn import UnlearnData, hparams, run_method
+from .unlearn import UnlearnData, UnlearningError, hparams, run_method
 
 # Conv taps are pooled to at most this many positions per side before CKA (None: flattened whole).
 # The quick profile's largest tap is 16x16x16; ResNet-18's layer1 on CIFAR would be 64k numbers per image.
 MAX_SPATIAL = {"quick": None, "paper": 4}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
+CKA_COLUMN = "mean intermediate CKA to original (forget_train)"
 
 
 def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:
@@ -87,13 +88,27 @@ def run_methods(
     references: dict[str, TappedNet], device: torch.device | str = "auto",
 ) -> dict[str, TappedNet]:
     """Unlearn (or load) each method from `references['original']`, measure it, and write its rows to
-    `results.csv` as soon as it is done, so an interrupted run keeps every finished method."""
+    `results.csv` as soon as it is done, so an interrupted run keeps every finished method.
+
+    Every name is checked before any work. A method that diverges (UnlearningError) gets no metrics:
+    one line says so, the seed's `failures.json` records why, rows of an earlier run of it are removed,
+    and the other methods go on. Returns the models that succeeded.
+    """
+    for method in methods:
+        hparams(method, run.config.profile, seed)  # an unknown name stops here, before any work
     models = {}
     bar = tqdm(methods, desc="methods", unit="method")
     for method in bar:
         bar.set_postfix_str(method)
-        model, wall_time = unlearn_or_load(run, ds, split, method, seed, references["original"], device)
+        try:
+            model, wall_time = unlearn_or_load(run, ds, split, method, seed, references["original"], device)
+        except UnlearningError as e:
+            run.record_failure(seed, method, str(e))
+            remove_results(run.root, seed, method)
+            bar.write(f"{method} failed and is left out of the results: {e}")
+            continue
         write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+        run.record_failure(seed, method, None)
         models[method] = model
     return models
 
@@ -125,7 +140,7 @@ def intermediate_summary(results: pd.DataFrame, taps: list[str], seed: int | Non
     table = pd.DataFrame({
         "forget_train acc": pick("accuracy", "forget_train").mean(),
         "test_retain acc": pick("accuracy", "test_retain").mean(),
-        "mean intermediate CKA to original (forget_train)": pick("cka_to_original", "forget_train", intermediate).mean(),
+        CKA_COLUMN: pick("cka_to_original", "forget_train", intermediate).mean(),
         "max intermediate probe acc (test_forget)": pick("probe_accuracy", "test_forget", intermediate).max(),
     })
     return table.reindex(method_order(df["method"]))
@@ -134,6 +149,44 @@ def intermediate_summary(results: pd.DataFrame, taps: list[str], seed: int | Non
 def superficial_forgetting(table: pd.DataFrame, max_forget_acc: float = 0.05, min_cka: float = 0.85) -> list[str]:
     """The methods that forget at the output (`forget_train` accuracy <= 0.05) while their intermediate
     layers stay close to the original's (mean CKA >= 0.85): STUDY.md section 7's definition."""
-    cka = table["mean intermediate CKA to original (forget_train)"]
+    cka = table[CKA_COLUMN]
     hit = (table["forget_train acc"] <= max_forget_acc) & (cka >= min_cka)
     return [m for m in table.index[hit] if m not in REFERENCES]
+
+
+
+def ec_checks(
+    table: pd.DataFrame, baselines: list[str], ec: str = "ec", forget_tol: float = 0.05, retain_tol: float = 0.03
+) -> pd.DataFrame:
+    """STUDY.md section 7's criteria for EC, each as a row with the measured value and whether it holds.
+
+    `table` is `intermediate_summary`'s. The CKA comparison counts only baselines that keep
+    `test_retain` accuracy within `retain_tol` of the original: wrecking the network also lowers CKA.
+    A criterion about a method missing from `table` (it failed, or was not run) is reported as not
+    holding, with the value NaN, rather than dropped.
+    """
+    t, cka, acc_f, acc_r = table, CKA_COLUMN, "forget_train acc", "test_retain acc"
+    rows: list[tuple[str, float, str, bool]] = []
+
+    def check(name: str, methods: list[str], value: Any, target: Any, holds: Any) -> None:
+        if all(m in t.index for m in methods):
+            rows.append((name, float(value()), target(), bool(holds())))
+        else:
+            rows.append((name, float("nan"), f"not measured: {', '.join(m for m in methods if m not in t.index)}", False))
+
+    check(f"{ec}: forget_train acc within {forget_tol} of retrain", [ec, "retrain"],
+          lambda: t.loc[ec, acc_f], lambda: f"{t.loc['retrain', acc_f]:.3f} ± {forget_tol}",
+          lambda: abs(t.loc[ec, acc_f] - t.loc["retrain", acc_f]) <= forget_tol)
+    check(f"{ec}: test_retain acc within {retain_tol} of original", [ec, "original"],
+          lambda: t.loc[ec, acc_r], lambda: f">= {t.loc['original', acc_r] - retain_tol:.3f}",
+          lambda: t.loc[ec, acc_r] >= t.loc["original", acc_r] - retain_tol)
+    measured = [b for b in baselines if b in t.index]
+    useful = [b for b in measured if "original" in t.index and t.loc[b, acc_r] >= t.loc["original", acc_r] - retain_tol]
+    lowest = t.loc[useful, cka].min() if useful else float("inf")
+    check(f"{ec}: mean intermediate CKA below every baseline that keeps retain accuracy ({', '.join(useful)})",
+          [ec, "original"], lambda: t.loc[ec, cka], lambda: f"< {lowest:.3f}", lambda: t.loc[ec, cka] < lowest)
+    for b in baselines:
+        plugin = f"{b}+ec"
+        check(f"{plugin}: mean intermediate CKA below {b}'s", [b, plugin], lambda: t.loc[plugin, cka],
+              lambda: f"< {t.loc[b, cka]:.3f}", lambda: t.loc[plugin, cka] < t.loc[b, cka])
+    return pd.DataFrame(rows, columns=["check", "value", "target", "holds"]).set_index("check")

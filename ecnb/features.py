@@ -13,17 +13,20 @@ The `pool` tap is already (N, D) and is the same in both views. The logits come 
 Cache: `run.seed_dir(seed)/features/<method>__<split>.npz`, one uncompressed npz per (seed, method,
 split) holding `flat.<tap>` and `pooled.<tap>` (float32), `logits` (float32), `taps` (str), `n` and
 `max_spatial` (-1 for None). Tap names never contain a dot (torch forbids it in module names), so the
-key separator is unambiguous.
+key separator is unambiguous. A damaged file (truncated, not an archive, arrays missing) is recomputed
+with a warning naming it rather than refused: it derives from a checkpoint alone, so recomputing loses
+nothing, where `--force` would retrain every model. Files load with `allow_pickle=False`.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifacts import ArtifactError, Run, atomic_write
+from .artifacts import Run, atomic_write
 from .models import TappedNet
 
 Features = dict[str, np.ndarray]
@@ -67,7 +70,7 @@ def cached_features(
     path = features_path(run, method, seed, split_name)
     if path.exists() and not force:
         stored = _load(path)
-        if _matches(stored, model.taps, len(x), max_spatial, pooled):
+        if stored is not None and _matches(stored, model.taps, len(x), max_spatial, pooled):
             return _view(stored, model.taps, "pooled" if pooled else "flat")
     flat, pool = _extract(model, x, BATCH_SIZE, max_spatial, keep_flat=True)
     arrays = {f"flat.{k}": v for k, v in flat.items() if k != "logits"}
@@ -137,19 +140,20 @@ def _concat(parts: dict[str, list[torch.Tensor]]) -> Features:
     return {tap: torch.cat(chunks).numpy() for tap, chunks in parts.items()}
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the file, read now, so a truncated or corrupt archive fails here, naming it."""
+def _load(path: Path) -> dict[str, np.ndarray] | None:
+    """Every array of the file, read now so that a damaged archive shows here: then None, after a
+    warning naming the file, and the caller recomputes it."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             stored = {k: npz[k] for k in npz.files}
     except Exception as e:  # zipfile, numpy and OS errors all mean the same here: unreadable
-        raise ArtifactError(
-            f"features file {path} is corrupted or truncated ({type(e).__name__}); rerun with --force to recompute it"
-        ) from e
+        print(f"features file {path} is corrupted or truncated ({type(e).__name__}); recomputing it", file=sys.stderr)
+        return None
     taps = stored["taps"].tolist() if "taps" in stored else None
     needed = {"logits", "n", "max_spatial"} | {f"{view}.{t}" for view in ("flat", "pooled") for t in taps or []}
     if taps is None or not needed <= stored.keys():
-        raise ArtifactError(f"{path} is not an ecnb features file; rerun with --force to recompute it")
+        print(f"{path} is not an ecnb features file; recomputing it", file=sys.stderr)
+        return None
     return stored
 
 

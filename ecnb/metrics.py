@@ -1,6 +1,8 @@
 """The study's metrics (STUDY.md section 5), each defined here once."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -8,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import ThreadpoolController
 
 from .artifacts import Run
 from .data import Dataset, ForgetSplit, split_tensors
@@ -245,16 +248,27 @@ def mia_rows(
 PROBE_TRAIN_SPLITS = ("forget_train", "retain_train")  # the whole training set, forgotten classes included
 
 
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's BLAS/OpenMP pools, found once: finding them scans the loaded libraries (~0.1 s)."""
+    return ThreadpoolController()
+
+
 def probe_accuracy(
     train_feats: np.ndarray, train_y: np.ndarray, test_feats: np.ndarray, test_y: np.ndarray, seed: int = 0
 ) -> float:
     """Accuracy of a linear probe (standardised features, multinomial logistic regression) on the test set.
 
     The linear-probing attack: how much of a class a linear read-out of frozen features recovers.
+    The fit runs with one BLAS thread: its matrices are small (at most 1,000 samples per class by a few
+    hundred features), so more threads only add synchronisation, and on a busy machine their spinning made
+    each fit about 30x slower (docs/benchmarks.md).
     """
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
-    probe.fit(np.asarray(train_feats, dtype=np.float64), np.asarray(train_y))
-    return float(np.mean(probe.predict(np.asarray(test_feats, dtype=np.float64)) == np.asarray(test_y)))
+    with _thread_pools().limit(limits=1, user_api="blas"):
+        probe.fit(np.asarray(train_feats, dtype=np.float64), np.asarray(train_y))
+        predicted = probe.predict(np.asarray(test_feats, dtype=np.float64))
+    return float(np.mean(predicted == np.asarray(test_y)))
 
 
 def layer_probe_accuracy(

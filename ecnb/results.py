@@ -8,14 +8,15 @@ from __future__ import annotations
 import fcntl
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
-from .artifacts import atomic_write
+from .artifacts import ArtifactError, atomic_write
 
 COLUMNS = ["seed", "method", "metric", "layer", "split", "value"]
 KEY = COLUMNS[:-1]
@@ -44,14 +45,28 @@ def _locked(path: Path) -> Iterator[None]:
 def write_results(run_dir: str | Path, rows: Iterable[dict]) -> pd.DataFrame:
     """Upsert `rows` into `run_dir/results.csv`; rows keep the order they were first written in
     (writers give layers in network order). Returns the whole table."""
-    path = Path(run_dir) / "results.csv"
     new = pd.DataFrame(list(rows), columns=COLUMNS)
-    with _locked(path):
-        old = read_results(run_dir)
+
+    def upsert(old: pd.DataFrame) -> pd.DataFrame:
         table = pd.concat([old, new], ignore_index=True)
         last = table.drop_duplicates(KEY, keep="last").set_index(KEY)["value"]
         table = table.drop_duplicates(KEY, keep="first").drop(columns="value")
-        table = table.join(last, on=KEY)[COLUMNS].reset_index(drop=True)
+        return table.join(last, on=KEY)[COLUMNS].reset_index(drop=True)
+
+    return _update(run_dir, upsert)
+
+
+def remove_results(run_dir: str | Path, seed: int, method: str) -> pd.DataFrame:
+    """Drop every row of `method` for `seed` (a method that now fails must not keep an earlier run's
+    metrics). Returns the whole table."""
+    return _update(run_dir, lambda old: old[(old["seed"] != seed) | (old["method"] != method)].reset_index(drop=True))
+
+
+def _update(run_dir: str | Path, change: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """Read, `change` and atomically rewrite `results.csv` under its lock, so concurrent writers never lose rows."""
+    path = Path(run_dir) / "results.csv"
+    with _locked(path):
+        table = change(read_results(run_dir))
         buf = io.StringIO()
         table.to_csv(buf, index=False)
         atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
@@ -59,14 +74,30 @@ def write_results(run_dir: str | Path, rows: Iterable[dict]) -> pd.DataFrame:
 
 
 def read_results(run_dir: str | Path) -> pd.DataFrame:
-    """The results table (empty, with the right columns, when nothing was written yet)."""
+    """The results table (empty, with the right columns, when nothing was written yet).
+
+    A file that is not a complete table of our own (cut short, foreign columns, values that are not
+    finite numbers, repeated rows) raises ArtifactError naming it: every write ends with a newline and
+    is atomic, so anything else was damaged after it was written.
+    """
     path = Path(run_dir) / "results.csv"
     if not path.exists():
         return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in COLUMNS})
-    df = pd.read_csv(path, dtype={"method": str, "metric": str, "layer": str, "split": str}, keep_default_na=False)
-    df["seed"] = df["seed"].astype(int)
-    df["value"] = df["value"].astype(float)
-    return df[COLUMNS]
+    try:
+        text = path.read_text()
+        if not text.endswith("\n"):
+            raise ValueError("it does not end with a complete row")
+        df = pd.read_csv(io.StringIO(text), dtype={"method": str, "metric": str, "layer": str, "split": str},
+                         keep_default_na=False)
+        if list(df.columns) != COLUMNS:
+            raise ValueError(f"columns {list(df.columns)} instead of {COLUMNS}")
+        df["seed"] = df["seed"].astype(int)
+        df["value"] = df["value"].astype(float)
+        if not np.isfinite(df["value"]).all() or df.duplicated(KEY).any():
+            raise ValueError("non-finite values or repeated rows")
+    except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors too
+        raise ArtifactError(f"results file {path} is corrupted ({e}); rerun with --force to recompute it") from e
+    return df
 
 
 def method_order(methods: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +20,14 @@ import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from .artifacts import Run, atomic_write
+from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
 from .data import check_available
+from .ec import ablation_names, baselines
 from .results import read_results, summarize
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+RUNNING_SUFFIX = ".running.ipynb"  # a notebook being executed, renamed into place only when it succeeds
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
@@ -34,6 +37,11 @@ class _IPCKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        """Socket files go to a private temporary folder, not the notebook's working directory."""
+        return os.path.join(tempfile.mkdtemp(prefix="ecnb-kernel-"), "ipc")
 
 
 class StudyError(RuntimeError):
@@ -45,9 +53,25 @@ def notebook_paths(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if re.match(r"\d\d_", p.name))
 
 
-def notebook_parameters(config: StudyConfig, seed: int) -> dict[str, Any]:
-    """The study's options as notebook parameters (plain literals, one seed per execution)."""
+def check_selection(methods: list[str] | None, ablations: list[str] | None) -> None:
+    """Fail before any work on a method or ablation name the registry does not know."""
+    for given, valid, what in ((methods, baselines(), "baseline method"), (ablations, ablation_names(), "ablation")):
+        for name in given or []:
+            if name not in valid:
+                raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+
+
+def notebook_parameters(
+    config: StudyConfig, seed: int, methods: list[str] | None = None, ablations: list[str] | None = None
+) -> dict[str, Any]:
+    """The study's options as notebook parameters (plain literals, one seed per execution).
+
+    `methods` (the baselines; EC's plug-ins follow them) and `ablations` are passed only when given,
+    so the notebooks' own defaults (every registered method) apply otherwise.
+    """
+    selection = {k: list(v) for k, v in (("methods", methods), ("ablations", ablations)) if v is not None}
     return {
+        **selection,
         "profile": config.profile,
         "dataset": config.dataset,
         "model": config.model,
@@ -86,25 +110,38 @@ def study_lock(root: Path) -> Iterator[None]:
 def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> None:
     """Run `source` with papermill; the executed copy appears at `target` only when every cell passed.
 
-    A failing notebook is kept beside it as `<name>.failed.ipynb` for inspection.
+    A failing cell or a dead kernel raises StudyError; the notebook is then kept as `<name>.failed.ipynb`
+    for inspection and an executed copy from an earlier run is removed, so `target` never shows a
+    success that this run did not have. When interrupted, the half-executed copy is deleted.
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     declared = papermill.inspect_notebook(str(source))
     params = {k: v for k, v in parameters.items() if k in declared}
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.stem}.running.ipynb")
+    partial = target.with_name(f".{target.stem}{RUNNING_SUFFIX}")
     failed = target.with_name(f"{target.stem}.failed.ipynb")
     try:
         papermill.execute_notebook(
             str(source), str(partial), parameters=params, kernel_name="python3", cwd=str(source.parent),
             progress_bar={"desc": source.stem, "leave": False}, kernel_manager_class=_IPCKernelManager,
+            shutdown_kernel="immediate",  # on Ctrl-C too: stop the kernel mid-cell, not ask it to finish the cell
         )
     except papermill.PapermillExecutionError as e:
-        os.replace(partial, failed)
-        raise StudyError(f"{source.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {failed})") from None
-    os.replace(partial, target)
-    failed.unlink(missing_ok=True)
+        why = f"failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
+    except DeadKernelError:
+        why = "stopped: its kernel died (killed, or out of memory)"
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    else:
+        os.replace(partial, target)
+        failed.unlink(missing_ok=True)
+        return
+    os.replace(partial, failed)
+    target.unlink(missing_ok=True)
+    raise StudyError(f"{source.name} {why} (see {failed})")
 
 
 def run_study(
@@ -112,31 +149,49 @@ def run_study(
     force: bool = False,
     notebooks: list[Path] | None = None,
     log: Callable[[str], None] = print,
+    methods: list[str] | None = None,
+    ablations: list[str] | None = None,
 ) -> Path:
     """Execute the notebook sequence for every seed, write `report.html`, print the summary."""
     config.validate()
+    check_selection(methods, ablations)
     check_available(config.dataset)
     config.check_writable()
     notebooks = notebook_paths() if notebooks is None else notebooks
     root = Path(config.run_dir)
     with study_lock(root):
         run = Run.open(config, force=force)
+        _remove_partial_files(root)
         for seed in config.seeds:
             for nb in notebooks:
                 start = time.perf_counter()
                 log(f"[seed {seed}] {nb.name} ...")
-                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, notebook_parameters(config, seed))
+                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, notebook_parameters(config, seed, methods, ablations))
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
         report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks])
     table = summarize(read_results(root), config.seeds)
     log("\n" + (table.to_string() if not table.empty else "(no results)"))
+    for line in run.failure_lines():
+        log(line)
     log(f"\nreport: {report.absolute()}")
     return report
+
+
+def _remove_partial_files(root: Path) -> None:
+    """What a killed study left behind: temporaries of interrupted writes and half-executed notebooks.
+
+    Nothing reads them (readers open final names only); removing them keeps the run directory tidy.
+    Only called under the study lock, when no other study writes here.
+    """
+    remove_temporaries(root)
+    for path in (root / "notebooks").rglob(f".*{RUNNING_SUFFIX}"):
+        path.unlink()
 
 
 def build_report(run: Run, executed: list[Path]) -> Path:
     """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests."""
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     from plotly.offline import get_plotlyjs
 
     config = run.config
@@ -148,12 +203,15 @@ def build_report(run: Run, executed: list[Path]) -> Path:
         + f"\n\nSeeds: {list(config.seeds)}; the notebooks below are those of seed {config.seeds[0]}. "
         "Accuracy is reported as is (not 1 - accuracy).\n\n"
         + (table.to_html() if not table.empty else "")
+        + "".join(f"\n\n**{line}**" for line in run.failure_lines())
     )
     merged = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(intro)])
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for path in executed:
         merged.cells.extend(_static_plotly(nbformat.read(path, as_version=4)).cells)
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
+    # A text progress bar is stored as one stream output per update; show only its last state.
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)
     html, _ = exporter.from_notebook_node(merged)
     html = _strip_remote_scripts(html)
     html = html.replace("</head>", f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>', 1)
@@ -161,7 +219,10 @@ def build_report(run: Run, executed: list[Path]) -> Path:
 
 
 def _static_plotly(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Turn plotly's mime-type outputs into HTML divs that need only the page's one copy of plotly.js."""
+    """Turn plotly's mime-type outputs into HTML divs that need only the page's one copy of plotly.js.
+
+    A figure with frames (a slider over layers) opens on its first frame instead of playing through them.
+    """
     import plotly.io as pio
 
     for cell in nb.cells:
@@ -169,7 +230,7 @@ def _static_plotly(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             data = out.get("data", {})
             if PLOTLY_MIME in data:
                 fig = pio.from_json(_json(data[PLOTLY_MIME]), skip_invalid=True)
-                out["data"] = {"text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False)}
+                out["data"] = {"text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False, auto_play=False)}
     return nb
 
 

@@ -493,7 +493,7 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "ga": {**_QUICK, "epochs": 5, "lr": 1e-3},  # 0.000 / 0.984
         "rl": {**_QUICK, "epochs": 3, "lr": 0.01},  # 0.000 / 1.000
         "neggrad_plus": {**_QUICK, "epochs": 3, "lr": 0.01, "beta": 0.9},  # 0.000 / 0.992
-        "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 2e-3},  # 0.000 / 0.992
+        "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 5e-4},  # 0.000 / 1.000
         "salun": {**_QUICK, "epochs": 3, "lr": 0.01, "mask_fraction": 0.5},  # 0.000 / 1.000
         "scrub": {**_QUICK, "epochs": 3, "lr": 5e-3, "alpha": 0.001, "gamma": 0.99, "kd_t": 4.0,
                   "msteps": 2},  # 0.000 / 1.000

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("ECNB_OFFLINE", "1")
+# One OpenMP thread here and in every notebook kernel the tests start (they inherit the environment):
+# tiny models gain nothing from more, and on two cores several spinning thread pools slow everything down.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 torch.set_num_threads(1)  # tiny models: one thread is as fast and does not fight other processes
 

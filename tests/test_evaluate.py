@@ -47,3 +47,23 @@ def test_intermediate_summary_and_superficial_verdict(tmp_path):
     assert table.loc["ga", "mean intermediate CKA to original (forget_train)"] == pytest.approx(0.9)
     assert table.loc["ec", "mean intermediate CKA to original (forget_train)"] == pytest.approx(0.6)
     assert evaluate.superficial_forgetting(table) == ["ga"]
+
+
+def test_ec_checks_follow_study_section_7():
+    """A hand-made summary: `wreck` lowers CKA by ruining retain accuracy and must not count against EC;
+    `rl+ec` beats `rl`, `wreck+ec` does not beat `wreck`, and a missing plug-in is reported, not dropped."""
+    cka = evaluate.CKA_COLUMN
+    table = pd.DataFrame(
+        {"forget_train acc": [1.0, 0.0, 0.01, 0.0, 0.0, 0.04, 0.0],
+         "test_retain acc": [0.99, 0.99, 0.98, 0.80, 0.97, 0.98, 0.85],
+         cka: [1.0, 0.85, 0.90, 0.60, 0.75, 0.80, 0.65]},
+        index=["original", "retrain", "rl", "wreck", "ec", "rl+ec", "wreck+ec"],
+    )
+    checks = evaluate.ec_checks(table, ["rl", "wreck", "ga"])
+    holds = checks["holds"].tolist()
+    assert holds == [True, True, True, True, False, False]
+    assert "(rl)" in checks.index[2], "only the baseline that keeps retain accuracy within 0.03 is compared"
+    assert checks["target"].iloc[2] == "< 0.900"
+    assert checks["target"].iloc[5] == "not measured: ga, ga+ec" and pd.isna(checks["value"].iloc[5])
+    worse_retain = table.assign(**{"test_retain acc": [0.99, 0.99, 0.98, 0.80, 0.95, 0.98, 0.85]})
+    assert not evaluate.ec_checks(worse_retain, ["rl"])["holds"].iloc[1], "0.95 is more than 0.03 below 0.99"

@@ -44,11 +44,11 @@ def test_notebook_01_runs_and_writes_its_rows(tiny_run):
 def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path):
     config, _ = tiny_run
     executed = tmp_path / "02.ipynb"
-    params = {**notebook_parameters(config, seed=1), "methods": list(ecnb.unlearn.METHODS)}
+    params = {**notebook_parameters(config, seed=1), "methods": ecnb.ec.baselines()}
     execute_notebook(NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb", executed, params)
     df = ecnb.read_results(config.run_dir)
     taps = ecnb.build_model(config.model, 1, 10).taps
-    for method in ["original", "retrain", *ecnb.unlearn.METHODS]:
+    for method in ["original", "retrain", *ecnb.ec.baselines()]:
         rows = df[df["method"] == method]
         assert set(rows[rows["metric"] == "accuracy"]["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}, method
         assert len(rows[rows["metric"] == "mia_efficacy"]) == 1, method
@@ -64,9 +64,29 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
     assert (Path(config.run_dir) / "seed1" / "models" / "ga.pt").exists()
 
 
+def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
+    config, _ = tiny_run
+    executed = tmp_path / "03.ipynb"
+    params = {**notebook_parameters(config, seed=1, methods=["ga", "rl"], ablations=["ec[last]"])}
+    execute_notebook(NOTEBOOKS_DIR / "03_erase_at_the_core.ipynb", executed, params)
+    df = ecnb.read_results(config.run_dir)
+    taps = ecnb.build_model(config.model, 1, 10).taps
+    for method in ["ec", "ga+ec", "rl+ec", "ec[last]"]:
+        rows = df[(df["method"] == method) & (df["seed"] == 1)]
+        cka = rows[(rows["metric"] == "cka_to_original") & (rows["split"] == "forget_train")]
+        assert list(cka["layer"]) == taps, method
+        assert len(rows[rows["metric"] == "accuracy"]) == 4 and len(rows[rows["metric"] == "wall_time"]) == 1, method
+    assert not df.duplicated(["seed", "method", "metric", "layer", "split"]).any()
+    assert (Path(config.run_dir) / "seed1" / "models" / "rl+ec.pt").exists()
+    text = executed.read_text()
+    assert "criteria hold in this run" in text, "the verdict cell ran and printed its count"
+    assert len(plotly_outputs(executed)) == 6
+
+
 def test_study_command_end_to_end(tmp_path):
     run_dir = tmp_path / "study"
-    cmd = [sys.executable, "-m", "ecnb", "study", "--epochs", "2", "--seeds", "0", "1", "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "ecnb", "study", "--epochs", "2", "--seeds", "0", "1", "--run-dir", str(run_dir),
+           "--methods", "ga", "--ablations"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "report: " in first.stdout and "±" in first.stdout, "summary with mean ± std over two seeds"

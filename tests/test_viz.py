@@ -43,3 +43,12 @@ def test_sample_grid_and_per_class_figure(digits):
     assert len(fig.data) == 1 and image.shape[0] > image.shape[1], "ten rows of four tiles"
     bars = viz.per_class_accuracy_figure({"original": [1.0] * 10, "retrain": [1.0] * 10}, digits.classes, (3,))
     assert [t.name for t in bars.data] == ["original", "retrain"] and "forgotten" in bars.data[0].x[3]
+
+
+def test_plugin_bars_pair_each_baseline_with_its_plugin():
+    import pandas as pd
+
+    table = pd.DataFrame({"cka": [0.9, 0.6, 0.8, 0.7, 0.5]}, index=["ga", "ga+ec", "rl", "rl+ec", "retrain"])
+    fig = viz.plugin_bars(table, ["ga", "rl"], "cka")
+    assert list(fig.data[0].y) == [0.9, 0.8] and list(fig.data[1].y) == [0.6, 0.7]
+    assert [s.y0 for s in fig.layout.shapes] == [0.5], "retrain as the reference line; no ec row here"

@@ -1,0 +1,232 @@
+"""Per-layer UMAP embeddings of a fixed sample of test images, for every model of a run, made comparable.
+
+What is embedded: the *flat* features (`ecnb.features`, pooled to the run's `MAX_SPATIAL` as for CKA),
+so a picture and a CKA value describe the same representation; the pooled view would reduce an early
+conv layer to a handful of channel means. UMAP runs with Euclidean distances, which, like linear CKA,
+do not change under rotations of the feature space or a uniform rescaling of it.
+
+Comparable: UMAP fixes neither position, orientation, mirror image nor scale, so each model's embedding
+of a layer is aligned onto `original`'s embedding of the same points (`procrustes_align`), and the
+figures share one set of axes per layer.
+
+Cached: one file per model and layer, `seed<k>/embeddings/<method>__<layer>__<key>.npz`, an array
+`embedding` (float32, one row per sample point) written atomically. The key hashes the checkpoint's
+bytes, the layer, the sample positions, the feature view, the UMAP settings and umap-learn's version:
+any change makes a new file, and an unchanged one is never fitted again. umap is imported only to fit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.linalg import orthogonal_procrustes
+from tqdm.std import tqdm
+
+from .artifacts import ArtifactError, Run, atomic_write, load_checkpoint
+from .config import resolve_device
+from .data import Dataset, ForgetSplit, split_tensors
+from .evaluate import MAX_SPATIAL
+from .features import cached_features
+from .models import TappedNet, build_model
+from .results import method_order, read_results
+from .train import prepare_model
+
+# umap-learn compiles its numba kernels on first use; numba caches those it may in this folder. It is
+# read when numba is imported, so it is set here, before anything imports umap (the Makefile sets it too).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+SAMPLE_SPLITS = ("test_forget", "test_retain")
+
+
+@dataclass(frozen=True)
+class UmapSettings:
+    """UMAP's knobs that change the picture. A fixed `random_state` makes the fit reproducible (and
+    single-threaded, which costs little at a few hundred points)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    random_state: int = 0
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class Sample:
+    """Test images to embed: sorted positions into each of `SAMPLE_SPLITS`' tensors, and their labels."""
+
+    positions: dict[str, np.ndarray]
+    y: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class Atlas:
+    """Aligned 2-D embeddings, `coords[method][layer]` of shape (n, 2), of one sample for every model."""
+
+    sample: Sample
+    classes: list[str]
+    forget_classes: tuple[int, ...]
+    methods: list[str]
+    layers: list[str]
+    coords: dict[str, dict[str, np.ndarray]]
+
+
+def draw_sample(ds: Dataset, split: ForgetSplit, n_retain: int, n_forget: int, seed: int) -> Sample:
+    """A seeded sample of at most `n_forget` test_forget and `n_retain` test_retain images.
+
+    The same seed gives the same points, so every model (and every later run) embeds the same images.
+    """
+    splits = split_tensors(ds, split)
+    rng = np.random.default_rng(seed)
+    positions = {}
+    for name, cap in zip(SAMPLE_SPLITS, (n_forget, n_retain)):
+        if cap < 0:
+            raise ValueError(f"sample size {cap} for {name} must be at least 0")
+        n = len(splits[name][1])
+        positions[name] = np.sort(rng.choice(n, min(cap, n), replace=False))
+    y = np.concatenate([splits[name][1].cpu().numpy()[positions[name]] for name in SAMPLE_SPLITS])
+    return Sample(positions, y)
+
+
+def run_models(run: Run, ds: Dataset, seed: int, device: torch.device | str = "auto") -> dict[str, TappedNet]:
+    """Every model of `seed` that `results.csv` names and whose checkpoint is in the run directory,
+    `original` and `retrain` first; `original` is required, as the reference the others are aligned to."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    results = read_results(run.root)
+    named = method_order(results.loc[results["seed"] == seed, "method"])
+    methods = [m for m in named if run.checkpoint_path(m, seed).exists()]
+    if "original" not in methods:
+        raise ArtifactError(
+            f"{run.root} has no checkpoint of 'original' for seed {seed}: run notebook 01 with this run_dir first"
+        )
+    models = {}
+    for method in methods:
+        model = build_model(run.config.model, ds.input_shape[0], ds.num_classes)
+        model.load_state_dict(load_checkpoint(run.checkpoint_path(method, seed))["state_dict"])
+        models[method] = prepare_model(model, device).eval()
+    return models
+
+
+def embed_layers(
+    run: Run,
+    ds: Dataset,
+    split: ForgetSplit,
+    seed: int,
+    models: dict[str, TappedNet],
+    sample: Sample,
+    settings: UmapSettings = UmapSettings(),
+) -> Atlas:
+    """Every model's embedding of every layer, from the cache or fitted now, aligned onto `original`'s.
+
+    Features are read only for models with a layer not yet cached, from `ecnb.features`' cache of the
+    whole test splits (notebook 02 leaves it behind) and indexed down to the sample.
+    """
+    if len(sample.y) <= settings.n_neighbors:
+        raise ValueError(
+            f"a sample of {len(sample.y)} test images is too small for n_neighbors={settings.n_neighbors}; "
+            "sample more images or lower n_neighbors"
+        )
+    layers = models["original"].taps
+    splits = split_tensors(ds, split)
+    max_spatial = MAX_SPATIAL.get(run.config.profile)
+    raw: dict[str, dict[str, np.ndarray]] = {}
+    bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer")
+    for method, model in models.items():
+        checkpoint = _file_hash(run.checkpoint_path(method, seed))
+        paths = {
+            layer: embedding_path(run, seed, method, layer, _key(checkpoint, layer, sample, settings, max_spatial))
+            for layer in layers
+        }
+        feats = None
+        raw[method] = {}
+        for layer, path in paths.items():
+            bar.set_postfix_str(f"{method} {layer}", refresh=False)
+            if not path.exists():
+                if feats is None:
+                    feats = _sample_features(run, method, seed, model, splits, sample, max_spatial)
+                _save(path, fit_umap(feats[layer], settings))
+            raw[method][layer] = _load(path)
+            bar.update()
+    bar.close()
+    coords = {
+        method: {layer: procrustes_align(raw[method][layer], raw["original"][layer]) for layer in layers}
+        for method in models
+    }
+    return Atlas(sample, ds.classes, split.forget_classes, list(models), layers, coords)
+
+
+def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Path:
+    """Where `embed_layers` keeps one model's embedding of one layer."""
+    return run.seed_dir(seed) / "embeddings" / f"{method}__{layer}__{key}.npz"
+
+
+def fit_umap(features: np.ndarray, settings: UmapSettings) -> np.ndarray:
+    """A 2-D UMAP embedding of (n, d) features, float32."""
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_jobs=1, **asdict(settings))
+    return reducer.fit_transform(np.asarray(features, dtype=np.float32)).astype(np.float32)
+
+
+def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`points` moved onto `reference`: centred on it, scaled to its spread, and rotated (or mirrored) to
+    fit it best in least squares.
+
+    These are exactly the freedoms UMAP leaves open, so what differs after alignment is a real difference
+    between the two embeddings of the same points. The scale matches the spreads rather than minimising
+    the squared error, which would shrink an embedding the more it differs from the reference and make it
+    look collapsed.
+    """
+    p = points - points.mean(0)
+    r = reference - reference.mean(0)
+    p = p * (np.linalg.norm(r) / np.linalg.norm(p))
+    rotation, _ = orthogonal_procrustes(p, r)
+    return (p @ rotation + reference.mean(0)).astype(np.float32)
+
+
+def _sample_features(
+    run: Run, method: str, seed: int, model: TappedNet, splits: dict, sample: Sample, max_spatial: int | None
+) -> dict[str, np.ndarray]:
+    """The sample's flat features per tap: test_forget's points, then test_retain's."""
+    parts = [
+        (cached_features(run, method, seed, name, model, splits[name][0], max_spatial), sample.positions[name])
+        for name in SAMPLE_SPLITS
+        if len(splits[name][1])
+    ]
+    return {tap: np.concatenate([f[tap][pos] for f, pos in parts]) for tap in model.taps}
+
+
+def _key(checkpoint: str, layer: str, sample: Sample, settings: UmapSettings, max_spatial: int | None) -> str:
+    positions = {name: pos.tolist() for name, pos in sample.positions.items()}
+    spec = {
+        "checkpoint": checkpoint, "layer": layer, "positions": positions, "umap": asdict(settings),
+        "max_spatial": max_spatial, "umap-learn": version("umap-learn"),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save(path: Path, embedding: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file handle, because np.savez appends .npz to a bare path
+            np.savez(f, embedding=embedding)
+
+    atomic_write(path, write)
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["embedding"]
+    except Exception as e:  # zipfile, numpy and OS errors all mean the same here: unreadable
+        raise ArtifactError(f"embedding {path} is unreadable ({type(e).__name__}); delete it to recompute it") from e

@@ -1,0 +1,225 @@
+"""The representation explorer: per-layer embedding figures, CKA curves, and the widgets that drive them.
+
+Static figures carry their own controls (a slider over layers, dropdowns over which points and which
+colouring), so they stay explorable in the HTML report without a kernel. `explorer` is the JupyterLab
+version: ipywidgets pick methods, layer, split and colouring, and the figure is redrawn in an Output.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from .embeddings import Atlas
+from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves
+
+if TYPE_CHECKING:  # imported when a widget is made, so `import ecnb` does not pay for it
+    import ipywidgets
+
+SPLIT_VIEWS = ("both", "test_forget", "test_retain")
+COLOURINGS = ("class", "split")
+CKA_METRICS = ("cka_to_original", "cka_to_retrain")
+# Kept classes cycle through D3's palette without its red, which marks the forgotten classes alone.
+KEPT_COLORS = [c for c in qualitative.D3 if c.lower() != FORGET_COLOR]
+PANEL_COLUMNS = 4
+# Pixels: a row of panels, the margins, and how far above the panels the dropdowns sit (clear of the
+# panel titles below them and the figure title above).
+ROW_HEIGHT, MARGIN_TOP, MARGIN_BOTTOM, MENU_LIFT = 300, 120, 80, 45
+PADDING = 0.05  # fraction of a layer's extent added around its points
+
+
+def embedding_figure(
+    atlas: Atlas,
+    methods: list[str] | None = None,
+    layers: list[str] | None = None,
+    split: str = "both",
+    colouring: str = "class",
+    menus: bool = True,
+) -> go.Figure:
+    """One panel per method (in `atlas` order), one trace per class, forgotten classes on top in red.
+
+    Every panel of a layer shares the same fixed axes, so positions compare across methods. With several
+    layers the figure has one frame per layer and a slider over them; `menus` adds dropdowns over
+    `SPLIT_VIEWS` and `COLOURINGS`, which start at `split` and `colouring`.
+    """
+    methods = atlas.methods if methods is None else [m for m in atlas.methods if m in methods]
+    layers = atlas.layers if layers is None else [layer for layer in atlas.layers if layer in layers]
+    if not methods or not layers:
+        raise ValueError("the embedding figure needs at least one method and one layer")
+    _check_choice(split, SPLIT_VIEWS, "split")
+    _check_choice(colouring, COLOURINGS, "colouring")
+    groups = _class_groups(atlas)
+    cols = min(PANEL_COLUMNS, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=methods, horizontal_spacing=0.02,
+                        vertical_spacing=0.08 / rows)
+    for i, method in enumerate(methods):
+        for g in groups:
+            xy = atlas.coords[method][layers[0]][g.mask]
+            name = atlas.classes[g.cls] + (" (forgotten)" if g.forgotten else "")
+            fig.add_trace(go.Scatter(
+                x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, legendgroup=str(g.cls), showlegend=i == 0,
+                legendrank=1 if g.forgotten else 1000,  # the forgotten class heads the legend
+                visible=_shown(g.forgotten, split), marker=_marker(g, colouring),
+                hovertemplate=f"{method}: class {atlas.classes[g.cls]}<extra></extra>",
+            ), row=i // cols + 1, col=i % cols + 1)
+    # Matched axes: zooming one panel zooms them all, so the same region is compared across methods.
+    fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False, matches="x")
+    fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False, matches="y")
+    fig.update_layout(_axis_ranges(atlas, methods, layers[0], len(methods)))
+    title = f"UMAP of test images, layer {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
+    fig.update_layout(
+        title=dict(text=title, y=0.99, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
+        height=MARGIN_TOP + MARGIN_BOTTOM + ROW_HEIGHT * rows, margin=dict(t=MARGIN_TOP, b=MARGIN_BOTTOM),
+    )
+    if len(layers) > 1:
+        fig.frames = [
+            go.Frame(name=layer, data=[
+                go.Scatter(x=atlas.coords[m][layer][g.mask][:, 0], y=atlas.coords[m][layer][g.mask][:, 1])
+                for m in methods for g in groups
+            ], layout=_axis_ranges(atlas, methods, layer, len(methods)))
+            for layer in layers
+        ]
+        fig.update_layout(sliders=[_layer_slider(layers)])
+    if menus:
+        menu_y = 1 + MENU_LIFT / (ROW_HEIGHT * rows)
+        fig.update_layout(updatemenus=_menus(groups, len(methods), split, colouring, menu_y))
+    return fig
+
+
+def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
+    """`cka_to_original` and `cka_to_retrain` across layers, one line per method, `retrain` dashed as the
+    reference, with a dropdown over (metric, split); clicking a legend entry hides a method."""
+    rows = results[results["metric"].isin(CKA_METRICS) & (results["layer"] != "")]
+    if rows.empty:
+        raise ValueError("no CKA rows in the results: run notebook 02 with this run_dir first")
+    present = set(zip(rows["metric"], rows["split"]))
+    combos = [(m, s) for m in CKA_METRICS for s in dict.fromkeys(rows["split"]) if (m, s) in present]
+    parts = [layer_curves(rows, metric, split, layers) for metric, split in combos]
+    fig = go.Figure()
+    for k, part in enumerate(parts):
+        fig.add_traces([trace.update(visible=k == 0) for trace in part.data])
+    owner = [k for k, part in enumerate(parts) for _ in part.data]
+    buttons = [
+        dict(label=f"{metric} · {split}", method="update",
+             args=[{"visible": [o == k for o in owner]},
+                   {"title.text": f"{metric} on {split}", "yaxis.title.text": metric}])
+        for k, (metric, split) in enumerate(combos)
+    ]
+    fig.update_layout(parts[0].layout)
+    fig.update_layout(updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")],
+                      margin=dict(t=110))
+    return fig
+
+
+def explorer(atlas: Atlas) -> ipywidgets.VBox:
+    """Widgets over `embedding_figure` for JupyterLab: methods, layer, split and colouring.
+
+    Starts with the first four methods (`original` and `retrain` among them). Returns an ipywidgets box
+    whose figure is redrawn whenever a control changes.
+    """
+    import ipywidgets as widgets
+    from IPython.display import clear_output, display
+
+    methods = widgets.SelectMultiple(options=atlas.methods, value=tuple(atlas.methods[:PANEL_COLUMNS]),
+                                     description="methods", rows=min(8, len(atlas.methods)))
+    layer = widgets.SelectionSlider(options=atlas.layers, description="layer")
+    split = widgets.ToggleButtons(options=SPLIT_VIEWS, description="split")
+    colouring = widgets.ToggleButtons(options=COLOURINGS, description="colour by")
+    out = widgets.Output()
+
+    def draw(_change: object = None) -> None:
+        with out:
+            clear_output(wait=True)
+            if not methods.value:
+                print("pick at least one method")
+                return
+            display(embedding_figure(atlas, list(methods.value), [layer.value], split.value, colouring.value,
+                                     menus=False))
+
+    for control in (methods, layer, split, colouring):
+        control.observe(draw, names="value")
+    draw()
+    return widgets.VBox([widgets.HBox([methods, widgets.VBox([layer, split, colouring])]), out])
+
+
+def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+class _Group(NamedTuple):
+    """One class's points in the sample, drawn as one trace per panel."""
+
+    cls: int
+    forgotten: bool
+    mask: np.ndarray
+    color: str  # when coloured by class
+
+
+def _class_groups(atlas: Atlas) -> list[_Group]:
+    """Every class in the sample: kept classes first, each its own colour, then the forgotten ones in red
+    (drawn on top)."""
+    present = np.unique(atlas.sample.y).tolist()
+    kept = [c for c in present if c not in atlas.forget_classes]
+    return [_Group(c, False, atlas.sample.y == c, KEPT_COLORS[k % len(KEPT_COLORS)]) for k, c in enumerate(kept)] + [
+        _Group(c, True, atlas.sample.y == c, FORGET_COLOR) for c in present if c in atlas.forget_classes
+    ]
+
+
+def _shown(forgotten: bool, split: str) -> bool:
+    return split == "both" or (split == "test_forget") == forgotten
+
+
+def _marker(group: _Group, colouring: str) -> dict:
+    if group.forgotten:
+        return dict(color=group.color, size=8, line=dict(color="black", width=1))
+    return dict(color=group.color if colouring == "class" else RETAIN_COLOR, size=5, opacity=0.7)
+
+
+def _axis_ranges(atlas: Atlas, methods: list[str], layer: str, n_panels: int) -> dict:
+    """The same padded x and y ranges for every panel: the extent of all methods' points in `layer`."""
+    points = np.concatenate([atlas.coords[m][layer] for m in methods])
+    lo, hi = points.min(0), points.max(0)
+    pad = PADDING * (hi - lo)
+    ranges = {}
+    for i in range(1, n_panels + 1):
+        suffix = "" if i == 1 else str(i)
+        ranges[f"xaxis{suffix}"] = dict(range=[float(lo[0] - pad[0]), float(hi[0] + pad[0])])
+        ranges[f"yaxis{suffix}"] = dict(range=[float(lo[1] - pad[1]), float(hi[1] + pad[1])])
+    return ranges
+
+
+def _layer_slider(layers: list[str]) -> dict:
+    step_args = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
+    return dict(
+        active=0, currentvalue=dict(prefix="layer: "), pad=dict(t=30),
+        steps=[dict(label=layer, method="animate", args=[[layer], step_args]) for layer in layers],
+    )
+
+
+def _menus(groups: list[_Group], n_methods: int, split: str, colouring: str, y: float) -> list[dict]:
+    """Dropdowns at height `y` (paper coordinates) that restyle the traces, never their data, which the
+    layer frames own."""
+    traces = [g for _ in range(n_methods) for g in groups]
+    kept = [i for i, g in enumerate(traces) if not g.forgotten]
+    split_buttons = [
+        dict(label="both splits" if view == "both" else f"{view} only", method="restyle",
+             args=[{"visible": [_shown(g.forgotten, view) for g in traces]}])
+        for view in SPLIT_VIEWS
+    ]
+    colour_buttons = [
+        dict(label=f"colour by {view}", method="restyle",
+             args=[{"marker.color": [_marker(traces[i], view)["color"] for i in kept]}, kept])
+        for view in COLOURINGS
+    ]
+    return [
+        dict(buttons=split_buttons, active=SPLIT_VIEWS.index(split), x=0, xanchor="left", y=y, yanchor="bottom"),
+        dict(buttons=colour_buttons, active=COLOURINGS.index(colouring), x=0.2, xanchor="left", y=y,
+             yanchor="bottom"),
+    ]

@@ -1,0 +1,718 @@
+"""Benchmarks of the study (GitHub issue 6): how long it takes, where the time goes, against stated targets.
+
+    python scripts/bench.py [--device auto|cpu|cuda] [--out docs/benchmarks.md] [--skip-study]
+                            [--parts study steps driver cka umap tests]
+
+Parts (each prints its figures and fills its own block of the machine's section in --out):
+- study: the whole quick study (`python -m ecnb study`) in a fresh temporary run directory with fresh
+  caches (numba's included): total wall time, time per notebook, `wall_time` per method from
+  results.csv, peak resident memory of the study's process tree.
+- steps: images/s of one training step (cross-entropy, backward, SGD) and one EC unlearning step
+  (`ecnb.ec.ec_term` on a forget + retain minibatch, auxiliary modules from `ecnb.ec.ec_setup`) for the
+  embedded model (smallcnn, digits 1x16x16) and, on CUDA, ResNet-18 on random 3x32x32 batches of 512;
+  fp32 on the CPU, bf16 autocast x channels-last on CUDA. The EC step's cost is given relative to a
+  fine-tuning step on the same retain batch, and split into "twice the images" and "EC's own work".
+- driver: the project's own loops (`ecnb.train.fit`, `ecnb.unlearn.run_method` for ft and ec) on the
+  digits, per step, to show what the loops add to a bare step.
+- cka: every per-layer CKA between two models on `--cka-samples` inputs, `ecnb.features` +
+  `ecnb.metrics.layer_cka` against the `pytorch-cka` package (a dev dependency) on the same models,
+  the same features and the same (full-sample, unbiased) estimator; skipped with the reason when the
+  package is missing.
+- umap: `ecnb.embeddings.fit_umap` (umap-learn, notebook 04's settings) on each tap's flat and pooled
+  features of `--umap-samples` test digits, the first call (numba compiling into an empty
+  NUMBA_CACHE_DIR) apart from the steady per-layer time.
+- tests: the whole test suite (`python -m pytest`), off by default because it takes many minutes.
+
+Timing: untimed warm-up calls first, then the median of `--repeats` timed repeats; cases that are
+compared with each other are interleaved repeat by repeat, so a busy neighbour on a shared machine slows
+them alike; CUDA is synchronised before every clock read.
+
+`--out` holds one section per machine (device kind + CPU or GPU model); a run replaces only its own
+machine's blocks, so a GPU run adds its section beside the CPU one instead of wiping it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
+
+# Numba compiles into this folder; an empty one per benchmark run makes UMAP's first call a cold one.
+_NUMBA_CACHE = tempfile.TemporaryDirectory(prefix="ecnb-bench-numba-")
+os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE.name
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import ecnb  # noqa: E402
+from ecnb.config import PROFILES, ConfigError, resolve_device  # noqa: E402
+from ecnb.data import make_forget_split, split_tensors  # noqa: E402
+from ecnb.ec import ec_setup, ec_term  # noqa: E402
+from ecnb.embeddings import UmapSettings, fit_umap  # noqa: E402
+from ecnb.evaluate import MAX_SPATIAL  # noqa: E402
+from ecnb.features import extract_features  # noqa: E402
+from ecnb.metrics import layer_cka  # noqa: E402
+from ecnb.models import TappedNet, build_model  # noqa: E402
+from ecnb.train import fit, seed_everything  # noqa: E402
+from ecnb.unlearn import Batch, Step, UnlearnData, hparams, run_method  # noqa: E402
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("study", "steps", "driver", "cka", "umap", "tests")
+DEFAULT_PARTS = PARTS[:-1]
+FORGET_CLASS = 3  # the quick study's default forget set
+RESNET_BATCH = 512
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # torch's and numpy/scipy's pools
+
+# The issue's targets. Seconds, ratios and images/s; each is checked by the part that measures it.
+STUDY_TARGET_S, STUDY_AIM_S = 300.0, 120.0
+TESTS_TARGET_S = 15 * 60.0
+EC_RATIO_TARGET = 1.5
+RESNET_TARGET_IPS = 20_000.0
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_cases(
+    cases: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int, calls: int = 1
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds per call of each case, and its peak CUDA memory in bytes (CUDA only).
+
+    Every case is warmed up first (its peak memory taken there); then each repeat times `calls` calls of
+    every case in turn, so the cases of one comparison share whatever the machine is doing meanwhile.
+    """
+    peaks: dict[str, int] = {}
+    for name, fn in cases.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        if device.type == "cuda":
+            peaks[name] = torch.cuda.max_memory_allocated(device)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(s) for name, s in samples.items()}, peaks
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """`fn()` and the seconds it took (for one-off costs: a first call, an import)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- report blocks
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's targets as measured here: its text, the measured value, and whether it holds."""
+
+    what: str
+    measured: str
+    holds: bool
+
+
+@dataclass
+class Block:
+    """One part's figures: markdown for the doc (also printed) and the targets it checked."""
+
+    part: str
+    title: str
+    command: str
+    lines: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # other work on a shared machine skews timings
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        self.lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        self.lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        self.lines.append("")
+
+    def note(self, text: str) -> None:
+        self.lines += ["", text]
+
+    def markdown(self) -> str:
+        when = f"measured {self.started}, 1-min load average {self.load:.1f} at the start"
+        head = [f"### {self.title}", "", f"Command: `{self.command}` ({when})"]
+        body = head + self.lines
+        if self.targets:
+            body += ["", "| target | measured | |", "|---|---|---|"]
+            body += [f"| {t.what} | {t.measured} | {_verdict(t.holds)} |" for t in self.targets]
+        return "\n".join(body).replace("\n\n\n", "\n\n").strip() + "\n"
+
+
+def _verdict(holds: bool) -> str:
+    return "pass" if holds else "**FAIL**"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def ips(images: int, seconds: float) -> str:
+    return f"{images / seconds:,.0f}"
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.0f} MiB"
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_title(device: torch.device) -> str:
+    """The key of this machine's section: device kind and model (a GPU run never replaces a CPU one)."""
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    return f"CPU: {cpu_model()}, {os.cpu_count()} cores"
+
+
+def machine_block(device: torch.device, command: str) -> Block:
+    block = Block("machine", "Machine", command)
+    rows = [
+        ("CPU", f"{cpu_model()} ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"),
+        ("Python / torch", f"{platform.python_version()} / {torch.__version__}"),
+        ("OS", platform.platform()),
+    ]
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        rows.append(("GPU", f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"))
+    block.table(("", ""), rows)
+    return block
+
+
+# ----------------------------------------------------------------------------- study and tests
+
+
+# Runs argv[2:] and writes getrusage(RUSAGE_CHILDREN).ru_maxrss (KiB) to argv[1]. The study is started
+# through this small process because a child's ru_maxrss keeps the memory it had when forked: forked
+# from the benchmark itself (torch imported), it would report the benchmark's size, not the study's.
+PEAK_RSS_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def bench_study(command: str, device_arg: str) -> Block:
+    """The quick study end to end in a fresh run directory, as a user would run it after set-up."""
+    block = Block("study", "Whole quick study", command)
+    with tempfile.TemporaryDirectory(prefix="ecnb-bench-study-") as tmp:
+        run_dir = Path(tmp) / "run"
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(tmp) / "numba"), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "ecnb", "study", "--run-dir", str(run_dir), "--device", device_arg]
+        print("$", " ".join(cmd), flush=True)
+        peak_file = Path(tmp) / "peak_rss_kib"
+        notebooks: list[tuple[str, float]] = []
+        with open(Path(tmp) / "stderr.txt", "w+") as err:
+            start = time.perf_counter()
+            launch = [sys.executable, "-c", PEAK_RSS_LAUNCHER, str(peak_file), *cmd]
+            proc = subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=ROOT)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                print("  " + line, end="", flush=True)
+                done = re.match(r"\[seed \d+\] (\S+\.ipynb) done in ([\d.]+) s", line)
+                if done:
+                    notebooks.append((done.group(1), float(done.group(2))))
+            rc = proc.wait()
+            total = time.perf_counter() - start
+            if rc:
+                err.seek(0)
+                raise SystemExit(f"the study failed (exit status {rc}):\n{err.read()[-3000:]}")
+        peak = int(peak_file.read_text()) * 1024  # Linux reports KiB
+        results = ecnb.read_results(run_dir)
+    walls = results[results["metric"] == "wall_time"]
+    block.table(("", "seconds"), [("whole study (process start to exit)", f"{total:.1f}"),
+                                  *((name, f"{s:.1f}") for name, s in notebooks)])
+    rest = total - sum(s for _, s in notebooks)
+    block.note(f"Outside the notebooks (imports, report, summary): {rest:.1f} s. Peak resident memory of the "
+               f"largest process of the study (a notebook kernel): {mib(peak)} (getrusage RUSAGE_CHILDREN).")
+    block.note("`wall_time` per method (results.csv: training for original/retrain, unlearning otherwise):")
+    rows = [(m, f"{v:.2f}") for m, v in zip(walls["method"], walls["value"], strict=True)]
+    block.table(("method", "seconds"), rows + [("**sum**", f"{walls['value'].sum():.1f}")])
+    block.targets.append(Target(f"whole quick study <= {STUDY_TARGET_S / 60:.0f} min (aim {STUDY_AIM_S / 60:.0f})",
+                                f"{total:.0f} s", total <= STUDY_TARGET_S))
+    return block
+
+
+def bench_tests(command: str) -> Block:
+    """The whole test suite, timed as `make test` runs it (minus the set-up)."""
+    block = Block("tests", "Test suite", command)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    total = time.perf_counter() - start
+    block.note(f"`python -m pytest -q`: {total:.0f} s, exit status {rc}.")
+    block.targets.append(Target(f"test suite <= {TESTS_TARGET_S / 60:.0f} min", f"{total / 60:.1f} min",
+                                total <= TESTS_TARGET_S))
+    return block
+
+
+# ----------------------------------------------------------------------------- training and EC steps
+
+
+@dataclass(frozen=True)
+class Setting:
+    """bf16 autocast and channels-last memory, each on or off, and torch's CPU thread count."""
+
+    bf16: bool
+    channels_last: bool
+    threads: int
+
+    def label(self, device: torch.device) -> str:
+        text = f"{'bf16' if self.bf16 else 'fp32'}, {'channels-last' if self.channels_last else 'NCHW'}"
+        return text if device.type == "cuda" else f"{text}, {self.threads} thread{'s' * (self.threads > 1)}"
+
+    def is_driver_default(self, device: torch.device) -> bool:
+        """What the study does here: `ecnb.train.autocast` / `prepare_model` turn both on on CUDA, neither
+        on the CPU, and torch keeps its default thread count."""
+        cuda = device.type == "cuda"
+        return self.bf16 == self.channels_last == cuda and self.threads == torch.get_num_threads()
+
+
+def settings(device: torch.device) -> list[Setting]:
+    """All four combinations on CUDA. On the CPU bf16 is slower and unused, so fp32 in both layouts, plus
+    one thread instead of torch's default (several threads per process thrash on a shared small machine)."""
+    threads = torch.get_num_threads()
+    if device.type == "cuda":
+        return [Setting(b, c, threads) for b in (False, True) for c in (False, True)]
+    single = [Setting(False, False, 1)] if threads > 1 else []
+    return [Setting(False, False, threads), Setting(False, True, threads), *single]
+
+
+def digits_data(device: torch.device) -> tuple[ecnb.Dataset, UnlearnData]:
+    """The embedded digits and the quick study's default forget set (class 3), on `device`."""
+    ds = ecnb.load_dataset("digits").to(device)
+    split = make_forget_split(ds.y_train, (FORGET_CLASS,))
+    return ds, UnlearnData.from_splits(split_tensors(ds, split), ds.num_classes, (FORGET_CLASS,), device)
+
+
+def random_cifar_data(device: torch.device, n: int, seed: int = 0) -> UnlearnData:
+    """CIFAR-shaped random images: n forget samples of class 0 and n retain samples of classes 1-9."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * n, 3, 32, 32, generator=gen)
+    y = torch.cat([torch.zeros(n, dtype=torch.long), torch.randint(1, 10, (n,), generator=gen)])
+    return UnlearnData(x[:n], y[:n], x[n:], y[n:], 10, (0,), device)
+
+
+def step_cases(
+    model_name: str, data: UnlearnData, batch: int, setting: Setting, device: torch.device
+) -> dict[str, Callable[[], None]]:
+    """Three SGD steps on one model: FT on a retain batch, FT on the forget + retain images, and EC.
+
+    FT-on-both processes exactly the images of the EC step, so EC / FT = (FT-on-both / FT: twice the
+    images) x (EC / FT-on-both: EC's auxiliary modules, contrastive and per-point losses).
+    """
+    seed_everything(0)
+    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
+    model = build_model(model_name, data.retain_x.shape[1], data.num_classes).to(device, memory_format=fmt)
+    hp = hparams("ec", "quick", 0, ec_aux_epochs=0)  # EC's loss settings; warm-up does not change a step's cost
+    state = ec_setup(model, data, hp)
+    state.aux.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    fx, fy = data.forget_x[:batch].contiguous(memory_format=fmt), data.forget_y[:batch]
+    rx, ry = data.retain_x[:batch].contiguous(memory_format=fmt), data.retain_y[:batch]
+    both_x, both_y = torch.cat([fx, rx]).contiguous(memory_format=fmt), torch.cat([fy, ry])
+    idx = torch.arange(batch, device=device)
+    ec_step = Step(0, "train", 0, 0, 1, Batch(fx, fy, idx[: len(fy)]), Batch(rx, ry, idx[: len(ry)]), hp)
+    model.train()
+
+    def sgd_step(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.bf16):
+                loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return run
+
+    return {
+        "ft": sgd_step(lambda: F.cross_entropy(model(rx), ry)),
+        "ft_both": sgd_step(lambda: F.cross_entropy(model(both_x), both_y)),
+        "ec": sgd_step(lambda: ec_term(model, state, ec_step)),
+    }
+
+
+def bench_steps(command: str, device: torch.device, repeats: int) -> Block:
+    block = Block("steps", "Training and unlearning steps", command)
+    _, digits = digits_data(device)
+    setups = [("smallcnn", "digits 1x16x16", digits, PROFILES["quick"]["train"].batch_size)]
+    if device.type == "cuda":
+        setups.append(("resnet18", "random 3x32x32", random_cifar_data(device, RESNET_BATCH), RESNET_BATCH))
+    else:
+        print("steps: ResNet-18 at batch 512 is measured on CUDA only (minutes per step on a small CPU)")
+    rows, ratio_rows = [], []
+    calls = 10 if device.type == "cuda" else 5
+    for model_name, inputs, data, batch in setups:
+        for setting in settings(device):
+            label = setting.label(device)
+            print(f"steps: {model_name}, {label} ...", flush=True)
+            default_threads = torch.get_num_threads()
+            torch.set_num_threads(setting.threads)
+            cases = step_cases(model_name, data, batch, setting, device)
+            times, peaks = time_cases(cases, device, 3, repeats, calls)
+            torch.set_num_threads(default_threads)
+            ft, both, ec = times["ft"], times["ft_both"], times["ec"]
+            n_ec = batch + min(batch, len(data.forget_y))
+            peak = mib(max(peaks.values())) if peaks else "-"
+            rows.append((model_name, inputs, batch, label, ms(ft), ips(batch, ft), ms(ec), ips(n_ec, ec), peak))
+            ratio_rows.append((model_name, label, f"{ec / ft:.2f}", f"{ec / ft * batch / n_ec:.2f}",
+                               f"{both / ft:.2f}", f"{ec / both:.2f}"))
+            if setting.is_driver_default(device):
+                block.targets.append(Target(f"EC step <= {EC_RATIO_TARGET}x FT step ({model_name}, {label})",
+                                            f"{ec / ft:.2f}x", ec / ft <= EC_RATIO_TARGET))
+            if model_name == "resnet18" and setting.bf16 and setting.channels_last:
+                what = f"ResNet-18 training >= {RESNET_TARGET_IPS:,.0f} images/s (bf16 + channels-last)"
+                block.targets.append(Target(what, f"{batch / ft:,.0f} images/s", batch / ft >= RESNET_TARGET_IPS))
+    block.note(f"One SGD step (momentum 0.9, weight decay 5e-4), median of {repeats} repeats of {calls} steps after "
+               "3 warm-up steps. Training = cross-entropy on a batch; EC = `ec_term` (all taps, quick-profile loss "
+               "settings) on a forget batch plus a retain batch of the same size, so it processes twice the images. "
+               "Peak = torch.cuda.max_memory_allocated.")
+    block.table(("model", "inputs", "batch", "setting", "train step", "train images/s", "EC step",
+                 "EC images/s", "peak GPU memory"), rows)
+    block.note("EC step against a fine-tuning (FT) step on the same retain batch; the ratio splits into "
+               "FT on the forget + retain images / FT (the doubled batch) times EC / that (EC's own work):")
+    block.table(("model", "setting", "EC / FT per step", "per image", "FT(f+r) / FT", "EC / FT(f+r)"), ratio_rows)
+    return block
+
+
+# ----------------------------------------------------------------------------- the project's loops
+
+
+@dataclass
+class Models:
+    """Two models of the quick study for the CKA and UMAP parts: the original and its EC-unlearned copy."""
+
+    original: TappedNet
+    unlearned: TappedNet
+
+
+def bench_driver(command: str, device: torch.device, epochs: int | None) -> tuple[Block, Models]:
+    """`fit` and `run_method` as the study calls them (quick-profile settings; `epochs` None keeps each
+    loop's own); per-step time includes everything the loops do besides the bare step."""
+    block = Block("driver", "The project's loops (digits, smallcnn)", command)
+    ds, data = digits_data(device)
+    recipe = PROFILES["quick"]["train"]
+    recipe = dataclasses.replace(recipe, epochs=epochs or recipe.epochs)
+    seed_everything(0)
+    original = build_model("smallcnn", ds.input_shape[0], ds.num_classes)
+    _, wall = timed(lambda: fit(original, ds.x_train, ds.y_train, recipe, 0, device))
+    steps = recipe.epochs * -(-len(ds.y_train) // recipe.batch_size)
+    rows = [("`fit` (original)", recipe.epochs, steps, f"{wall:.2f}", ms(wall / steps))]
+    unlearned: dict[str, TappedNet] = {}
+    for name in ("ft", "ec"):
+        hp = hparams(name, "quick", 0, **({"epochs": epochs} if epochs else {}))
+        unlearned[name], stats = run_method(name, original, data, hp)
+        rows.append((f"`run_method({name!r})`", hp["epochs"], stats.steps, f"{stats.wall_time:.2f}",
+                     ms(stats.wall_time / stats.steps)))
+    block.note("Quick-profile settings, batches of 64. Wall time includes each loop's set-up (for ec, "
+               f"{hparams('ec', 'quick', 0)['ec_aux_epochs']} epochs of auxiliary warm-up); compare the time "
+               "per step with the bare steps above to see what the loops add.")
+    block.table(("loop", "epochs", "steps", "seconds", "per step"), rows)
+    return block, Models(original.eval(), unlearned["ec"])
+
+
+# ----------------------------------------------------------------------------- CKA
+
+
+class HookableTaps(nn.Module):
+    """A TappedNet whose taps pass through identity modules, so forward hooks (pytorch-cka's) see exactly
+    the features ecnb's CKA sees (conv taps average-pooled to at most `max_spatial` per side)."""
+
+    def __init__(self, net: TappedNet, max_spatial: int | None):
+        super().__init__()
+        self.net, self.max_spatial = net, max_spatial
+        self.taps = nn.ModuleDict({tap: nn.Identity() for tap in net.taps})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, feats = self.net.forward_taps(x)
+        for tap, a in feats.items():
+            if a.dim() == 4 and self.max_spatial is not None:
+                a = F.adaptive_avg_pool2d(a, tuple(min(s, self.max_spatial) for s in a.shape[2:]))
+            self.taps[tap](a)
+        return logits
+
+
+@dataclass(frozen=True)
+class CkaPair:
+    """Two models of one architecture compared on the same inputs, with the feature pooling the study uses."""
+
+    label: str
+    a: TappedNet
+    b: TappedNet
+    x: torch.Tensor
+    max_spatial: int | None
+
+    def cases(self, device: torch.device, compute_cka: Callable[..., list[torch.Tensor]] | None
+              ) -> tuple[dict[str, Callable[[], object]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The timed calls (ecnb's extraction and CKA, CKA on GPU tensors on CUDA, pytorch-cka when
+        installed) and the two models' features that ecnb's CKA reads."""
+        fa, fb = (extract_features(m, self.x, max_spatial=self.max_spatial) for m in (self.a, self.b))
+        taps = self.a.taps
+        cases: dict[str, Callable[[], object]] = {
+            "extract": lambda: [extract_features(m, self.x, max_spatial=self.max_spatial) for m in (self.a, self.b)],
+            "cka": lambda: layer_cka(fa, fb, taps),
+        }
+        if device.type == "cuda":
+            def on_gpu(feats: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+                return {t: torch.from_numpy(feats[t]).to(device) for t in taps}
+            cases["cka on the GPU"] = lambda: layer_cka(on_gpu(fa), on_gpu(fb), taps)
+        if compute_cka is not None:
+            cases["pytorch-cka"] = lambda: self.reference(device, compute_cka)
+        return cases, fa, fb
+
+    def reference(self, device: torch.device, compute_cka: Callable[..., list[torch.Tensor]]) -> torch.Tensor:
+        """pytorch-cka's per-tap values, from hooks on the same features and one batch of all samples."""
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.x), batch_size=len(self.x))
+        hooked = [HookableTaps(m, self.max_spatial) for m in (self.a, self.b)]
+        layers = [f"taps.{t}" for t in self.a.taps]
+        return compute_cka(*hooked, loader, layers=layers, device=device, progress=False)[0].diagonal()
+
+
+def cka_pairs(device: torch.device, models: Models, n: int) -> list[CkaPair]:
+    """The study's model on this device: the small CNN everywhere, ResNet-18 on CUDA; random inputs."""
+    gen = torch.Generator().manual_seed(0)
+    pairs = [CkaPair("smallcnn: original vs ec", models.original, models.unlearned,
+                     torch.randn(n, 1, 16, 16, generator=gen), MAX_SPATIAL["quick"])]
+    if device.type == "cuda":
+        nets = []
+        for seed in (0, 1):
+            seed_everything(seed)
+            nets.append(build_model("resnet18", 3, 10).to(device).eval())
+        pairs.append(CkaPair("resnet18: two initialisations", *nets, torch.randn(n, 3, 32, 32, generator=gen),
+                             MAX_SPATIAL["paper"]))
+    return pairs
+
+
+def pytorch_cka() -> Callable[..., list[torch.Tensor]] | None:
+    """pytorch-cka's `compute_cka`, or None (with the reason printed) where the dev dependency is missing."""
+    try:
+        from cka import compute_cka
+    except ImportError as e:
+        print(f"cka: pytorch-cka cannot be imported ({e}); comparing nothing")
+        return None
+    return compute_cka
+
+
+def bench_cka(command: str, device: torch.device, models: Models, n: int, repeats: int) -> Block:
+    """ecnb's per-layer CKA as the study computes it (features extracted to numpy, float64 on the CPU)
+    against pytorch-cka on the same models, inputs and features; on CUDA also `layer_cka` on GPU tensors."""
+    block = Block("cka", f"Per-layer CKA between two models ({n:,} samples)", command)
+    compute_cka = pytorch_cka()
+    rows = []
+    for pair in cka_pairs(device, models):
+        print(f"cka: {pair.label} ...", flush=True)
+        cases, fa, fb = pair.cases(device, compute_cka)
+        times, _ = time_cases(cases, device, 1, repeats)
+        ours = times["extract"] + times["cka"]
+        on_gpu = f"{times['extract'] + times['cka on the GPU']:.3f}" if "cka on the GPU" in times else "-"
+        taps = pair.a.taps
+        row = [pair.label, ", ".join(f"{fa[t].shape[1]:,}" for t in taps), f"{times['extract']:.3f}",
+               f"{times['cka']:.3f}", f"{ours:.3f}", on_gpu]
+        if compute_cka is None:
+            row += ["-", "-", "-"]
+        else:
+            theirs = times["pytorch-cka"]
+            ref = layer_cka(fa, fb, taps)
+            diff = max(abs(float(v) - ref[t]) for v, t in zip(pair.reference(device, compute_cka), taps, strict=True))
+            row += [f"{theirs:.3f}", f"{ours / theirs:.2f}", f"{diff:.1e}"]
+            what = f"per-layer CKA faster than pytorch-cka ({pair.label.split(':')[0]}, as the study runs it)"
+            block.targets.append(Target(what, f"{ours / theirs:.2f}x its time", ours < theirs))
+        rows.append(row)
+    reference = (f"pytorch-cka {metadata.version('pytorch-cka')}" if compute_cka is not None
+                 else "pytorch-cka (not installed here: `pip install -c constraints.txt -e '.[dev]'`)")
+    block.note(f"Median of {repeats} after one warm-up; seconds for all taps of a pair. ecnb: `extract_features` of "
+               "both models (batches of 512, to numpy, as the study caches them) then `layer_cka` (unbiased HSIC, "
+               f"float64, centred, on the CPU arrays; on CUDA also on GPU tensors). {reference}: `compute_cka` with "
+               "forward hooks on the same taps and one batch of all samples, so both compute the same full-sample "
+               "unbiased CKA; it works in float32 without centring and also fills the cross-layer matrix. "
+               "'max CKA difference' is the largest difference between the two per-layer values. "
+               "Inputs: random normal images.")
+    block.table(("models", "feature dims per tap", "ecnb extract", "ecnb layer_cka", "ecnb total",
+                 "ecnb total, CKA on the GPU", "pytorch-cka", "ecnb / pytorch-cka", "max CKA difference"), rows)
+    return block
+
+
+# ----------------------------------------------------------------------------- UMAP
+
+
+def bench_umap(command: str, device: torch.device, models: Models, n: int) -> Block:
+    """`ecnb.embeddings.fit_umap` as notebook 04 calls it, per tap, on the flat features it embeds and on
+    the pooled ones; the first call (numba compiling into an empty cache) apart from the steady time."""
+    block = Block("umap", f"UMAP per layer ({n} digits)", command)
+    ds, _ = digits_data(device)
+    x = ds.x_test[:n]
+    views = {"flat": extract_features(models.original, x, max_spatial=MAX_SPATIAL["quick"]),
+             "pooled": extract_features(models.original, x, global_pool=True)}
+    taps = models.original.taps
+    settings = UmapSettings()
+    umap_module, import_s = timed(lambda: importlib.import_module("umap"))
+    _, first = timed(lambda: fit_umap(views["flat"][taps[0]], settings))
+    cases = {f"{view}/{tap}": (lambda f=feats[tap]: fit_umap(f, settings))
+             for view, feats in views.items() for tap in taps}
+    times, _ = time_cases(cases, torch.device("cpu"), 0, 2)
+    rows = [(tap, *(c for view in views for c in (views[view][tap].shape[1], f"{times[f'{view}/{tap}']:.2f}")))
+            for tap in taps]
+    rows.append(("**all taps**", *(c for view in views
+                                    for c in ("", f"{sum(times[f'{view}/{tap}'] for tap in taps):.2f}"))))
+    block.note(f"umap-learn {umap_module.__version__} through `ecnb.embeddings.fit_umap` with its default "
+               f"`UmapSettings()` ({settings}; single-threaded), on {len(x)} test digits, median of 2 after "
+               f"the first call. `import umap`: {import_s:.1f} s. First fit into an empty NUMBA_CACHE_DIR: "
+               f"{first:.1f} s, so about {first - times[f'flat/{taps[0]}']:.1f} s of numba compilation, paid once "
+               "per cache directory (the Makefile keeps it in .numba_cache). Notebook 04 embeds the flat "
+               "features, for every model of the run.")
+    block.table(("tap", "flat dims", "flat (s)", "pooled dims", "pooled (s)"), rows)
+    return block
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def marker(key: str, end: bool = False) -> str:
+    return f"<!-- bench:{key} {'end' if end else 'begin'} -->"
+
+
+def between(text: str, key: str) -> str | None:
+    """What stands between `key`'s markers in `text`, or None when they are not both there."""
+    begin, end = marker(key), marker(key, end=True)
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def update_doc(path: Path, title: str, blocks: dict[str, str]) -> None:
+    """Write `blocks` into this machine's section of `path`, keeping its other blocks and other machines'."""
+    key = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `scripts/bench.py`.\n"
+    section = between(text, key) or ""
+    merged = {part: blocks.get(part) or between(section, f"{key}:{part}") for part in ("machine", *PARTS)}
+    inner = [f"## {title}"]
+    inner += [f"{marker(f'{key}:{p}')}\n{b.strip()}\n{marker(f'{key}:{p}', end=True)}" for p, b in merged.items() if b]
+    new = f"{marker(key)}\n" + "\n\n".join(inner) + f"\n{marker(key, end=True)}"
+    if between(text, key) is None:
+        text = text.rstrip("\n") + "\n\n" + new + "\n"
+    else:
+        head, rest = text.split(marker(key), 1)
+        text = head + new + rest.split(marker(key, end=True), 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the study and the benchmarks run (auto: CUDA when present)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md",
+                        help="markdown file whose section for this machine is (re)written")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
+                        help=f"what to measure (default: {' '.join(DEFAULT_PARTS)})")
+    parser.add_argument("--skip-study", action="store_true", help="leave out the whole study (it takes minutes)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of torch and of numpy/scipy's BLAS, here and in the study's processes "
+                             "(default: the libraries' own, one per core)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median)")
+    parser.add_argument("--epochs", type=int,
+                        help="epochs of the driver part's loops (default: the quick profile's, 30 / 5 / 10)")
+    parser.add_argument("--cka-samples", type=int, default=2000, help="samples for the CKA comparison")
+    parser.add_argument("--umap-samples", type=int, default=400, help="digits embedded by UMAP per layer")
+    args = parser.parse_args(argv)
+    if args.skip_study:
+        args.parts = [p for p in args.parts if p != "study"]
+    for name in ("threads", "repeats", "epochs", "cka_samples", "umap_samples"):
+        value = getattr(args, name)
+        if value is not None and value < (4 if name == "cka_samples" else 1):
+            parser.error(f"--{name.replace('_', '-')} {value} is too small")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:  # here, and through the environment in the study's and the tests' processes
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+        os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(args.threads)))
+    command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    base = f"python scripts/bench.py --device {args.device}" + (f" --threads {args.threads}" if args.threads else "")
+    epochs = f" --epochs {args.epochs}" if args.epochs else ""
+    blocks = [machine_block(device, command)]
+    if "study" in args.parts:
+        blocks.append(bench_study(f"{base} --parts study", args.device))
+    if "tests" in args.parts:
+        blocks.append(bench_tests(f"{base} --parts tests"))
+    if "steps" in args.parts:
+        blocks.append(bench_steps(f"{base} --parts steps --repeats {args.repeats}", device, args.repeats))
+    if {"driver", "cka", "umap"} & set(args.parts):
+        driver, models = bench_driver(f"{base} --parts driver{epochs}", device, args.epochs)
+        if "driver" in args.parts:
+            blocks.append(driver)
+        if "cka" in args.parts:
+            blocks.append(bench_cka(f"{base} --parts cka --cka-samples {args.cka_samples}", device, models,
+                                    args.cka_samples, min(args.repeats, 3)))
+        if "umap" in args.parts:
+            blocks.append(bench_umap(f"{base} --parts umap --umap-samples {args.umap_samples}", device, models,
+                                     args.umap_samples))
+    for block in blocks:
+        print("\n" + block.markdown())
+    targets = [t for block in blocks for t in block.targets]
+    print("\nTargets:")
+    for t in targets:
+        print(f"  {_verdict(t.holds):9} {t.what}: {t.measured}")
+    update_doc(args.out, machine_title(device), {b.part: b.markdown() for b in blocks})
+    print(f"\nwrote the section '{machine_title(device)}' of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Erase at the Core: registry, settings, where its gradient goes, and what each of its terms does."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecnb import ec
+from ecnb.config import ConfigError
+from ecnb.unlearn import HPARAMS, METHODS, Batch, Step, UnlearnData, hparams, run_method
+
+
+@pytest.fixture(scope="module")
+def data(trained) -> UnlearnData:
+    return UnlearnData.from_splits(trained.splits, trained.ds.num_classes, trained.split.forget_classes, "cpu")
+
+
+@pytest.fixture(scope="module")
+def batches(data) -> tuple[Batch, Batch]:
+    """A fixed forget and retain minibatch of 32 each."""
+    gen = torch.Generator().manual_seed(0)
+    fi = torch.randperm(len(data.forget_y), generator=gen)[:32]
+    ri = torch.randperm(len(data.retain_y), generator=gen)[:32]
+    return Batch(data.forget_x[fi], data.forget_y[fi], fi), Batch(data.retain_x[ri], data.retain_y[ri], ri)
+
+
+def _hp(name: str = "ec", **overrides) -> dict:
+    """Cheap settings: one warm-up epoch, one epoch over a quarter of D_r."""
+    extra = {"msteps": 1} if name.startswith("scrub") else {}
+    return hparams(name, **{"epochs": 1, "retain_fraction": 0.25, "ec_aux_epochs": 1, **extra, **overrides})
+
+
+def _step(hp: dict, forget: Batch, retain: Batch, phase: str = "train", t: int = 0) -> Step:
+    return Step(0, phase, t, t, 10, forget, retain, hp)
+
+
+def _train(model, loss_fn, steps: int, lr: float) -> list[float]:
+    """`steps` SGD updates of `model` (train mode) on whatever `loss_fn(model, t)` returns."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    losses = []
+    for t in range(steps):
+        loss = loss_fn(model, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _relative_change(model, reference, key: str) -> float:
+    a, b = model.state_dict()[key], reference.state_dict()[key]
+    return ((a - b).norm() / b.norm()).item()
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_method_names_cover_every_baseline():
+    bases = [n for n in METHODS if not ec.is_ec(n)]
+    assert {"ga", "rl", "cu"} <= set(bases)
+    assert ec.method_names() == ["ec", *(f"{b}+ec" for b in bases)]
+    for name in ec.method_names() + ec.ablation_names():
+        assert name in METHODS
+        for profile in HPARAMS:
+            hparams(name, profile)
+
+
+def test_plugin_keeps_the_base_and_adds_ec_settings():
+    for b in ec.baselines():
+        hp = hparams(f"{b}+ec")
+        assert {k: hp[k] for k in hparams(b)} == {**hparams(b), "seed": 0}
+        assert set(ec.EC_PARAMS) <= set(hp)
+
+
+def test_register_is_idempotent_and_picks_up_new_baselines():
+    methods = dict(METHODS)
+    table = copy.deepcopy(HPARAMS)
+    methods["toy"] = METHODS["ft"]
+    for profile in table:
+        table[profile]["toy"] = dict(table[profile]["ft"])
+    ec.register(methods, table)
+    ec.register(methods, table)
+    assert "toy+ec" in methods and "toy+ec+ec" not in methods
+    assert all("toy+ec" in t for t in table.values())
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ec_tau": 0.0}, r"ec_tau=0.0 is invalid; valid: a number > 0"),
+        ({"ec_tau": -0.7}, r"ec_tau=-0.7 is invalid"),
+        ({"ec_ct_weight": -1.0}, r"ec_ct_weight=-1.0 is invalid; valid: a number >= 0"),
+        ({"ec_nl_weight": -1.0}, r"ec_nl_weight=-1.0 is invalid"),
+        ({"ec_weights": [1.0, -0.5, 1.0, 1.0, 1.0]}, r"negative weight\(s\) \[-0.5\]"),
+        ({"ec_weights": -2.0}, r"ec_weights=-2.0 is invalid"),
+        ({"ec_weights": "steep"}, r"ec_weights='steep' is invalid; valid: a number >= 0, 'uniform' or 'depth'"),
+        ({"ec_points": ""}, r"ec_points='' is invalid"),
+        ({"ec_points": 3}, r"ec_points=3 is invalid"),
+    ],
+)
+def test_bad_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        hparams("ec", **overrides)
+
+
+def test_unknown_tap_names_it_and_the_valid_taps(trained, data):
+    with pytest.raises(ConfigError, match=r"unknown supervision point 'layer9' .*valid taps: layer1, layer2, layer3, layer4, pool"):
+        run_method("ec", trained.original, data, _hp(ec_points="layer2,layer9"))
+
+
+def test_points_and_weight_schemes():
+    taps = ["layer1", "layer2", "layer3", "layer4", "pool"]
+    assert ec.supervision_points("all", taps) == tuple(taps)
+    assert ec.supervision_points("last", taps) == ("pool",)
+    assert ec.supervision_points("pool, layer2", taps) == ("layer2", "pool")
+    assert ec.supervision_points(["layer3"], taps) == ("layer3",)
+    points = ("layer2", "pool")
+    assert ec.layer_weights("uniform", points, taps) == (1.0, 1.0)
+    assert ec.layer_weights("depth", points, taps) == (0.4, 1.0)
+    assert ec.layer_weights(0.1, points, taps) == (0.1, 1.0)
+    assert ec.layer_weights([0.3, 2], points, taps) == (0.3, 2.0)
+    with pytest.raises(ConfigError, match=r"2 supervision point\(s\)"):
+        ec.layer_weights([1.0, 1.0, 1.0], points, taps)
+    with pytest.raises(ConfigError, match="repeats"):
+        ec.supervision_points("layer2,layer2", taps)
+
+
+def test_aux_plan_reaches_the_last_stage_shape():
+    assert ec.aux_plan((16, 16, 16), (128, 2, 2)) == [(16, 3, 2), (16, 3, 2), (128, 3, 2)]
+    assert ec.aux_plan((128, 2, 2), (128, 2, 2)) == [(128, 1, 1)]
+    assert ec.aux_plan((64, 32, 32), (512, 4, 4)) == [(64, 3, 2), (64, 3, 2), (512, 3, 2)]
+    assert ec.aux_plan((512,), (512, 4, 4)) == []
+
+
+# ----------------------------------------------------------------------------- the model and the loss
+
+
+@pytest.mark.parametrize("name", ["ec", "ec[last]", "rl+ec"])
+def test_aux_modules_are_gone_from_the_returned_model(name, trained, data):
+    before = {k: v.clone() for k, v in trained.original.state_dict().items()}
+    model, stats = run_method(name, trained.original, data, _hp(name))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(after[k].shape == before[k].shape for k in before)
+    assert sum(1 for _ in model.modules()) == sum(1 for _ in trained.original.modules())
+    assert all(torch.equal(v, trained.original.state_dict()[k]) for k, v in before.items()), "input model modified"
+    assert stats.steps > 0 and all(torch.isfinite(torch.tensor(stats.losses)))
+
+
+def test_aux_modules_are_warmed_frozen_and_sized(trained, data):
+    model = copy.deepcopy(trained.original)
+    state = ec.ec_setup(model, data, _hp(ec_aux_epochs=2))
+    assert state.points == tuple(model.taps) and state.final == "pool"
+    assert set(state.aux) == set(model.taps[:-1])
+    assert not any(p.requires_grad for p in state.aux.parameters())
+    assert not state.aux.training
+    with torch.no_grad():
+        _, taps = model.eval().forward_taps(data.forget_x[:64])
+        for point, head in state.aux.items():
+            embedding, logits = head(taps[point])
+            assert embedding.shape == (64, 128) and logits.shape == (64, data.num_classes)
+            # Warmed on the original's features of D: the read-out recognises the forget class.
+            assert (logits.argmax(1) == data.forget_y[:64]).float().mean() > 0.5, point
+
+
+def test_ec_loss_is_finite_and_falls(trained, data, batches):
+    model = copy.deepcopy(trained.original)
+    hp = _hp()
+    state = ec.ec_setup(model, data, hp)
+    losses = _train(model, lambda m, t: ec.ec_term(m, state, _step(hp, *batches, t=t)), steps=8, lr=0.01)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_gradient_reaches_the_backbone_not_the_aux_modules(trained, data, batches):
+    model = copy.deepcopy(trained.original).train()
+    hp = _hp(ec_points="layer1", ec_nl_weight=0.0)
+    state = ec.ec_setup(model, data, hp)
+    ec.ec_term(model, state, _step(hp, *batches)).backward()
+    assert all(p.grad is None for p in state.aux.parameters()), "the frozen auxiliary modules must get no gradient"
+    assert model.stages["layer1"][0].weight.grad.abs().sum() > 0
+    deeper = [*model.stages["layer2"].parameters(), *model.head.parameters()]
+    assert all(p.grad is None or not p.grad.any() for p in deeper), "a layer1 point must not reach deeper layers"
+
+
+def test_ec_moves_early_layers_where_ga_barely_does(trained, data, batches):
+    """Same batches, steps and learning rate: GA's update lands mostly in the head, EC's reaches layer1."""
+    forget, retain = batches
+    hp = _hp()
+    ga_model, ec_model = copy.deepcopy(trained.original), copy.deepcopy(trained.original)
+    state = ec.ec_setup(ec_model, data, hp)
+    _train(ga_model, lambda m, t: -F.cross_entropy(m(forget.x), forget.y), steps=10, lr=0.01)
+    _train(ec_model, lambda m, t: ec.ec_term(m, state, _step(hp, forget, retain, t=t)), steps=10, lr=0.01)
+    early, head = "stages.layer1.0.weight", "head.weight"
+    ga = {k: _relative_change(ga_model, trained.original, k) for k in (early, head)}
+    ec_ = {k: _relative_change(ec_model, trained.original, k) for k in (early, head)}
+    assert ec_[early] > 2.5 * ga[early], (ec_, ga)
+    assert ec_[early] / ec_[head] > 5 * ga[early] / ga[head], (ec_, ga)
+
+
+def _embeddings(model, point: str, state: ec.ECState, x: torch.Tensor) -> torch.Tensor:
+    """The L2-normalised embeddings of `x` at `point`, in eval mode."""
+    with torch.no_grad():
+        _, taps = model.eval().forward_taps(x)
+        z = taps[point] if point == state.final else state.aux[point](taps[point])[0]
+    return F.normalize(z, dim=1)
+
+
+@pytest.mark.parametrize("point", ["layer2", "pool"])
+def test_contrastive_term_dissolves_the_forget_class(point, trained, data, batches):
+    """Only the contrastive term (no cross-entropy, no negative learning): the anchors' embeddings leave
+    their own class's prototype for the other classes'. Prototypes are the original's mean embeddings of
+    the forget class and of the retain classes; the margin is how much closer (cosine) an anchor of the
+    trained forget minibatch is to its own prototype than to the retain one."""
+    model = copy.deepcopy(trained.original)
+    hp = _hp(ec_points=point, ec_ce_weight=0.0, ec_nl_weight=0.0)
+    state = ec.ec_setup(model, data, hp)
+    own, others = (F.normalize(_embeddings(model, point, state, x).mean(0), dim=0) for x in (data.forget_x, data.retain_x))
+
+    def margin() -> float:
+        z = _embeddings(model, point, state, batches[0].x)
+        return ((z @ own) - (z @ others)).mean().item()
+
+    before = margin()
+    _train(model, lambda m, t: ec.ec_term(m, state, _step(hp, *batches, t=t)), steps=10, lr=0.01)
+    after = margin()
+    assert after < before - 0.1, (before, after)
+
+
+@pytest.mark.parametrize("base", [b for b in METHODS if not ec.is_ec(b)])
+def test_plugin_loss_is_base_loss_plus_ec_loss(base, trained, data, batches):
+    name = f"{base}+ec"
+    hp = _hp(name)
+    composed, plain = METHODS[name], METHODS[base]
+    model = copy.deepcopy(trained.original)
+    state = composed.setup(model, data, hp)
+    model.train()
+    step = _step(hp, *batches, phase=composed.phases(0, hp)[0].name)
+    with torch.no_grad():
+        expected = plain.loss(model, state.base, step) + ec.ec_term(model, state.extra, step)
+        got = composed.loss(model, state, step)
+    assert torch.isfinite(got)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_negative_learning_loss():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0])
+    p = logits.softmax(1)[:, 0]
+    assert torch.allclose(ec.negative_learning_loss(logits, y), -torch.log1p(-p).mean())
+    assert torch.isfinite(ec.negative_learning_loss(torch.tensor([[200.0, 0.0]]), torch.tensor([0])))

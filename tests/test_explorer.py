@@ -1,0 +1,337 @@
+"""The representation explorer: sample, checkpoints, embedding cache, alignment, figures and widgets."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import ortho_group
+
+import ecnb
+from ecnb import embeddings, explorer
+from ecnb.artifacts import ArtifactError, save_checkpoint
+from ecnb.config import StudyConfig
+from ecnb.embeddings import Atlas, Sample, UmapSettings
+from ecnb.results import result_row
+from ecnb.viz import FORGET_COLOR, RETAIN_COLOR
+
+METHODS = ["original", "retrain", "ga"]
+
+
+def save_model(run: ecnb.Run, method: str, init_seed: int) -> torch.nn.Module:
+    """An untrained model as `method`'s seed-0 checkpoint, its weights drawn from `init_seed`."""
+    torch.manual_seed(init_seed)
+    model = ecnb.build_model(run.config.model, 1, 10)
+    save_checkpoint(run.checkpoint_path(method, 0), model, {"method": method})
+    return model
+
+
+@pytest.fixture
+def fake_run(tmp_path, digits):
+    """A run with untrained checkpoints for METHODS and results rows for them and for `scrub`, which has
+    no checkpoint; `ga`'s rows come first, so the order of the models is method_order's, not the file's."""
+    run = ecnb.Run.open(StudyConfig.from_options(run_dir=str(tmp_path / "run")))
+    split = ecnb.forget_split(run, digits, 0)
+    weights = {m: save_model(run, m, i).state_dict() for i, m in enumerate(METHODS)}
+    ecnb.write_results(run.root, [result_row(0, m, "accuracy", 0.5, split="test_retain")
+                                  for m in ["ga", "scrub", "original", "retrain"]])
+    return run, split, weights
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """UMAP replaced by a fixed random projection, with every fit and every feature read recorded."""
+    calls = {"fit": [], "features": []}
+    read = embeddings.cached_features
+
+    def fake_fit(features, settings):
+        calls["fit"].append(features.shape)
+        projection = np.random.default_rng(settings.n_neighbors).normal(size=(features.shape[1], 2))
+        return (features @ projection).astype(np.float32)
+
+    def counted_features(run, method, seed, split_name, *args):
+        calls["features"].append((method, split_name))
+        return read(run, method, seed, split_name, *args)
+
+    monkeypatch.setattr(embeddings, "fit_umap", fake_fit)
+    monkeypatch.setattr(embeddings, "cached_features", counted_features)
+    return calls
+
+
+def test_run_models_loads_every_checkpointed_method_in_method_order(fake_run, digits):
+    run, _, weights = fake_run
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    assert list(models) == METHODS, "scrub has rows but no checkpoint"
+    for method, model in models.items():
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, weights[method][name]), (method, name)
+
+
+def test_a_run_without_checkpoints_is_refused_in_one_line(tmp_path, digits):
+    run = ecnb.Run.open(StudyConfig.from_options(run_dir=str(tmp_path / "empty")))
+    with pytest.raises(ArtifactError, match="no checkpoint of 'original' for seed 0: run notebook 01") as e:
+        embeddings.run_models(run, digits, 0, "cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_sample_is_seeded_capped_and_labelled(digits, fake_run):
+    _, split, _ = fake_run
+    splits = ecnb.split_tensors(digits, split)
+    sample = embeddings.draw_sample(digits, split, n_retain=50, n_forget=1000, seed=3)
+    assert len(sample.positions["test_forget"]) == len(splits["test_forget"][1]), "the cap exceeds the split: all of it"
+    assert len(sample.positions["test_retain"]) == 50
+    expected = np.concatenate([splits[s][1].numpy()[sample.positions[s]] for s in ("test_forget", "test_retain")])
+    np.testing.assert_array_equal(sample.y, expected)
+    assert set(sample.y[: len(sample.positions["test_forget"])]) == set(split.forget_classes)
+    again = embeddings.draw_sample(digits, split, n_retain=50, n_forget=1000, seed=3)
+    other = embeddings.draw_sample(digits, split, n_retain=50, n_forget=1000, seed=4)
+    np.testing.assert_array_equal(again.positions["test_retain"], sample.positions["test_retain"])
+    assert not np.array_equal(other.positions["test_retain"], sample.positions["test_retain"])
+
+
+def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    taps = models["original"].taps
+    atlas = embeddings.embed_layers(run, digits, split, 0, models, sample)
+    assert len(fits["fit"]) == len(METHODS) * len(taps)
+    assert {n for n, _ in fits["fit"]} == {len(sample.y)}, "one row per sample point"
+    files = sorted((run.seed_dir(0) / "embeddings").iterdir())
+    assert len(files) == len(METHODS) * len(taps)
+    assert all(re.fullmatch(rf"({'|'.join(METHODS)})__({'|'.join(taps)})__[0-9a-f]{{16}}\.npz", f.name) for f in files)
+    with np.load(files[0], allow_pickle=False) as npz:
+        assert npz["embedding"].shape == (len(sample.y), 2)
+
+    fits["fit"].clear()
+    fits["features"].clear()
+    again = embeddings.embed_layers(run, digits, split, 0, models, sample)
+    assert fits == {"fit": [], "features": []}, "a second call computes nothing, not even features"
+    for method in METHODS:
+        for tap in taps:
+            np.testing.assert_array_equal(again.coords[method][tap], atlas.coords[method][tap])
+
+    embeddings.embed_layers(run, digits, split, 0, models, sample, UmapSettings(n_neighbors=5))
+    assert len(fits["fit"]) == len(METHODS) * len(taps), "other UMAP settings: every embedding again"
+    fits["fit"].clear()
+    fits["features"].clear()
+    save_model(run, "ga", init_seed=99)
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    embeddings.embed_layers(run, digits, split, 0, models, sample)
+    assert len(fits["fit"]) == len(taps) and {m for m, _ in fits["features"]} == {"ga"}, "only the changed model"
+    fits["fit"].clear()
+    embeddings.embed_layers(run, digits, split, 0, models, embeddings.draw_sample(digits, split, 40, 10, seed=1))
+    assert len(fits["fit"]) == len(METHODS) * len(taps), "another sample: every embedding again"
+
+
+def test_a_sample_smaller_than_the_neighbourhood_is_refused_before_any_fit(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=10, n_forget=5, seed=0)
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    with pytest.raises(ValueError, match="a sample of 15 test images is too small for n_neighbors=15"):
+        embeddings.embed_layers(run, digits, split, 0, models, sample, UmapSettings(n_neighbors=15))
+    assert fits["fit"] == []
+
+
+def test_embeddings_are_aligned_onto_the_original(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
+    atlas = embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    layer = atlas.layers[0]
+    raw = {m: np.load(next((run.seed_dir(0) / "embeddings").glob(f"{m}__{layer}__*.npz")))["embedding"]
+           for m in METHODS}
+    np.testing.assert_allclose(atlas.coords["original"][layer], raw["original"], atol=1e-5)
+    for method in ("retrain", "ga"):
+        aligned = embeddings.procrustes_align(raw[method], raw["original"])
+        np.testing.assert_allclose(atlas.coords[method][layer], aligned)
+
+
+def test_a_corrupted_embedding_file_is_named(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    embeddings.embed_layers(run, digits, split, 0, models, sample)
+    broken = next((run.seed_dir(0) / "embeddings").glob("ga__*.npz"))
+    broken.write_bytes(broken.read_bytes()[:50])
+    with pytest.raises(ArtifactError, match=f"embedding {re.escape(str(broken))} is unreadable .*delete it"):
+        embeddings.embed_layers(run, digits, split, 0, models, sample)
+
+
+def test_random_sample_forgetting_embeds_test_retain_only(tmp_path, digits, fits):
+    run = ecnb.Run.open(StudyConfig.from_options(forget_fraction=0.1, run_dir=str(tmp_path / "run")))
+    split = ecnb.forget_split(run, digits, 0)
+    save_model(run, "original", init_seed=0)
+    ecnb.write_results(run.root, [result_row(0, "original", "accuracy", 0.5, split="test_retain")])
+    sample = embeddings.draw_sample(digits, split, n_retain=30, n_forget=10, seed=0)
+    assert len(sample.positions["test_forget"]) == 0 and len(sample.y) == 30
+    atlas = embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    fig = explorer.embedding_figure(atlas)
+    assert sum(len(t.x) for t in fig.data) == 30 and not any(t.name.endswith("(forgotten)") for t in fig.data)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_procrustes_undoes_translation_rotation_mirroring_and_scale(mirror):
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(60, 2))
+    rotation = ortho_group.rvs(2, random_state=1)
+    if (np.linalg.det(rotation) < 0) != mirror:
+        rotation[:, 0] *= -1
+    moved = 3.7 * reference @ rotation + np.array([5.0, -2.0])
+    np.testing.assert_allclose(embeddings.procrustes_align(moved, reference), reference, atol=1e-5)
+
+
+def test_procrustes_keeps_the_spread_and_finds_the_best_rotation_of_a_noisy_copy():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(60, 2))
+    noisy = 0.5 * reference[:, ::-1] + rng.normal(scale=0.3, size=reference.shape)
+    aligned = embeddings.procrustes_align(noisy, reference)
+    np.testing.assert_allclose(aligned.mean(0), reference.mean(0), atol=1e-6)
+    spread = np.linalg.norm(reference - reference.mean(0))
+    assert np.linalg.norm(aligned - aligned.mean(0)) == pytest.approx(spread, rel=1e-5), "not shrunk by the noise"
+    centre = aligned.mean(0)
+    error = np.sum((aligned - reference) ** 2)
+    for angle in (-0.05, 0.05):
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        assert np.sum(((aligned - centre) @ turn + centre - reference) ** 2) > error
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+LAYERS = ["l1", "l2", "l3"]
+
+
+@pytest.fixture
+def atlas():
+    """Three methods, three layers of different extents, classes 0-3 with class 3 forgotten."""
+    rng = np.random.default_rng(0)
+    y = np.array([3] * 5 + [0, 1, 2] * 5)
+    sample = Sample({"test_forget": np.arange(5), "test_retain": np.arange(15)}, y)
+    coords = {m: {layer: (rng.normal(size=(len(y), 2)) * (k + 1) + k).astype(np.float32)
+                  for k, layer in enumerate(LAYERS)} for m in METHODS}
+    return Atlas(sample, ["zero", "one", "two", "three"], (3,), METHODS, LAYERS, coords)
+
+
+def test_embedding_figure_has_a_panel_per_method_and_the_forgotten_class_on_top(atlas):
+    fig = explorer.embedding_figure(atlas)
+    assert [a.text for a in fig.layout.annotations] == METHODS
+    for i, method in enumerate(METHODS):
+        traces = fig.data[4 * i:4 * (i + 1)]
+        assert [t.name for t in traces] == ["zero", "one", "two", "three (forgotten)"]
+        assert traces[-1].marker.color == FORGET_COLOR
+        assert FORGET_COLOR not in {t.marker.color for t in traces[:-1]}
+        forgotten = atlas.coords[method]["l1"][atlas.sample.y == 3]
+        np.testing.assert_array_equal(traces[-1].x, forgotten[:, 0])
+        assert {t.xaxis for t in traces} == {f"x{i + 1 if i else ''}"}, "a panel's traces share its axes"
+    assert [t.showlegend for t in fig.data] == [i < 4 for i in range(len(fig.data))], "one legend entry per class"
+
+
+def test_ten_classes_with_one_forgotten_get_ten_colours():
+    y = np.repeat(np.arange(10), 2)
+    coords = {"original": {"l1": np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)}}
+    atlas = Atlas(Sample({"test_forget": np.arange(2), "test_retain": np.arange(18)}, y), [str(c) for c in range(10)],
+                  (3,), ["original"], ["l1"], coords)
+    colours = [t.marker.color for t in explorer.embedding_figure(atlas).data]
+    assert len(set(colours)) == 10 and colours[-1] == FORGET_COLOR
+
+
+def trace_points(atlas: Atlas, fig) -> list[tuple[str, np.ndarray]]:
+    """(method, point mask) of every trace, read from the panel titles and the trace names."""
+    per_panel = len(fig.data) // len(fig.layout.annotations)
+    return [(fig.layout.annotations[i // per_panel].text,
+             atlas.sample.y == atlas.classes.index(trace.name.removesuffix(" (forgotten)")))
+            for i, trace in enumerate(fig.data)]
+
+
+def test_embedding_figure_has_a_frame_and_fixed_axes_per_layer(atlas):
+    fig = explorer.embedding_figure(atlas)
+    assert [f.name for f in fig.frames] == LAYERS
+    assert [(s.label, list(s.args[0])) for s in fig.layout.sliders[0].steps] == [(layer, [layer]) for layer in LAYERS]
+    axes = [f"{xy}axis{i if i > 1 else ''}" for xy in "xy" for i in range(1, len(METHODS) + 1)]
+    for frame, layer in zip(fig.frames, LAYERS):
+        for (method, mask), trace in zip(trace_points(atlas, fig), frame.data):
+            np.testing.assert_array_equal(trace.x, atlas.coords[method][layer][mask][:, 0])
+            np.testing.assert_array_equal(trace.y, atlas.coords[method][layer][mask][:, 1])
+        points = np.concatenate([atlas.coords[m][layer] for m in METHODS])
+        for k, xy in enumerate("xy"):
+            ranges = {tuple(frame.layout[a].range) for a in axes if a.startswith(xy)}
+            assert len(ranges) == 1, f"one {xy} range for every panel"
+            lo, hi = ranges.pop()
+            assert lo < points[:, k].min() and points[:, k].max() < hi
+    for a in axes:
+        assert fig.layout[a].range == fig.frames[0].layout[a].range and fig.layout[a].autorange is False
+    assert fig.frames[2].layout.xaxis.range != fig.frames[0].layout.xaxis.range, "each layer has its own axes"
+
+
+def test_embedding_figure_keeps_atlas_order_and_one_layer_has_no_slider(atlas):
+    fig = explorer.embedding_figure(atlas, methods=["ga", "original"], layers=["l2"], menus=False)
+    assert [a.text for a in fig.layout.annotations] == ["original", "ga"]
+    assert not fig.frames and not fig.layout.sliders and not fig.layout.updatemenus
+    np.testing.assert_array_equal(fig.data[0].x, atlas.coords["original"]["l2"][atlas.sample.y == 0][:, 0])
+    with pytest.raises(ValueError, match="at least one method"):
+        explorer.embedding_figure(atlas, methods=["unknown"])
+    with pytest.raises(ValueError, match="unknown split 'train'; valid: both, test_forget, test_retain"):
+        explorer.embedding_figure(atlas, split="train")
+
+
+def test_embedding_menus_show_one_split_and_grey_the_kept_classes(atlas):
+    fig = explorer.embedding_figure(atlas, split="test_forget", colouring="split")
+    forgotten = [t.name.endswith("(forgotten)") for t in fig.data]
+    assert [t.visible for t in fig.data] == forgotten
+    assert {t.marker.color for t, f in zip(fig.data, forgotten) if not f} == {RETAIN_COLOR}
+    split_menu, colour_menu = fig.layout.updatemenus
+    views = {b.label: b.args[0]["visible"] for b in split_menu.buttons}
+    assert views == {"both splits": [True] * len(forgotten), "test_forget only": forgotten,
+                     "test_retain only": [not f for f in forgotten]}
+    assert split_menu.active == 1 and colour_menu.active == 1
+    by_class, by_split = colour_menu.buttons
+    kept = [i for i, f in enumerate(forgotten) if not f]
+    assert list(by_class.args[1]) == list(by_split.args[1]) == kept
+    assert set(by_split.args[0]["marker.color"]) == {RETAIN_COLOR}
+    assert len(set(by_class.args[0]["marker.color"])) == 3, "three kept classes, three colours"
+    assert by_class.args[0]["marker.color"] == [explorer.embedding_figure(atlas).data[i].marker.color for i in kept]
+
+
+def cka_results() -> pd.DataFrame:
+    rows = [result_row(0, m, metric, 1.0 - 0.1 * k * i, split=split, layer=layer)
+            for split in ("forget_train", "test_forget") for i, m in enumerate(["ga", "original", "retrain"])
+            for metric in ("cka_to_retrain", "cka_to_original") for k, layer in enumerate(LAYERS)]
+    rows.append(result_row(0, "ga", "accuracy", 0.1, split="forget_train"))
+    return pd.DataFrame(rows)
+
+
+def test_cka_figure_has_one_view_per_metric_and_split():
+    df = cka_results()
+    fig = explorer.cka_figure(df, LAYERS)
+    menu = fig.layout.updatemenus[0]
+    combos = [("cka_to_original", "forget_train"), ("cka_to_original", "test_forget"),
+              ("cka_to_retrain", "forget_train"), ("cka_to_retrain", "test_forget")]
+    assert [b.label for b in menu.buttons] == [f"{m} · {s}" for m, s in combos]
+    assert len(fig.data) == 3 * len(combos)
+    for k, (button, (metric, split)) in enumerate(zip(menu.buttons, combos)):
+        shown = [t for t, v in zip(fig.data, button.args[0]["visible"]) if v]
+        assert [t.name for t in shown] == ["original", "retrain", "ga"]
+        assert shown[1].line.dash == "dash", "retrain is the reference curve"
+        for t in shown:
+            assert list(t.x) == LAYERS
+            rows = df[(df["method"] == t.name) & (df["metric"] == metric) & (df["split"] == split)]
+            assert list(t.y) == list(rows.set_index("layer").loc[LAYERS, "value"])
+    assert [t.visible for t in fig.data] == menu.buttons[0].args[0]["visible"]
+    with pytest.raises(ValueError, match="no CKA rows"):
+        explorer.cka_figure(df[df["metric"] == "accuracy"], LAYERS)
+
+
+def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(explorer, "embedding_figure", lambda *args, **kw: drawn.append((args, kw)))
+    box = explorer.explorer(atlas)
+    methods, (layer, split, colouring) = box.children[0].children[0], box.children[0].children[1].children
+    assert list(methods.options) == METHODS and list(layer.options) == LAYERS
+    assert drawn[-1][0][0] is atlas
+    assert drawn[-1][0][1:] == (METHODS, ["l1"], "both", "class") and drawn[-1][1] == {"menus": False}
+    layer.value, split.value, colouring.value, methods.value = "l3", "test_forget", "split", ("ga",)
+    assert drawn[-1][0][1:] == (["ga"], ["l3"], "test_forget", "split")
+    count = len(drawn)
+    methods.value = ()
+    assert len(drawn) == count, "nothing to draw without a method"
