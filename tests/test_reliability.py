@@ -201,8 +201,11 @@ def test_damaged_files_are_named_with_the_way_out_and_force_recovers(fresh_runs,
     originals = {name: (run_dir / name).read_bytes() for name in ("config.json", "results.csv", "seed0/models/original.pt")}
 
     def truncate(name: str) -> Path:
-        path = run_dir / name
-        path.write_bytes(originals[name][: len(originals[name]) // 2])
+        """Cut the file in half, never right after a line break: a cut there would leave a shorter but
+        complete table, which is not damage."""
+        path, data = run_dir / name, originals[name]
+        cut = len(data) // 2
+        path.write_bytes(data[: cut - 1 if data[cut - 1 : cut] == b"\n" else cut])
         return path
 
     path = truncate("config.json")
