@@ -212,7 +212,7 @@ def machine_title(device: torch.device) -> str:
 def machine_block(device: torch.device, command: str) -> Block:
     block = Block("machine", "Machine", command)
     rows = [
-        ("CPU", f"{cpu_model()} ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"),
+        ("CPU", f"{cpu_model()} ({os.cpu_count()} cores; torch threads: {torch.get_num_threads()})"),
         ("Python / torch", f"{platform.python_version()} / {torch.__version__}"),
         ("OS", platform.platform()),
     ]
@@ -544,7 +544,7 @@ def bench_cka(command: str, device: torch.device, models: Models, n: int, repeat
     block = Block("cka", f"Per-layer CKA between two models ({n:,} samples)", command)
     compute_cka = pytorch_cka()
     rows = []
-    for pair in cka_pairs(device, models):
+    for pair in cka_pairs(device, models, n):
         print(f"cka: {pair.label} ...", flush=True)
         cases, fa, fb = pair.cases(device, compute_cka)
         times, _ = time_cases(cases, device, 1, repeats)
@@ -580,9 +580,20 @@ def bench_cka(command: str, device: torch.device, models: Models, n: int, repeat
 # ----------------------------------------------------------------------------- UMAP
 
 
+# A fresh process's `import umap` and first fit with numba's cache already filled: what notebook 04's
+# kernel pays in every study after the first (the Makefile keeps the cache in .numba_cache).
+WARM_UMAP = (
+    "import sys, time\n"
+    "start = time.perf_counter(); import umap; imported = time.perf_counter() - start\n"
+    "import numpy as np; from ecnb.embeddings import UmapSettings, fit_umap\n"
+    "x = np.load(sys.argv[1]); start = time.perf_counter(); fit_umap(x, UmapSettings())\n"
+    "print(imported, time.perf_counter() - start)\n"
+)
+
+
 def bench_umap(command: str, device: torch.device, models: Models, n: int) -> Block:
     """`ecnb.embeddings.fit_umap` as notebook 04 calls it, per tap, on the flat features it embeds and on
-    the pooled ones; the first call (numba compiling into an empty cache) apart from the steady time."""
+    the pooled ones; import and first call (numba compiling) apart from the steady time, cold and warm."""
     block = Block("umap", f"UMAP per layer ({n} digits)", command)
     ds, _ = digits_data(device)
     x = ds.x_test[:n]
@@ -590,21 +601,31 @@ def bench_umap(command: str, device: torch.device, models: Models, n: int) -> Bl
              "pooled": extract_features(models.original, x, global_pool=True)}
     taps = models.original.taps
     settings = UmapSettings()
-    umap_module, import_s = timed(lambda: importlib.import_module("umap"))
-    _, first = timed(lambda: fit_umap(views["flat"][taps[0]], settings))
+    umap_module, cold_import = timed(lambda: importlib.import_module("umap"))
+    _, cold_first = timed(lambda: fit_umap(views["flat"][taps[0]], settings))
+    with tempfile.NamedTemporaryFile(suffix=".npy") as f:
+        np.save(f, views["flat"][taps[0]])
+        f.flush()
+        out = subprocess.run([sys.executable, "-c", WARM_UMAP, f.name], capture_output=True, text=True, check=True)
+    warm_import, warm_first = map(float, out.stdout.split())
     cases = {f"{view}/{tap}": (lambda f=feats[tap]: fit_umap(f, settings))
              for view, feats in views.items() for tap in taps}
     times, _ = time_cases(cases, torch.device("cpu"), 0, 2)
+    steady = times[f"flat/{taps[0]}"]
+    block.note(f"umap-learn {umap_module.__version__} through `ecnb.embeddings.fit_umap` with its default "
+               f"`UmapSettings()` ({settings}; single-threaded), on {len(x)} test digits. Numba compiles umap's "
+               "and pynndescent's kernels at import and at the first fit; those it may cache go to NUMBA_CACHE_DIR, "
+               "where a new process (each later study's notebook 04) finds them:")
+    block.table(("", "import umap (s)", f"first fit, {taps[0]} (s)", "of which compiling or loading (s)"), [
+        ("empty cache (a first study)", f"{cold_import:.1f}", f"{cold_first:.1f}", f"{cold_first - steady:.1f}"),
+        ("filled cache (later studies)", f"{warm_import:.1f}", f"{warm_first:.1f}", f"{warm_first - steady:.1f}"),
+    ])
+    block.note("Steady time per fit (median of 2 after the first), for the flat features notebook 04 embeds "
+               "(for every model of the run) and for the pooled ones:")
     rows = [(tap, *(c for view in views for c in (views[view][tap].shape[1], f"{times[f'{view}/{tap}']:.2f}")))
             for tap in taps]
     rows.append(("**all taps**", *(c for view in views
                                     for c in ("", f"{sum(times[f'{view}/{tap}'] for tap in taps):.2f}"))))
-    block.note(f"umap-learn {umap_module.__version__} through `ecnb.embeddings.fit_umap` with its default "
-               f"`UmapSettings()` ({settings}; single-threaded), on {len(x)} test digits, median of 2 after "
-               f"the first call. `import umap`: {import_s:.1f} s. First fit into an empty NUMBA_CACHE_DIR: "
-               f"{first:.1f} s, so about {first - times[f'flat/{taps[0]}']:.1f} s of numba compilation, paid once "
-               "per cache directory (the Makefile keeps it in .numba_cache). Notebook 04 embeds the flat "
-               "features, for every model of the run.")
     block.table(("tap", "flat dims", "flat (s)", "pooled dims", "pooled (s)"), rows)
     return block
 
@@ -686,31 +707,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
     base = f"python scripts/bench.py --device {args.device}" + (f" --threads {args.threads}" if args.threads else "")
     epochs = f" --epochs {args.epochs}" if args.epochs else ""
-    blocks = [machine_block(device, command)]
+    title = machine_title(device)
+    blocks: list[Block] = []
+
+    def report(block: Block) -> None:
+        """Print a part's figures and write them at once, so a later part's failure loses nothing."""
+        print("\n" + block.markdown(), flush=True)
+        update_doc(args.out, title, {block.part: block.markdown()})
+        blocks.append(block)
+
+    report(machine_block(device, command))
     if "study" in args.parts:
-        blocks.append(bench_study(f"{base} --parts study", args.device))
+        report(bench_study(f"{base} --parts study", args.device))
     if "tests" in args.parts:
-        blocks.append(bench_tests(f"{base} --parts tests"))
+        report(bench_tests(f"{base} --parts tests"))
     if "steps" in args.parts:
-        blocks.append(bench_steps(f"{base} --parts steps --repeats {args.repeats}", device, args.repeats))
+        report(bench_steps(f"{base} --parts steps --repeats {args.repeats}", device, args.repeats))
     if {"driver", "cka", "umap"} & set(args.parts):
         driver, models = bench_driver(f"{base} --parts driver{epochs}", device, args.epochs)
         if "driver" in args.parts:
-            blocks.append(driver)
+            report(driver)
         if "cka" in args.parts:
-            blocks.append(bench_cka(f"{base} --parts cka --cka-samples {args.cka_samples}", device, models,
-                                    args.cka_samples, min(args.repeats, 3)))
+            report(bench_cka(f"{base} --parts cka --cka-samples {args.cka_samples}", device, models,
+                             args.cka_samples, min(args.repeats, 3)))
         if "umap" in args.parts:
-            blocks.append(bench_umap(f"{base} --parts umap --umap-samples {args.umap_samples}", device, models,
-                                     args.umap_samples))
-    for block in blocks:
-        print("\n" + block.markdown())
-    targets = [t for block in blocks for t in block.targets]
+            report(bench_umap(f"{base} --parts umap --umap-samples {args.umap_samples}", device, models,
+                              args.umap_samples))
     print("\nTargets:")
-    for t in targets:
+    for t in (t for block in blocks for t in block.targets):
         print(f"  {_verdict(t.holds):9} {t.what}: {t.measured}")
-    update_doc(args.out, machine_title(device), {b.part: b.markdown() for b in blocks})
-    print(f"\nwrote the section '{machine_title(device)}' of {args.out}")
+    print(f"\nwrote the section '{title}' of {args.out}")
     return 0
 
 
