@@ -6,7 +6,7 @@
 Parts (each prints its figures and fills its own block of the machine's section in --out):
 - study: the whole quick study (`python -m ecnb study`) in a fresh temporary run directory with fresh
   caches (numba's included): total wall time, time per notebook, `wall_time` per method from
-  results.csv, peak resident memory of the study's process tree.
+  results.csv, peak resident memory of the study's largest process.
 - steps: images/s of one training step (cross-entropy, backward, SGD) and one EC unlearning step
   (`ecnb.ec.ec_term` on a forget + retain minibatch, auxiliary modules from `ecnb.ec.ec_setup`) for the
   embedded model (smallcnn, digits 1x16x16) and, on CUDA, ResNet-18 on random 3x32x32 batches of 512;
@@ -19,9 +19,12 @@ Parts (each prints its figures and fills its own block of the machine's section 
   the same features and the same (full-sample, unbiased) estimator; skipped with the reason when the
   package is missing.
 - umap: `ecnb.embeddings.fit_umap` (umap-learn, notebook 04's settings) on each tap's flat and pooled
-  features of `--umap-samples` test digits, the first call (numba compiling into an empty
-  NUMBA_CACHE_DIR) apart from the steady per-layer time.
+  features of `--umap-samples` test digits; import and first call (numba compiling, into an empty
+  NUMBA_CACHE_DIR and with a filled one) apart from the steady per-layer time.
 - tests: the whole test suite (`python -m pytest`), off by default because it takes many minutes.
+
+`--threads N` sets torch's and the BLAS libraries' thread count here and in the study's and the tests'
+processes (default: the libraries' own, one per core).
 
 Timing: untimed warm-up calls first, then the median of `--repeats` timed repeats; cases that are
 compared with each other are interleaved repeat by repeat, so a busy neighbour on a shared machine slows
