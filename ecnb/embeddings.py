@@ -33,9 +33,9 @@ from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .evaluate import MAX_SPATIAL
 from .features import cached_features
-from .models import TappedNet, build_model
+from .models import TappedNet
 from .results import method_order, read_results
-from .train import prepare_model
+from .train import model_from_state
 
 # umap-learn compiles its numba kernels on first use; numba caches those it may in this folder. It is
 # read when numba is imported, so it is set here, before anything imports umap (the Makefile sets it too).
@@ -104,9 +104,8 @@ def run_models(run: Run, ds: Dataset, seed: int, device: torch.device | str = "a
         )
     models = {}
     for method in methods:
-        model = build_model(run.config.model, ds.input_shape[0], ds.num_classes)
-        model.load_state_dict(load_checkpoint(run.checkpoint_path(method, seed))["state_dict"])
-        models[method] = prepare_model(model, device).eval()
+        state = load_checkpoint(run.checkpoint_path(method, seed))["state_dict"]
+        models[method] = model_from_state(run.config, ds, state, device)
     return models
 
 

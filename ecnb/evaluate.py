@@ -14,9 +14,9 @@ from .artifacts import Run, load_checkpoint, save_checkpoint
 from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
-from .models import TappedNet, build_model
+from .models import TappedNet
 from .results import REFERENCES, method_order, remove_results, result_row, write_results
-from .train import prepare_model
+from .train import model_from_state
 from .unlearn import UnlearnData, UnlearningError, hparams, run_method
 
 # Conv taps are pooled to at most this many positions per side before CKA (None: flattened whole).
@@ -48,9 +48,7 @@ def unlearn_or_load(
     if path.exists():
         ckpt = load_checkpoint(path)
         if ckpt["meta"].get("key") == key:
-            model = build_model(run.config.model, ds.input_shape[0], ds.num_classes)
-            model.load_state_dict(ckpt["state_dict"])
-            return prepare_model(model, device).eval(), float(ckpt["meta"]["wall_time"])
+            return model_from_state(run.config, ds, ckpt["state_dict"], device), float(ckpt["meta"]["wall_time"])
     for stale in (run.seed_dir(seed) / "features").glob(f"{method}__*.npz"):
         stale.unlink()
     model, stats = run_method(method, original, unlearn_data(ds, split), hp)

@@ -166,7 +166,8 @@ def run_study(
             for nb in notebooks:
                 start = time.perf_counter()
                 log(f"[seed {seed}] {nb.name} ...")
-                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, notebook_parameters(config, seed, methods, ablations))
+                params = notebook_parameters(config, seed, methods, ablations)
+                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params)
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
         report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks])
     table = summarize(read_results(root), config.seeds)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
-from .config import TrainRecipe, resolve_device
+from .config import StudyConfig, TrainRecipe, resolve_device
 from .data import Dataset, ForgetSplit
 from .models import TappedNet, build_model
 
@@ -105,6 +105,15 @@ def fit(
     return history
 
 
+def model_from_state(
+    config: StudyConfig, ds: Dataset, state_dict: dict[str, torch.Tensor], device: torch.device
+) -> TappedNet:
+    """The run's architecture with saved weights, on `device` and in eval mode: every checkpoint loads so."""
+    model = build_model(config.model, ds.input_shape[0], ds.num_classes)
+    model.load_state_dict(state_dict)
+    return prepare_model(model, device).eval()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for `x` in eval mode, batched, on the model's device; returned as float32 on the CPU."""
@@ -139,9 +148,7 @@ def train_reference(
     if path.exists():
         ckpt = load_checkpoint(path)
         if ckpt["meta"].get("cache_key") == key:
-            model = build_model(config.model, ds.input_shape[0], ds.num_classes)
-            model.load_state_dict(ckpt["state_dict"])
-            return prepare_model(model, device).eval()
+            return model_from_state(config, ds, ckpt["state_dict"], device)
         print(f"{path} was made by another configuration; retraining {method}")
     idx = np.arange(len(ds.y_train)) if method == "original" else split.retain_idx
     idx_t = torch.as_tensor(idx, device=ds.y_train.device)
