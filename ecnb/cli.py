@@ -7,6 +7,7 @@ an interrupted study with status 130.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import NoReturn
 
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ecnb: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # The notebook runner's pending asyncio tasks end with "kernel died" once the kernel is stopped;
+        # asyncio would log each with a traceback when it is collected, burying the one line below.
+        for name in ("asyncio", "papermill", "nbclient"):
+            logging.getLogger(name).disabled = True
         print("ecnb: interrupted; complete artifacts are kept and the next run resumes from them", file=sys.stderr)
         return 130
     return 0

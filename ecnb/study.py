@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,9 @@ RUNNING_SUFFIX = ".running.ipynb"  # a notebook being executed, renamed into pla
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
+KERNEL_DIR_PREFIX = "ecnb-kernel-"
+
+
 class _IPCKernelManager(AsyncKernelManager):
     """Kernels talk over local IPC sockets: nothing listens on TCP, and the kernel has nothing to warn about."""
 
@@ -41,7 +45,14 @@ class _IPCKernelManager(AsyncKernelManager):
     @default("ip")
     def _default_ip(self) -> str:
         """Socket files go to a private temporary folder, not the notebook's working directory."""
-        return os.path.join(tempfile.mkdtemp(prefix="ecnb-kernel-"), "ipc")
+        return os.path.join(tempfile.mkdtemp(prefix=KERNEL_DIR_PREFIX), "ipc")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        """After the kernel's own clean-up (its socket files), the folder goes too."""
+        await super()._async_cleanup_resources(restart=restart)
+        folder = Path(self.ip).parent
+        if not restart and folder.name.startswith(KERNEL_DIR_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class StudyError(RuntimeError):

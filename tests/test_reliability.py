@@ -51,7 +51,13 @@ def start(run_dir: Path, *extra: str) -> subprocess.Popen:
     nobody reads while it runs could fill up and stall it."""
     with open(f"{run_dir}.stderr", "w") as err:
         return subprocess.Popen([sys.executable, "-c", CLI, f"{NB01},{NB02}", *study_args(run_dir, *extra)],
-                                stdout=subprocess.DEVNULL, stderr=err)
+                                stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in a child; a study started
+    from a terminal gets Ctrl-C with the default disposition, which is what these tests need."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stderr_of(run_dir: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,21 @@ from ecnb.study import NOTEBOOKS_DIR, execute_notebook, notebook_parameters, stu
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs)."""
+    """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs); the kernel's
+    private socket folder goes to a temporary folder of the test's own: (config, executed, that folder)."""
     root = tmp_path_factory.mktemp("tiny")
     config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5])
     executed = root / "01.ipynb"
-    execute_notebook(NOTEBOOKS_DIR / "01_train_original.ipynb", executed, notebook_parameters(config, seed=1))
-    return config, executed
+    sockets = root / "tmp"
+    sockets.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(sockets))
+        execute_notebook(NOTEBOOKS_DIR / "01_train_original.ipynb", executed, notebook_parameters(config, seed=1))
+    return config, executed, sockets
+
+
+def test_the_kernel_leaves_no_socket_folder_behind(tiny_run):
+    assert list(tiny_run[2].iterdir()) == []
 
 
 def plotly_outputs(path) -> list[dict]:
@@ -29,7 +39,7 @@ def plotly_outputs(path) -> list[dict]:
 
 
 def test_notebook_01_runs_and_writes_its_rows(tiny_run):
-    config, executed = tiny_run
+    config, executed, _ = tiny_run
     df = ecnb.read_results(config.run_dir)
     acc = df[df["metric"] == "accuracy"]
     assert set(acc["method"]) == {"original", "retrain"} and set(df["seed"]) == {1}
@@ -42,7 +52,7 @@ def test_notebook_01_runs_and_writes_its_rows(tiny_run):
 
 
 def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path):
-    config, _ = tiny_run
+    config, _, _ = tiny_run
     executed = tmp_path / "02.ipynb"
     params = {**notebook_parameters(config, seed=1), "methods": ecnb.ec.baselines()}
     execute_notebook(NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb", executed, params)
@@ -65,7 +75,7 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
 
 
 def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
-    config, _ = tiny_run
+    config, _, _ = tiny_run
     executed = tmp_path / "03.ipynb"
     params = {**notebook_parameters(config, seed=1, methods=["ga", "rl"], ablations=["ec[last]"])}
     execute_notebook(NOTEBOOKS_DIR / "03_erase_at_the_core.ipynb", executed, params)
@@ -80,7 +90,7 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
     assert (Path(config.run_dir) / "seed1" / "models" / "rl+ec.pt").exists()
     text = executed.read_text()
     assert "criteria hold in this run" in text, "the verdict cell ran and printed its count"
-    assert len(plotly_outputs(executed)) == 6
+    assert len(plotly_outputs(executed)) == 7, "accuracy, CKA and probe curves, two plug-in bars, ablation, l1_sparse per layer"
 
 
 def test_study_command_end_to_end(tmp_path):
