@@ -47,10 +47,13 @@ SAMPLE_SPLITS = ("test_forget", "test_retain")
 @dataclass(frozen=True)
 class UmapSettings:
     """UMAP's knobs that change the picture. A fixed `random_state` makes the fit reproducible (and
-    single-threaded, which costs little at a few hundred points)."""
+    single-threaded, which costs little at a few hundred points). `n_epochs` 200 is what umap-learn
+    itself uses above 10,000 points; below, it would take 500, which at a few hundred points moves
+    nothing a reader sees and takes 0.6 s per fit against 0.35 s (125 fits in the quick study)."""
 
     n_neighbors: int = 15
     min_dist: float = 0.1
+    n_epochs: int = 200
     random_state: int = 0
 
 

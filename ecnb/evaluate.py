@@ -15,7 +15,7 @@ from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
 from .models import TappedNet
-from .results import REFERENCES, method_order, remove_results, result_row, write_results
+from .results import REFERENCES, method_order, read_results, remove_results, result_row, write_results
 from .train import model_from_state
 from .unlearn import UnlearnData, UnlearningError, hparams, run_method
 
@@ -24,6 +24,7 @@ from .unlearn import UnlearnData, UnlearningError, hparams, run_method
 MAX_SPATIAL = {"quick": None, "paper": 4}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
 CKA_COLUMN = "mean intermediate CKA to original (forget_train)"
+METHOD_METRICS = {"accuracy", "mia_efficacy", "cka_to_original", "cka_to_retrain", "probe_accuracy", "wall_time"}
 
 
 def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:
@@ -43,7 +44,7 @@ def unlearn_or_load(
     """
     device = resolve_device(device) if isinstance(device, str) else device
     hp = hparams(method, run.config.profile, seed, **overrides)
-    key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+    key = _checkpoint_key(run, hp)
     path = run.checkpoint_path(method, seed)
     if path.exists():
         ckpt = load_checkpoint(path)
@@ -54,6 +55,26 @@ def unlearn_or_load(
     model, stats = run_method(method, original, unlearn_data(ds, split), hp)
     save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
     return model, stats.wall_time
+
+
+def has_current_checkpoint(run: Run, method: str, seed: int, **overrides: Any) -> bool:
+    """Whether `unlearn_or_load` would load `method` instead of computing it."""
+    path = run.checkpoint_path(method, seed)
+    key = _checkpoint_key(run, hparams(method, run.config.profile, seed, **overrides))
+    return path.exists() and load_checkpoint(path)["meta"].get("key") == key
+
+
+def _checkpoint_key(run: Run, hp: dict[str, Any]) -> str:
+    return json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+
+
+def measured(results: pd.DataFrame, seed: int) -> set[str]:
+    """The methods of `seed` that `results` holds every metric of `method_rows` for. Their rows came
+    from the same checkpoint and references (a run directory holds one configuration), so a notebook
+    that loads such a model again need not measure it again."""
+    rows = results[results["seed"] == seed]
+    metrics = rows.groupby("method")["metric"].agg(set)
+    return {m for m, have in metrics.items() if METHOD_METRICS <= have}
 
 
 def reference_rows(
@@ -90,14 +111,17 @@ def run_methods(
 
     Every name is checked before any work. A method that diverges (UnlearningError) gets no metrics:
     one line says so, the seed's `failures.json` records why, rows of an earlier run of it are removed,
-    and the other methods go on. Returns the models that succeeded.
+    and the other methods go on. A method loaded from its checkpoint whose rows are all there (notebook
+    03 loads notebook 02's baselines) is not measured again. Returns the models that succeeded.
     """
     for method in methods:
         hparams(method, run.config.profile, seed)  # an unknown name stops here, before any work
+    done = measured(read_results(run.root), seed)
     models = {}
     bar = tqdm(methods, desc="methods", unit="method")
     for method in bar:
         bar.set_postfix_str(method)
+        current = method in done and has_current_checkpoint(run, method, seed)
         try:
             model, wall_time = unlearn_or_load(run, ds, split, method, seed, references["original"], device)
         except UnlearningError as e:
@@ -105,7 +129,8 @@ def run_methods(
             remove_results(run.root, seed, method)
             bar.write(f"{method} failed and is left out of the results: {e}")
             continue
-        write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+        if not current:
+            write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
         run.record_failure(seed, method, None)
         models[method] = model
     return models
@@ -114,8 +139,12 @@ def run_methods(
 def run_references(
     run: Run, ds: Dataset, split: ForgetSplit, seed: int, references: dict[str, TappedNet]
 ) -> None:
-    """The same metrics for `original` and `retrain`, the two yardsticks every method is read against."""
+    """The same metrics for `original` and `retrain`, the two yardsticks every method is read against
+    (once: their checkpoints are the run's, so rows that are all there stay)."""
+    done = measured(read_results(run.root), seed)
     for method, model in references.items():
+        if method in done:
+            continue
         wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
         write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
 

@@ -169,6 +169,28 @@ def test_aux_modules_are_warmed_frozen_and_sized(trained, data):
             assert (logits.argmax(1) == data.forget_y[:64]).float().mean() > 0.5, point
 
 
+def test_a_warm_up_done_before_is_reused_and_a_changed_model_is_warmed_again(trained, data, monkeypatch):
+    hp = _hp(ec_aux_epochs=1, seed=11)
+    first = ec.ec_setup(copy.deepcopy(trained.original), data, hp).aux.state_dict()
+    warmed = []
+    real_warm_up = ec.warm_up
+    monkeypatch.setattr(ec, "warm_up", lambda *a: warmed.append(1) or real_warm_up(*a))
+    again = ec.ec_setup(copy.deepcopy(trained.original), data, {**hp, "ec_weights": "depth"})
+    assert warmed == [] and not again.aux.training and not any(p.requires_grad for p in again.aux.parameters())
+    monkeypatch.setattr(ec, "_WARMED", type(ec._WARMED)())
+    fresh = ec.ec_setup(copy.deepcopy(trained.original), data, hp).aux.state_dict()
+    assert warmed == [1], "an empty store warms up"
+    for reused in (again.aux.state_dict(), fresh):  # the warm-up is deterministic: reuse changes nothing
+        assert all(torch.equal(v, reused[k]) for k, v in first.items())
+
+    changed = copy.deepcopy(trained.original)
+    with torch.no_grad():
+        changed.stages["layer1"][0].weight.mul_(1.01)
+    ec.ec_setup(changed, data, hp)
+    ec.ec_setup(copy.deepcopy(trained.original), data, {**hp, "ec_aux_lr": 2e-3})
+    assert warmed == [1, 1, 1]
+
+
 def test_ec_loss_is_finite_and_falls(trained, data, batches):
     model = copy.deepcopy(trained.original)
     hp = _hp()

@@ -1,6 +1,8 @@
 """The evaluation path shared by notebooks 02 and 03: cached unlearning and the summary table."""
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +26,31 @@ def test_unlearned_models_are_cached_and_recomputed_when_settings_change(trained
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(AssertionError, match="must not run again"):
         evaluate.unlearn_or_load(trained.run, trained.ds, trained.split, "ga", 0, refs["original"], "cpu", epochs=1)
+
+
+def test_models_measured_before_are_loaded_without_measuring_them_again(trained, tmp_path, monkeypatch):
+    run = ecnb.Run.load(shutil.copytree(trained.run.root, tmp_path / "run"))
+    refs = {"original": trained.original, "retrain": trained.retrain}
+    evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
+    evaluate.run_references(run, trained.ds, trained.split, 0, refs)
+    first = read_results(run.root)
+    assert evaluate.measured(first, 0) == {"ga", "original", "retrain"}
+
+    measuring = []
+    monkeypatch.setattr(evaluate, "method_rows", lambda run, ds, split, method, *a, **k: measuring.append(method) or [])
+    models = evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
+    evaluate.run_references(run, trained.ds, trained.split, 0, refs)
+    assert measuring == [] and list(models) == ["ga"]
+    pd.testing.assert_frame_equal(read_results(run.root), first)
+
+    # a metric missing, or a checkpoint from other settings: measured again
+    first[~((first["method"] == "ga") & (first["metric"] == "probe_accuracy"))].to_csv(run.root / "results.csv", index=False)
+    evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
+    assert measuring == ["ga"]
+    write_results(run.root, first[first["method"] == "ga"].to_dict("records"))
+    monkeypatch.setitem(unlearn.HPARAMS["quick"], "ga", {**unlearn.HPARAMS["quick"]["ga"], "epochs": 1})
+    evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
+    assert measuring == ["ga", "ga"]
 
 
 def test_unlearn_data_is_the_forget_split(trained):
