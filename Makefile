@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 study: setup
 	$(PY) -m ecnb study $(ARGS)
 
+# Test files run in parallel, one worker per core; a file's tests stay together (they share fixtures).
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 # Wall times, throughput and the issue's performance targets into docs/benchmarks.md (ARGS="--skip-study" to be quick).
 bench: setup
