@@ -489,9 +489,9 @@ _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batc
 
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "ft": {**_QUICK, "epochs": 5, "lr": 0.1},  # 0.857 / 1.000: FT does not forget digits within the grid
+        "ft": {**_QUICK, "epochs": 10, "lr": 0.1},  # 0.857 / 1.000: FT does not forget digits within the grid
         "ga": {**_QUICK, "epochs": 5, "lr": 1e-3},  # 0.000 / 0.984
-        "rl": {**_QUICK, "epochs": 3, "lr": 0.01},  # 0.000 / 1.000
+        "rl": {**_QUICK, "epochs": 2, "lr": 0.01},  # 0.000 / 1.000
         "neggrad_plus": {**_QUICK, "epochs": 3, "lr": 0.01, "beta": 0.9},  # 0.000 / 0.992
         "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 5e-4},  # 0.000 / 1.000
         "salun": {**_QUICK, "epochs": 3, "lr": 0.01, "mask_fraction": 0.5},  # 0.000 / 1.000

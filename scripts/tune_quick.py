@@ -41,7 +41,7 @@ RETAIN_TOLERANCE = 0.03
 GRIDS: dict[str, dict[str, list]] = {
     "ft": {"lr": [0.01, 0.03, 0.1], "epochs": [5, 10]},
     "ga": {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "epochs": [3, 5, 10]},
-    "rl": {"lr": [3e-3, 0.01, 0.03], "epochs": [3, 5]},
+    "rl": {"lr": [3e-3, 5e-3, 0.01, 0.03], "epochs": [2, 3, 5]},
     "neggrad_plus": {"lr": [0.01, 0.03], "epochs": [3, 5], "beta": [0.9, 0.99, 0.999]},
     "l1_sparse": {"lr": [0.01, 0.03, 0.1], "epochs": [10], "alpha": [5e-4, 1e-3, 2e-3]},
     "salun": {"lr": [3e-3, 0.01, 0.03], "epochs": [3, 5]},
@@ -49,7 +49,7 @@ GRIDS: dict[str, dict[str, list]] = {
     "bad_teacher": {"lr": [3e-3, 0.01, 0.03], "epochs": [1, 3]},
     "cu": {"lr": [1e-3, 0.01, 0.03], "epochs": [4, 12, 20]},
     "ec": {"ec_weights": [1.0, 2.0, 4.0], "ec_nl_weight": [0.0, 1.0]},
-    "l1_sparse+ec": {"ec_weights": [2.0, 4.0]},
+    "l1_sparse+ec": {"ec_points": ["all", "layer1,layer2,layer3"], "ec_weights": [2.0, 4.0]},
 }
 REPRESENTATION_TIE_BREAK = ("ec", "l1_sparse+ec")
 
@@ -115,12 +115,13 @@ def main() -> None:
     rows = []
     for method in args.methods:
         for setting in settings(GRIDS[method]):
+            hp = hparams(method, "quick", args.seed, **setting)
             try:
-                model, stats = run_method(method, original, data, hparams(method, "quick", args.seed, **setting))
+                model, stats = run_method(method, original, data, hp)
             except UnlearningError as e:
                 print(f"{method} {setting}: {e}")
                 continue
-            rows.append({"method": method, "setting": setting, "lr": setting.get("lr", 0.0), **scores(model, val),
+            rows.append({"method": method, "setting": setting, "lr": hp["lr"], **scores(model, val),
                          "val_cka": intermediate_cka(model, original, val["val_forget"][0]),
                          "steps": stats.steps, "wall_time": round(stats.wall_time, 2)})
     table = pd.DataFrame(rows)
