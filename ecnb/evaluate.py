@@ -42,30 +42,29 @@ def unlearn_or_load(
     Returns the model and its wall time in seconds (measured when it was computed). A recomputed model
     drops its cached features, which belonged to the previous weights.
     """
+    model, wall_time, _ = _unlearn_or_load(run, ds, split, method, seed, original, device, **overrides)
+    return model, wall_time
+
+
+def _unlearn_or_load(
+    run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
+    device: torch.device | str = "auto", **overrides: Any,
+) -> tuple[TappedNet, float, bool]:
+    """`unlearn_or_load`, and whether the model came from its checkpoint."""
     device = resolve_device(device) if isinstance(device, str) else device
     hp = hparams(method, run.config.profile, seed, **overrides)
-    key = _checkpoint_key(run, hp)
+    key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
     path = run.checkpoint_path(method, seed)
     if path.exists():
         ckpt = load_checkpoint(path)
         if ckpt["meta"].get("key") == key:
-            return model_from_state(run.config, ds, ckpt["state_dict"], device), float(ckpt["meta"]["wall_time"])
+            model = model_from_state(run.config, ds, ckpt["state_dict"], device)
+            return model, float(ckpt["meta"]["wall_time"]), True
     for stale in (run.seed_dir(seed) / "features").glob(f"{method}__*.npz"):
         stale.unlink()
     model, stats = run_method(method, original, unlearn_data(ds, split), hp)
     save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
-    return model, stats.wall_time
-
-
-def has_current_checkpoint(run: Run, method: str, seed: int, **overrides: Any) -> bool:
-    """Whether `unlearn_or_load` would load `method` instead of computing it."""
-    path = run.checkpoint_path(method, seed)
-    key = _checkpoint_key(run, hparams(method, run.config.profile, seed, **overrides))
-    return path.exists() and load_checkpoint(path)["meta"].get("key") == key
-
-
-def _checkpoint_key(run: Run, hp: dict[str, Any]) -> str:
-    return json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+    return model, stats.wall_time, False
 
 
 def measured(results: pd.DataFrame, seed: int) -> set[str]:
@@ -121,15 +120,14 @@ def run_methods(
     bar = tqdm(methods, desc="methods", unit="method")
     for method in bar:
         bar.set_postfix_str(method)
-        current = method in done and has_current_checkpoint(run, method, seed)
         try:
-            model, wall_time = unlearn_or_load(run, ds, split, method, seed, references["original"], device)
+            model, wall_time, loaded = _unlearn_or_load(run, ds, split, method, seed, references["original"], device)
         except UnlearningError as e:
             run.record_failure(seed, method, str(e))
             remove_results(run.root, seed, method)
             bar.write(f"{method} failed and is left out of the results: {e}")
             continue
-        if not current:
+        if not (loaded and method in done):
             write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
         run.record_failure(seed, method, None)
         models[method] = model
@@ -181,7 +179,6 @@ def superficial_forgetting(table: pd.DataFrame, max_forget_acc: float = 0.05, mi
     return [m for m in table.index[hit] if m not in REFERENCES]
 
 
-
 def ec_checks(
     table: pd.DataFrame, baselines: list[str], ec: str = "ec", forget_tol: float = 0.05, retain_tol: float = 0.03
 ) -> pd.DataFrame:
@@ -207,8 +204,8 @@ def ec_checks(
     check(f"{ec}: test_retain acc within {retain_tol} of original", [ec, "original"],
           lambda: t.loc[ec, acc_r], lambda: f">= {t.loc['original', acc_r] - retain_tol:.3f}",
           lambda: t.loc[ec, acc_r] >= t.loc["original", acc_r] - retain_tol)
-    measured = [b for b in baselines if b in t.index]
-    useful = [b for b in measured if "original" in t.index and t.loc[b, acc_r] >= t.loc["original", acc_r] - retain_tol]
+    present = [b for b in baselines if b in t.index]
+    useful = [b for b in present if "original" in t.index and t.loc[b, acc_r] >= t.loc["original", acc_r] - retain_tol]
     lowest = t.loc[useful, cka].min() if useful else float("inf")
     check(f"{ec}: mean intermediate CKA below every baseline that keeps retain accuracy ({', '.join(useful)})",
           [ec, "original"], lambda: t.loc[ec, cka], lambda: f"< {lowest:.3f}", lambda: t.loc[ec, cka] < lowest)

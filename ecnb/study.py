@@ -30,9 +30,7 @@ from .results import read_results, summarize
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUNNING_SUFFIX = ".running.ipynb"  # a notebook being executed, renamed into place only when it succeeds
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-
-KERNEL_DIR_PREFIX = "ecnb-kernel-"
+KERNEL_DIR_PREFIX = "ecnb-kernel-"  # each kernel's private folder for its IPC sockets, removed at shutdown
 
 
 class _IPCKernelManager(AsyncKernelManager):
