@@ -31,7 +31,7 @@ Two choices that STUDY.md section 8 measured and that this module makes on purpo
   forget accuracy to 0 on the embedded data; `ec_nl_weight` > 0 adds the negative-learning loss
   -log(1 - p_y) on the forget samples at the head (Kim et al. 2019, "NLNL: Negative Learning for Noisy
   Labels", arXiv 1908.07387), which pushes the true class's probability down and vanishes once it is
-  near 0, so, unlike gradient ascent, it cannot run away. The validation split preferred it off (the
+  near 0, so, unlike gradient ascent, it cannot run away. The validation tasks preferred it off (the
   default, 0); the ablation `ec[nl]` turns it on.
 
 `ec` runs the EC loss alone: one pass over D_r per epoch, each step also given a forget minibatch.
@@ -171,7 +171,7 @@ def layer_weights(
 ) -> tuple[float, ...]:
     """Per-point weights. A number w: the final point 1 and every intermediate point w (DSN uses w < 1
     because its companion losses only help the head; EC's default w = 4 up-weights them because erasing
-    there is the point, chosen on the validation split, see EC_HPARAMS). `uniform`: 1 each. `depth`:
+    there is the point, chosen on the validation tasks, see EC_HPARAMS). `uniform`: 1 each. `depth`:
     (depth of the tap) / (number of taps), increasing to 1 at the final point. A list gives the weights
     explicitly, one per point in network order."""
     if spec == "uniform":
@@ -362,15 +362,15 @@ def ec_term(model: TappedNet, state: ECState, step: Step) -> torch.Tensor:
 # ----------------------------------------------------------------------------- methods and registry
 
 # Hyperparameters per profile, in one table: `ec` (the driver's and EC's), `term` (EC's own, added to a
-# baseline's defaults for `B+ec`), optional per-plug-in overrides under "B+ec", and the ablations'
-# overrides of `ec`. Quick: the layer weights and the head term's weight chosen on the validation split
-# by scripts/tune_quick.py (validation figures in the comments), the rest CU's published values. Paper:
-# CU's published settings (SGD lr 1e-3, momentum 0.9, no weight decay, tau 0.7, CT 3.0 / CE 1.0, batches
-# of 64).
-# scripts/tune_quick.py over ec_weights 1 / 2 / 4 x ec_nl_weight 0 / 1: every setting forgets (validation
-# forget accuracy 0.000) and keeps retain accuracy (0.992-1.000); weights 4 without the head term give the
-# lowest mean intermediate CKA on the validation images of the forgotten class (0.786; 0.796-0.871 for
-# the others). The plug-in term `B+ec` uses the same values.
+# baseline's defaults for `B+ec`), `plugins` (a plug-in's own choice of points and layer weights, where it
+# has one), and the ablations' overrides of `ec`. Quick: the points, layer weights and the head term's
+# weight chosen on the validation tasks of scripts/tune_quick.py (their figures in the comments), the rest
+# CU's published values. Paper: CU's published settings (SGD lr 1e-3, momentum 0.9, no weight decay, tau
+# 0.7, CT 3.0 / CE 1.0, batches of 64) for `ec` and every plug-in.
+# scripts/tune_quick.py over ec_weights 1 / 2 / 4 x ec_nl_weight 0 / 1, averaged over the two validation
+# tasks (forgetting class 4, class 1): every setting forgets (forget accuracy 0.000) and keeps retain
+# accuracy (0.996-1.000); weights 4 without the head term give the lowest mean intermediate CKA on the
+# task's forget set (0.747; 0.753-0.773 for the others).
 _TERM_QUICK = {
     "ec_points": "all", "ec_weights": 4.0, "ec_tau": 0.7, "ec_ct_weight": 3.0, "ec_ce_weight": 1.0,
     "ec_nl_weight": 0.0, "ec_aux_epochs": 3, "ec_aux_lr": 1e-3,
@@ -390,12 +390,21 @@ EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "ec": {"epochs": 10, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
                "forget_batch_size": 64, "retain_fraction": 1.0, **_TERM_QUICK},
         "term": _TERM_QUICK,
-        # L1-sparse fine-tuning wrecks layer4 on its own (validation CKA 0.21 there, 0.94-0.98 below), and
-        # EC's points at layer4 and the head give the forget images back a structure that follows the
-        # original's (0.50 with every point). EC on layer1-layer3 only, at weight 2, erases there and
-        # leaves layer4 to the baseline; scripts/tune_quick.py over points all / layer1-3 x weights 2 / 4:
-        # validation forget 0.000, retain 1.000, mean intermediate CKA 0.733 (0.772 for l1_sparse).
-        "l1_sparse+ec": {"ec_points": "layer1,layer2,layer3", "ec_weights": 2.0},
+        # Each plug-in's layer weight, chosen by scripts/tune_quick.py over points all / layer1-3 x weights
+        # 1 / 2 / 4 with B's own settings: forget / retain accuracy and mean intermediate CKA averaged over
+        # the two validation tasks, then B's CKA alone. Every choice supervises all points. bad_teacher+ec
+        # kept retain accuracy within 0.03 at no setting; it takes the one that cost the least (0.040).
+        "plugins": {
+            "ft+ec": {"ec_weights": 1.0},  # 0.000 / 1.000 / 0.791 (ft 0.977)
+            "ga+ec": {"ec_weights": 1.0},  # 0.008 / 0.968 / 0.851 (ga 0.872)
+            "rl+ec": {"ec_weights": 4.0},  # 0.000 / 0.984 / 0.810 (rl 0.882)
+            "neggrad_plus+ec": {"ec_weights": 4.0},  # 0.000 / 0.996 / 0.823 (neggrad_plus 0.854)
+            "l1_sparse+ec": {"ec_weights": 4.0},  # 0.000 / 0.968 / 0.795 (l1_sparse 0.843)
+            "salun+ec": {"ec_weights": 2.0},  # 0.000 / 0.984 / 0.826 (salun 0.854)
+            "scrub+ec": {"ec_weights": 4.0},  # 0.000 / 0.992 / 0.794 (scrub 0.859)
+            "bad_teacher+ec": {"ec_weights": 2.0},  # 0.000 / 0.952 / 0.842 (bad_teacher 0.880)
+            "cu+ec": {"ec_weights": 1.0},  # 0.000 / 0.976 / 0.829 (cu 0.881)
+        },
     },
     "paper": {
         "ec": {"epochs": 2, "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 64,
@@ -450,7 +459,8 @@ def register(methods: dict[str, Method] = METHODS, table: dict[str, dict[str, di
         defaults.update({name: {**ec_table["ec"], **over} for name, over in ABLATIONS.items()})
         for b in bases:
             if b in defaults:
-                defaults[f"{b}+ec"] = {**defaults[b], **ec_table["term"], **ec_table.get(f"{b}+ec", {})}
+                own = ec_table.get("plugins", {}).get(f"{b}+ec", {})
+                defaults[f"{b}+ec"] = {**defaults[b], **ec_table["term"], **own}
 
 
 register()

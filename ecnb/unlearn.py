@@ -476,10 +476,13 @@ def compose(
 # ----------------------------------------------------------------------------- hyperparameters
 
 # Quick profile (embedded digits 16x16, smallcnn, 129 forget / 1,131 retain images): learning rate, epochs
-# and the method's main knob chosen on the validation split by scripts/tune_quick.py (forget accuracy
-# closest to `retrain`'s, 0.0, with retain accuracy within 0.03 of `original`'s, 1.0); the comments give
-# the validation forget / retain accuracy of the chosen setting. Everything else follows the paper
-# profile's reference values: SGD momentum 0.9, weight decay 5e-4, minibatches of 64.
+# and the method's main knob chosen by scripts/tune_quick.py on two validation tasks that forget other
+# classes (4 and 1): forget accuracy on the task's training images closest to `retrain`'s, 0.0, with
+# retain accuracy on the validation images of the kept classes within 0.03 of `original`'s (0.992); ties
+# go to fewer steps, then the smaller learning rate, then higher retain accuracy. The comments give the
+# chosen setting's forget / retain accuracy and mean intermediate CKA, averaged over the two tasks.
+# Everything else follows the paper profile's reference values: SGD momentum 0.9, weight decay 5e-4,
+# minibatches of 64.
 _QUICK = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "forget_batch_size": 64, "retain_fraction": 1.0}
 # Paper profile (CIFAR-10, ResNet-18, GPU): published reference settings, each commented with its source.
 # SalUn = OPTML-Group/Unlearn-Saliency (README commands and arg_parser defaults: batch 256, momentum 0.9,
@@ -489,19 +492,19 @@ _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batc
 
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "ft": {**_QUICK, "epochs": 10, "lr": 0.1},  # 0.857 / 1.000: FT does not forget digits within the grid
-        "ga": {**_QUICK, "epochs": 5, "lr": 1e-3},  # 0.000 / 0.984
-        "rl": {**_QUICK, "epochs": 2, "lr": 0.01},  # 0.000 / 1.000
-        "neggrad_plus": {**_QUICK, "epochs": 3, "lr": 0.01, "beta": 0.9},  # 0.000 / 0.992
-        "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 5e-4},  # 0.000 / 1.000
-        "salun": {**_QUICK, "epochs": 3, "lr": 0.01, "mask_fraction": 0.5},  # 0.000 / 1.000
+        "ft": {**_QUICK, "epochs": 10, "lr": 0.1},  # 0.996 / 0.992 / 0.977: FT does not forget within the grid
+        "ga": {**_QUICK, "epochs": 5, "lr": 3e-3},  # 0.008 / 0.976 / 0.872
+        "rl": {**_QUICK, "epochs": 2, "lr": 0.01},  # 0.000 / 0.988 / 0.882
+        "neggrad_plus": {**_QUICK, "epochs": 3, "lr": 0.01, "beta": 0.9},  # 0.000 / 0.984 / 0.854
+        "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 1e-3},  # 0.000 / 0.976 / 0.843
+        "salun": {**_QUICK, "epochs": 3, "lr": 0.03, "mask_fraction": 0.5},  # 0.000 / 0.988 / 0.854
         "scrub": {**_QUICK, "epochs": 3, "lr": 5e-3, "alpha": 0.001, "gamma": 0.99, "kd_t": 4.0,
-                  "msteps": 2},  # 0.000 / 1.000
+                  "msteps": 2},  # 0.000 / 0.980 / 0.859
         # Batches of 64 from the union of D_f and 0.3 D_r hold 18 forget + 46 retain images on average.
-        "bad_teacher": {**_QUICK, "epochs": 3, "lr": 3e-3, "batch_size": 46, "forget_batch_size": 18, "kd_t": 1.0,
-                        "retain_fraction": 0.3},  # 0.000 / 1.000
-        "cu": {**_QUICK, "epochs": 12, "lr": 0.01, "weight_decay": 0.0, "tau": 0.7, "ct_weight": 3.0,
-               "ce_weight": 1.0},  # 0.000 / 1.000
+        "bad_teacher": {**_QUICK, "epochs": 3, "lr": 0.03, "batch_size": 46, "forget_batch_size": 18, "kd_t": 1.0,
+                        "retain_fraction": 0.3},  # 0.000 / 0.976 / 0.880
+        "cu": {**_QUICK, "epochs": 12, "lr": 0.03, "weight_decay": 0.0, "tau": 0.7, "ct_weight": 3.0,
+               "ce_weight": 1.0},  # 0.000 / 0.988 / 0.881
     },
     "paper": {
         # SalUn README: FT 10 epochs, lr 0.01.

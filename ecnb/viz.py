@@ -127,3 +127,38 @@ def plugin_bars(table: pd.DataFrame, baselines: list[str], column: str, title: s
             fig.add_hline(y=table.loc[method, column], line_dash=dash, annotation_text=method)
     fig.update_layout(barmode="group", title=title or column, yaxis_title=column, height=400)
     return fig
+
+
+def plugin_layer_curves(
+    df: pd.DataFrame, baselines: list[str], metric: str, split: str, taps: list[str], title: str | None = None
+) -> go.Figure:
+    """Per-layer `metric` of one baseline B and of B+ec, with `retrain` (dashed) and `ec` (dotted) as
+    references; a menu picks B. A mean over layers hides where a plug-in acts, this shows it layer by layer,
+    and the menu keeps working in the offline report."""
+    rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] != "")]
+    means = rows.groupby(["method", "layer"], sort=False)["value"].mean()
+    present = set(rows["method"])
+
+    def curve(method: str, **style) -> go.Scatter:
+        y = means[method].reindex(taps) if method in present else pd.Series(np.nan, index=taps)
+        return go.Scatter(x=taps, y=list(y), name=method, mode="lines+markers", **style)
+
+    fig = go.Figure()
+    references = [m for m in ("retrain", "ec") if m in present]
+    for method in references:
+        fig.add_trace(curve(method, line=dict(color="black", dash="dash" if method == "retrain" else "dot", width=3)))
+    for i, base in enumerate(baselines):
+        fig.add_trace(curve(base, line=dict(color=RETAIN_COLOR), visible=i == 0))
+        fig.add_trace(curve(f"{base}+ec", line=dict(color=FORGET_COLOR), visible=i == 0))
+    n = len(references)
+    buttons = [
+        dict(label=base, method="update",
+             args=[{"visible": [True] * n + [j // 2 == i for j in range(2 * len(baselines))]}])
+        for i, base in enumerate(baselines)
+    ]
+    fig.update_layout(
+        title=title or f"{metric} on {split}: baseline vs baseline + EC", xaxis_title="layer (input → output)",
+        yaxis_title=metric, height=420, legend_title="method",
+        updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.15, yanchor="top")] if buttons else [],
+    )
+    return fig

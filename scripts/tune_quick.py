@@ -1,17 +1,27 @@
-"""Choose the `quick` profile's unlearning hyperparameters on the validation split (never the test set).
+"""Choose the `quick` profile's unlearning hyperparameters on validation tasks, never on the study's own numbers.
 
-Trains `original` and `retrain` on the embedded digits (default recipe, a temporary run directory),
-then runs every method of `ecnb.unlearn` over a small grid. The validation images of the forgotten
-classes play `test_forget`, the others `test_retain`. For each method it picks the setting whose
-validation forget accuracy is closest to `retrain`'s while its validation retain accuracy stays within
-0.03 of `original`'s (ties: higher retain accuracy, then fewer steps, then the smaller learning rate),
-and prints the table and the chosen values for `HPARAMS["quick"]`.
+A validation task forgets a class that the study does not forget (the embedded default forgets class 3).
+`--tasks` such classes are drawn with a seeded generator from the others; for each, `original` and
+`retrain` are trained with the default recipe in a temporary run directory, and every method of
+`ecnb.unlearn` runs over a small grid. A setting is scored, averaged over the tasks, by
+- forget accuracy on the task's forget set D_f (its training images of the task's class: unlearning
+  acts on memorised training images, which are harder to forget than held-out ones, so held-out images
+  of the forgotten class are a weak proxy; they are also few, 14 per class here);
+- retain accuracy on the validation split's images of the task's kept classes;
+- mean intermediate-layer CKA to the original on the task's D_f.
+Per method it picks the setting whose forget accuracy is closest to `retrain`'s while retain accuracy
+stays within 0.03 of `original`'s. Ties go to the least intervention: fewer steps, then the smaller
+learning rate, and only then the higher retain accuracy (inside the tolerance, retain accuracies differ
+by one or two of the ~250 validation images, too little to prefer a longer or harsher run). A method
+with no setting inside the tolerance gets the one that costs the least retain accuracy. It prints the
+tables and the chosen values for `HPARAMS["quick"]`.
 
-Erase at the Core's settings (`ecnb.ec.EC_HPARAMS`) are chosen the same way, except that the first tie
-is broken by the representation: the lowest mean intermediate-layer CKA to the original on the
-validation images of the forgotten classes, the quantity EC exists to lower.
+Erase at the Core's settings (`ecnb.ec.EC_HPARAMS`) are chosen the same way, `ec`'s and each plug-in
+`B+ec`'s EC term (with B's settings as they stand in `HPARAMS`, so choose the baselines first), except
+that the first tie is broken by the representation: the lowest mean intermediate-layer CKA to the
+original, the quantity EC exists to lower.
 
-    python scripts/tune_quick.py [--seed 0] [--threads 1] [--methods ec l1_sparse+ec ...]
+    python scripts/tune_quick.py [--seed 0] [--tasks 2] [--threads 1] [--methods ec ga+ec ...]
 
 One thread by default: on a shared two-core machine several OpenMP threads per process slow training
 down by an order of magnitude, and a fixed thread count keeps the run reproducible.
@@ -22,6 +32,7 @@ import argparse
 import itertools
 import os
 import tempfile
+from dataclasses import dataclass
 
 os.environ.setdefault("ECNB_OFFLINE", "1")
 
@@ -49,9 +60,17 @@ GRIDS: dict[str, dict[str, list]] = {
     "bad_teacher": {"lr": [3e-3, 0.01, 0.03], "epochs": [1, 3]},
     "cu": {"lr": [1e-3, 0.01, 0.03], "epochs": [4, 12, 20]},
     "ec": {"ec_weights": [1.0, 2.0, 4.0], "ec_nl_weight": [0.0, 1.0]},
-    "l1_sparse+ec": {"ec_points": ["all", "layer1,layer2,layer3"], "ec_weights": [2.0, 4.0]},
 }
-REPRESENTATION_TIE_BREAK = ("ec", "l1_sparse+ec")
+# Each plug-in B+ec keeps B's chosen settings and gets its own EC term: every point or layer1-layer3 only
+# (a baseline that already scrambles layer4 may be better left alone there), at three layer weights.
+BASELINES = [m for m in GRIDS if m != "ec"]
+GRIDS.update({f"{b}+ec": {"ec_points": ["all", "layer1,layer2,layer3"], "ec_weights": [1.0, 2.0, 4.0]}
+              for b in BASELINES})
+
+
+def representation_tie_break(method: str) -> bool:
+    """EC and its plug-ins exist to lower the intermediate CKA, so their ties go to the lowest."""
+    return method == "ec" or method.endswith("+ec")
 
 
 def settings(grid: dict[str, list]) -> list[dict]:
@@ -65,16 +84,38 @@ def settings(grid: dict[str, list]) -> list[dict]:
     return out
 
 
-def validation_splits(ds: ecnb.Dataset, forget_classes: tuple[int, ...]) -> dict[str, tuple]:
-    forgotten = torch.isin(ds.y_val, torch.as_tensor(forget_classes))
-    return {
-        "val_forget": (ds.x_val[forgotten], ds.y_val[forgotten]),
-        "val_retain": (ds.x_val[~forgotten], ds.y_val[~forgotten]),
-    }
+def validation_classes(num_classes: int, study_classes: tuple[int, ...], seed: int, k: int) -> list[int]:
+    """`k` classes the study does not forget, in a seeded random order (drawn, not hand-picked)."""
+    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [c for c in order if c not in study_classes][:k]
 
 
-def scores(model: torch.nn.Module, val: dict[str, tuple]) -> dict[str, float]:
-    return {name: accuracy(ecnb.predict(model, x), y) for name, (x, y) in val.items()}
+@dataclass
+class Task:
+    """One validation task: forget class `cls`, its references, its unlearning data and scoring sets."""
+
+    cls: int
+    original: torch.nn.Module
+    data: UnlearnData
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "forget": D_f; "retain": validation images kept
+    reference: dict[str, dict[str, float]]
+
+
+def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str, tmp: str) -> Task:
+    config = StudyConfig.from_options(run_dir=f"{tmp}/forget{cls}", forget_classes=cls, seeds=seed, device=device)
+    run = ecnb.Run.open(config)
+    split = ecnb.forget_split(run, ds, seed)
+    dev = ecnb.resolve_device(device)
+    original, retrain = (ecnb.train_reference(run, ds, split, m, seed, dev) for m in ("original", "retrain"))
+    data = UnlearnData.from_splits(ecnb.split_tensors(ds, split), ds.num_classes, (cls,), dev)
+    kept = ds.y_val != cls
+    sets = {"forget": (data.forget_x, data.forget_y), "retain": (ds.x_val[kept], ds.y_val[kept])}
+    reference = {"original": scores(original, sets), "retrain": scores(retrain, sets)}
+    return Task(cls, original, data, sets, reference)
+
+
+def scores(model: torch.nn.Module, sets: dict[str, tuple]) -> dict[str, float]:
+    return {name: accuracy(ecnb.predict(model, x), y) for name, (x, y) in sets.items()}
 
 
 def intermediate_cka(model: torch.nn.Module, original: torch.nn.Module, x: torch.Tensor) -> float:
@@ -83,61 +124,78 @@ def intermediate_cka(model: torch.nn.Module, original: torch.nn.Module, x: torch
     return sum(layer_cka(*feats, original.taps[:-1]).values()) / (len(original.taps) - 1)
 
 
-def choose(table: pd.DataFrame, target_forget: float, min_retain: float) -> pd.DataFrame:
-    """Per method, the admissible row closest to the target (see the module docstring)."""
-    ok = table[table["val_retain"] >= min_retain].assign(gap=lambda d: (d["val_forget"] - target_forget).abs())
-    ok = ok.assign(cka_rank=ok["val_cka"].where(ok["method"].isin(REPRESENTATION_TIE_BREAK), 0.0))
-    ranked = ok.sort_values(["gap", "cka_rank", "val_retain", "steps", "lr"], ascending=[True, True, False, True, True])
+def choose(table: pd.DataFrame, target_forget: float) -> pd.DataFrame:
+    """Per method, the admissible row closest to the target, or the least harmful row where none is
+    admissible (see the module docstring); `admissible` says which."""
+    table = table.assign(gap=(table["forget"] - target_forget).abs(), admissible=table["retain_drop"] <= RETAIN_TOLERANCE)
+    table = table.assign(cka_rank=table["cka"].where(table["method"].map(representation_tie_break), 0.0))
+    ranked = table.sort_values(["admissible", "gap", "cka_rank", "steps", "lr", "retain"],
+                               ascending=[False, True, True, True, True, False])
     best = ranked.groupby("method", sort=False).head(1).set_index("method")
+    least_harm = table.sort_values("retain_drop").groupby("method", sort=False).head(1).set_index("method")
+    best.loc[~best["admissible"]] = least_harm.loc[best.index[~best["admissible"]]]
     return best.reindex([m for m in GRIDS if m in best.index])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", type=int, default=2, help="number of validation classes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = ecnb.load_dataset("digits")
-    device = ecnb.resolve_device(args.device)
+    study_classes = StudyConfig.from_options().forget_classes
+    classes = validation_classes(ds.num_classes, study_classes, args.seed, args.tasks)
     with tempfile.TemporaryDirectory() as tmp:
-        config = StudyConfig.from_options(run_dir=tmp, seeds=args.seed, device=args.device)
-        run = ecnb.Run.open(config)
-        split = ecnb.forget_split(run, ds, args.seed)
-        original, retrain = (ecnb.train_reference(run, ds, split, m, args.seed, device) for m in ("original", "retrain"))
-    data = UnlearnData.from_splits(ecnb.split_tensors(ds, split), ds.num_classes, config.forget_classes, device)
-    val = validation_splits(ds, config.forget_classes)
-    reference = {"original": scores(original, val), "retrain": scores(retrain, val)}
-    print("references:", {m: {k: round(v, 3) for k, v in s.items()} for m, s in reference.items()})
+        tasks = [make_task(ds, c, args.seed, args.device, tmp) for c in classes]
+    for task in tasks:
+        print(f"task: forget class {task.cls};", {m: {k: round(v, 3) for k, v in s.items()} for m, s in task.reference.items()})
 
     rows = []
     for method in args.methods:
         for setting in settings(GRIDS[method]):
-            hp = hparams(method, "quick", args.seed, **setting)
-            try:
-                model, stats = run_method(method, original, data, hp)
-            except UnlearningError as e:
-                print(f"{method} {setting}: {e}")
-                continue
-            rows.append({"method": method, "setting": setting, "lr": hp["lr"], **scores(model, val),
-                         "val_cka": intermediate_cka(model, original, val["val_forget"][0]),
-                         "steps": stats.steps, "wall_time": round(stats.wall_time, 2)})
-    table = pd.DataFrame(rows)
-    chosen = choose(table, reference["retrain"]["val_forget"], reference["original"]["val_retain"] - RETAIN_TOLERANCE)
-    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
+            for task in tasks:
+                hp = hparams(method, "quick", args.seed, **setting)
+                try:
+                    model, stats = run_method(method, task.original, task.data, hp)
+                except UnlearningError as e:
+                    print(f"{method} {setting} class {task.cls}: {e}")
+                    rows.append({"method": method, "setting": str(setting), "class": task.cls, "diverged": True})
+                    continue
+                got = scores(model, task.sets)
+                rows.append({"method": method, "setting": str(setting), "class": task.cls, "diverged": False,
+                             "lr": hp["lr"], **got,
+                             "retain_drop": task.reference["original"]["retain"] - got["retain"],
+                             "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
+                             "steps": stats.steps, "wall_time": round(stats.wall_time, 2)})
+    per_task = pd.DataFrame(rows)
+    diverged = per_task.groupby(["method", "setting"], sort=False)["diverged"].any()
+    table = (per_task[~per_task["diverged"]]
+             .groupby(["method", "setting"], sort=False)[["lr", "forget", "retain", "retain_drop", "cka", "steps"]]
+             .mean().reset_index())
+    table = table[~table.set_index(["method", "setting"]).index.isin(diverged[diverged].index)]
+    target = sum(t.reference["retrain"]["forget"] for t in tasks) / len(tasks)
+    chosen = choose(table, target)
+    with pd.option_context("display.width", 220, "display.max_rows", None, "display.max_colwidth", 80):
+        print(per_task.drop(columns=["lr", "diverged"]).round(3).to_string(index=False))
+        print(f"\nmean over the tasks (forget classes {classes}):")
         print(table.drop(columns="lr").round(3).to_string(index=False))
-        print("\nchosen (val_forget closest to retrain's, val_retain within", RETAIN_TOLERANCE, "of original's):")
+        print(f"\nchosen (forget closest to retrain's, retain within {RETAIN_TOLERANCE} of original's):")
         print(chosen.drop(columns=["lr", "gap", "cka_rank"]).round(3).to_string())
     print("\nfor HPARAMS['quick']:")
     for method, row in chosen.iterrows():
-        figures = f"val forget {row['val_forget']:.3f}, val retain {row['val_retain']:.3f}, val CKA {row['val_cka']:.3f}"
+        figures = f"forget {row['forget']:.3f}, retain {row['retain']:.3f}, CKA {row['cka']:.3f}"
         print(f"    {method!r}: {row['setting']}  # {figures}")
+    harmful = chosen.index[~chosen["admissible"].astype(bool)].tolist()
+    if harmful:
+        print(f"no setting kept retain accuracy within {RETAIN_TOLERANCE}, least harmful taken for:", ", ".join(harmful))
     missing = [m for m in args.methods if m not in chosen.index]
     if missing:
-        print("no admissible setting (retain accuracy dropped too far) for:", ", ".join(missing))
-    print(f"\ntotal unlearning time {table['wall_time'].sum():.1f} s over {len(table)} runs")
+        print("every setting diverged for:", ", ".join(missing))
+    print(f"\ntotal unlearning time {per_task['wall_time'].sum():.1f} s over {len(per_task)} runs")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,17 @@ def test_register_is_idempotent_and_picks_up_new_baselines():
     ec.register(methods, table)
     assert "toy+ec" in methods and "toy+ec+ec" not in methods
     assert all("toy+ec" in t for t in table.values())
+    for profile, ec_table in ec.EC_HPARAMS.items():  # a plug-in without a choice of its own takes the term
+        assert {k: table[profile]["toy+ec"][k] for k in ec_table["term"]} == ec_table["term"]
+
+
+def test_a_plugins_own_ec_settings_override_the_term():
+    for profile, ec_table in ec.EC_HPARAMS.items():
+        for name, own in ec_table.get("plugins", {}).items():
+            hp = hparams(name, profile)
+            assert {k: hp[k] for k in own} == own
+            assert {k: hp[k] for k in ec_table["term"] if k not in own} == {
+                k: v for k, v in ec_table["term"].items() if k not in own}
 
 
 # ----------------------------------------------------------------------------- settings

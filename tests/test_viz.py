@@ -52,3 +52,23 @@ def test_plugin_bars_pair_each_baseline_with_its_plugin():
     fig = viz.plugin_bars(table, ["ga", "rl"], "cka")
     assert list(fig.data[0].y) == [0.9, 0.8] and list(fig.data[1].y) == [0.6, 0.7]
     assert [s.y0 for s in fig.layout.shapes] == [0.5], "retrain as the reference line; no ec row here"
+
+
+def test_plugin_layer_curves_menu_shows_one_baseline_and_its_plugin_with_the_references(tmp_path):
+    taps = ["layer1", "layer2", "pool"]
+    values = {"retrain": [0.9, 0.5, 0.2], "ec": [0.8, 0.4, 0.1], "ga": [1.0, 0.9, 0.5], "ga+ec": [0.7, 0.6, 0.4],
+              "rl": [1.0, 0.95, 0.6]}  # rl+ec missing: failed or not run
+    rows = [result_row(0, m, "cka_to_original", v, split="forget_train", layer=layer)
+            for m, curve in values.items() for layer, v in zip(taps, curve)]
+    rows.append(result_row(0, "ga", "cka_to_original", 0.0, split="test_retain", layer="layer1"))
+    write_results(tmp_path, rows)
+    fig = viz.plugin_layer_curves(read_results(tmp_path), ["ga", "rl"], "cka_to_original", "forget_train", taps)
+
+    assert [t.name for t in fig.data] == ["retrain", "ec", "ga", "ga+ec", "rl", "rl+ec"]
+    assert list(fig.data[3].y) == pytest.approx([0.7, 0.6, 0.4])
+    assert fig.data[0].line.dash == "dash" and fig.data[1].line.dash == "dot"
+    assert all(y != y for y in fig.data[5].y)  # a missing plug-in is a curve of NaN, not someone else's values
+    assert [t.visible is not False for t in fig.data] == [True, True, True, True, False, False]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["ga", "rl"]
+    assert buttons[1].args[0]["visible"] == [True, True, False, False, True, True]
