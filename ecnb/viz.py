@@ -92,16 +92,21 @@ def split_bars(df: pd.DataFrame, metric: str = "accuracy", title: str | None = N
     return fig
 
 
+def layer_stats(df: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    """Mean and std over seeds of a per-layer metric on one split, indexed by (method, layer)."""
+    rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] != "")]
+    return rows.groupby(["method", "layer"], sort=False)["value"].agg(["mean", "std"])
+
+
 def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], title: str | None = None) -> go.Figure:
     """A per-layer metric across the network (x: layer, input to output), one line per method.
 
     `retrain` is drawn as a dashed black reference curve.
     """
-    rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] != "")]
-    stats = rows.groupby(["method", "layer"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    stats = layer_stats(df, metric, split)
     fig = go.Figure()
-    for method in method_order(rows["method"]):
-        part = stats[stats["method"] == method].set_index("layer").reindex(taps)
+    for method in method_order(stats.index.get_level_values("method")):
+        part = stats.loc[method].reindex(taps)
         reference = method == "retrain"
         fig.add_trace(go.Scatter(
             x=taps, y=part["mean"], name=method, mode="lines+markers",
@@ -135,16 +140,14 @@ def plugin_layer_curves(
     """Per-layer `metric` of one baseline B and of B+ec, with `retrain` (dashed) and `ec` (dotted) as
     references; a menu picks B. A mean over layers hides where a plug-in acts, this shows it layer by layer,
     and the menu keeps working in the offline report."""
-    rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] != "")]
-    means = rows.groupby(["method", "layer"], sort=False)["value"].mean()
-    present = set(rows["method"])
+    means = layer_stats(df, metric, split)["mean"].unstack("layer").reindex(columns=taps)
 
     def curve(method: str, **style) -> go.Scatter:
-        y = means[method].reindex(taps) if method in present else pd.Series(np.nan, index=taps)
+        y = means.loc[method] if method in means.index else [np.nan] * len(taps)
         return go.Scatter(x=taps, y=list(y), name=method, mode="lines+markers", **style)
 
     fig = go.Figure()
-    references = [m for m in ("retrain", "ec") if m in present]
+    references = [m for m in ("retrain", "ec") if m in means.index]
     for method in references:
         fig.add_trace(curve(method, line=dict(color="black", dash="dash" if method == "retrain" else "dot", width=3)))
     for i, base in enumerate(baselines):

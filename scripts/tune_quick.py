@@ -127,13 +127,16 @@ def intermediate_cka(model: torch.nn.Module, original: torch.nn.Module, x: torch
 def choose(table: pd.DataFrame, target_forget: float) -> pd.DataFrame:
     """Per method, the admissible row closest to the target, or the least harmful row where none is
     admissible (see the module docstring); `admissible` says which."""
-    table = table.assign(gap=(table["forget"] - target_forget).abs(), admissible=table["retain_drop"] <= RETAIN_TOLERANCE)
-    table = table.assign(cka_rank=table["cka"].where(table["method"].map(representation_tie_break), 0.0))
-    ranked = table.sort_values(["admissible", "gap", "cka_rank", "steps", "lr", "retain"],
-                               ascending=[False, True, True, True, True, False])
+    admissible = table["retain_drop"] <= RETAIN_TOLERANCE
+    table = table.assign(
+        admissible=admissible,
+        harm=table["retain_drop"].where(~admissible, 0.0),  # 0 for every admissible row, so they come first
+        gap=(table["forget"] - target_forget).abs(),
+        cka_rank=table["cka"].where(table["method"].map(representation_tie_break), 0.0),
+    )
+    ranked = table.sort_values(["harm", "gap", "cka_rank", "steps", "lr", "retain"],
+                               ascending=[True, True, True, True, True, False])
     best = ranked.groupby("method", sort=False).head(1).set_index("method")
-    least_harm = table.sort_values("retain_drop").groupby("method", sort=False).head(1).set_index("method")
-    best.loc[~best["admissible"]] = least_harm.loc[best.index[~best["admissible"]]]
     return best.reindex([m for m in GRIDS if m in best.index])
 
 
@@ -157,8 +160,8 @@ def main() -> None:
     rows = []
     for method in args.methods:
         for setting in settings(GRIDS[method]):
+            hp = hparams(method, "quick", args.seed, **setting)
             for task in tasks:
-                hp = hparams(method, "quick", args.seed, **setting)
                 try:
                     model, stats = run_method(method, task.original, task.data, hp)
                 except UnlearningError as e:
@@ -172,11 +175,10 @@ def main() -> None:
                              "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
                              "steps": stats.steps, "wall_time": round(stats.wall_time, 2)})
     per_task = pd.DataFrame(rows)
-    diverged = per_task.groupby(["method", "setting"], sort=False)["diverged"].any()
-    table = (per_task[~per_task["diverged"]]
+    diverged_anywhere = per_task.groupby(["method", "setting"], sort=False)["diverged"].transform("any")
+    table = (per_task[~diverged_anywhere]
              .groupby(["method", "setting"], sort=False)[["lr", "forget", "retain", "retain_drop", "cka", "steps"]]
              .mean().reset_index())
-    table = table[~table.set_index(["method", "setting"]).index.isin(diverged[diverged].index)]
     target = sum(t.reference["retrain"]["forget"] for t in tasks) / len(tasks)
     chosen = choose(table, target)
     with pd.option_context("display.width", 220, "display.max_rows", None, "display.max_colwidth", 80):
@@ -184,7 +186,7 @@ def main() -> None:
         print(f"\nmean over the tasks (forget classes {classes}):")
         print(table.drop(columns="lr").round(3).to_string(index=False))
         print(f"\nchosen (forget closest to retrain's, retain within {RETAIN_TOLERANCE} of original's):")
-        print(chosen.drop(columns=["lr", "gap", "cka_rank"]).round(3).to_string())
+        print(chosen.drop(columns=["lr", "gap", "cka_rank", "harm"]).round(3).to_string())
     print("\nfor HPARAMS['quick']:")
     for method, row in chosen.iterrows():
         figures = f"forget {row['forget']:.3f}, retain {row['retain']:.3f}, CKA {row['cka']:.3f}"
