@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup study test bench lab lock clean
+.PHONY: setup study test bench gpu-check lab lock clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 # Wall times, throughput and the issue's performance targets into docs/benchmarks.md (ARGS="--skip-study" to be quick).
 bench: setup
 	$(PY) scripts/bench.py $(ARGS)
+
+# The GPU path measured once (scripts/gpu_check.py); on a machine with an NVIDIA GPU and Fashion-MNIST offline.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --device cuda --out runs/gpu-check-results $(ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

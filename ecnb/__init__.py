@@ -1,18 +1,49 @@
 """ecnb: a notebook-driven study of machine unlearning (superficial forgetting and Erase at the Core).
 
-Notebooks need one line, `import ecnb`; the names below are the ones they use.
+Notebooks need one line, `import ecnb`; the names below are the ones they use. They are imported on
+first use (PEP 562), so `import ecnb` stays cheap and a script that needs only the training and
+measuring modules (the GPU check) never imports plotly, ipywidgets or the Jupyter stack.
 """
-from . import ec, embeddings, evaluate, explorer, features, metrics, unlearn, viz
-from .artifacts import ArtifactError, Run
-from .config import ConfigError, StudyConfig, resolve_device
-from .data import Dataset, ForgetSplit, forget_split, load_dataset, split_tensors
-from .evaluate import reference_rows
-from .models import build_model
-from .results import read_results, summarize, write_results
-from .train import predict, train_reference
+from __future__ import annotations
 
-__all__ = [
-    "ArtifactError", "ConfigError", "Dataset", "ForgetSplit", "Run", "StudyConfig", "build_model", "ec", "evaluate", "features", "unlearn",
-    "forget_split", "load_dataset", "metrics", "predict", "read_results", "reference_rows", "resolve_device",
-    "split_tensors", "summarize", "train_reference", "viz", "write_results", "embeddings", "explorer",
-]
+import importlib
+from typing import Any
+
+# name -> (module, attribute or None for the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    **{m: (m, None) for m in ("attacks", "ec", "embeddings", "evaluate", "explorer", "features", "metrics",
+                              "unlearn", "verdicts", "viz")},
+    "ArtifactError": ("artifacts", "ArtifactError"),
+    "Run": ("artifacts", "Run"),
+    "ConfigError": ("config", "ConfigError"),
+    "StudyConfig": ("config", "StudyConfig"),
+    "resolve_device": ("config", "resolve_device"),
+    "Dataset": ("data", "Dataset"),
+    "ForgetSplit": ("data", "ForgetSplit"),
+    "forget_split": ("data", "forget_split"),
+    "load_dataset": ("data", "load_dataset"),
+    "split_tensors": ("data", "split_tensors"),
+    "run_dataset": ("data", "run_dataset"),
+    "reference_rows": ("evaluate", "reference_rows"),
+    "build_model": ("models", "build_model"),
+    "read_results": ("results", "read_results"),
+    "summarize": ("results", "summarize"),
+    "write_results": ("results", "write_results"),
+    "predict": ("train", "predict"),
+    "train_reference": ("train", "train_reference"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ecnb' has no attribute {name!r}")
+    module_name, attribute = _EXPORTS[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

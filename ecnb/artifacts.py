@@ -5,6 +5,7 @@ Layout (STUDY.md section 6):
     runs/<name>/config.json            the resolved configuration
     runs/<name>/results.csv            tidy results, all seeds
     runs/<name>/seed<k>/split.json     the forget split of seed k
+    runs/<name>/seed<k>/attack_set.json  the recovery attacks' images of seed k (`ecnb.attacks`)
     runs/<name>/seed<k>/models/*.pt    checkpoints (state dicts only, loaded with weights_only=True)
     runs/<name>/seed<k>/failures.json  methods that diverged, with why (absent when none did)
     runs/<name>/notebooks/seed<k>/     the executed notebooks
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, StudyConfig, check_seed
+from .config import ATTACK_METRICS, ConfigError, StudyConfig, check_seed
 
 
 _UMASK = os.umask(0)
@@ -106,6 +107,8 @@ class Run:
     def open(cls, config: StudyConfig, force: bool = False) -> "Run":
         """Create the run directory or reuse it, refusing one made by a different configuration.
 
+        A run whose configuration differs only in its attack settings keeps its models: the previous
+        attack images and the attacks' rows are dropped, to be measured again with the new settings.
         `force` deletes the previous artifacts first so everything is recomputed.
         """
         config.validate()
@@ -122,6 +125,8 @@ class Run:
                     f"run directory {run.root} holds a study with a different configuration ({changed}); "
                     "use another --run-dir, or --force to start it afresh"
                 )
+            if old.attacks != config.attacks:
+                run.drop_attacks()
             seeds = tuple(sorted(set(old.seeds) | set(config.seeds)))
             config = StudyConfig.from_dict({**config.to_dict(), "seeds": seeds})
         run.root.mkdir(parents=True, exist_ok=True)
@@ -138,6 +143,14 @@ class Run:
             )
         config = _load_config(path)
         return cls(StudyConfig.from_dict({**config.to_dict(), "run_dir": str(run_dir)}))
+
+    def drop_attacks(self) -> None:
+        """Remove what earlier attack settings measured: every seed's attack images and the attacks' rows."""
+        from .results import drop_metrics
+
+        for seed_dir in self.root.glob("seed*"):
+            (seed_dir / "attack_set.json").unlink(missing_ok=True)
+        drop_metrics(self.root, ATTACK_METRICS)
 
     def seed_dir(self, seed: int) -> Path:
         """Where seed `seed`'s artifacts live; a bad seed (say, a notebook parameter of -1) is refused here."""
@@ -194,7 +207,7 @@ def _load_config(path: Path) -> StudyConfig:
 def _diff(old: dict, new: dict, prefix: str = "") -> str:
     parts = []
     for key in sorted(set(old) | set(new)):
-        if key in ("device", "run_dir", "seeds"):
+        if key in ("device", "run_dir", "seeds", "attacks"):
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):

@@ -40,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="baseline methods to run (default: all); EC and each one's plug-in follow them")
     study.add_argument("--ablations", nargs="*", metavar="A",
                        help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
+    study.add_argument("--train-per-class", type=int, metavar="N",
+                       help="at most N training images per class (e.g. 600 for Fashion-MNIST on a CPU)")
+    study.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
+    attacks = study.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
+    attacks.add_argument("--attack-shots", type=int, metavar="K", dest="shots",
+                         help="training images of each forgotten class the attacker holds (k)")
+    attacks.add_argument("--attack-retain-shots", type=int, metavar="M", dest="retain_shots",
+                         help="training images of each retained class the attacker holds (m)")
+    attacks.add_argument("--probe-draws", type=int, metavar="R", dest="probe_draws",
+                         help="seeded draws the few-shot probe is averaged over (R)")
+    attacks.add_argument("--relearn-steps", type=int, nargs="+", metavar="N", dest="relearn_steps",
+                         help="steps after which the relearning attack is scored, increasing (e.g. 0 5 10 20 50)")
     study.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
     summary = sub.add_parser("summary", help="print the summary table of a run directory")
@@ -60,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 profile=args.profile, dataset=args.dataset, model=args.model,
                 forget_classes=args.forget_classes, forget_fraction=args.forget_fraction,
                 seeds=args.seeds, epochs=args.epochs, device=args.device, run_dir=args.run_dir,
+                train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                shots=args.shots, retain_shots=args.retain_shots, probe_draws=args.probe_draws,
+                relearn_steps=args.relearn_steps,
             )
             try:
                 run_study(config, force=args.force, methods=args.methods, ablations=args.ablations)
@@ -68,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         elif args.command == "summary":
             from .artifacts import Run
-            from .results import read_results, summarize
+            from .results import read_results
+            from .verdicts import summary
 
             run = Run.load(args.run_dir)
-            print(summarize(read_results(run.root), run.config.seeds).to_string())
+            print(summary(read_results(run.root), run.config.seeds, run.config.attacks.reference_step).to_string())
             for line in run.failure_lines():
                 print(line)
         elif args.command == "download":

@@ -5,6 +5,7 @@ memory, and on a GPU whole small data sets live on the device so training never 
 """
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 from dataclasses import dataclass
@@ -32,6 +33,17 @@ _TORCHVISION = {
 }
 
 
+# Offline copies installed by a system package: name -> (folder, package). Debian's `dataset-fashion-mnist`
+# installs the four original idx files of Fashion-MNIST here; they are read in place, never copied.
+SYSTEM_DATA = {"fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist")}
+IDX_FILES = {  # the original MNIST-family file names: (train images, train labels, test images, test labels)
+    "fashion_mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                      "t10k-labels-idx1-ubyte"),
+}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
 class DataError(ConfigError):
     """A data set cannot be had (offline and not in data/)."""
 
@@ -57,14 +69,38 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
+    def padded(self, size: int) -> "Dataset":
+        """Every image centred in a `size` x `size` frame of each channel's darkest value (after
+        normalisation black is not 0): Fashion-MNIST's 28x28 as the 32x32 the CIFAR-style ResNet-18 expects."""
+        h, w = self.input_shape[1:]
+        if h > size or w > size:
+            raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}")
+        top, left = (size - h) // 2, (size - w) // 2
+        pad = (left, size - w - left, top, size - h - top)
+        black = self.x_train.amin(dim=(0, 2, 3))  # the darkest normalised value of each channel
+
+        def grow(x: torch.Tensor) -> torch.Tensor:
+            out = F.pad(x, pad)
+            mask = F.pad(torch.ones_like(x[:1, :1]), pad).bool()
+            return torch.where(mask, out, black.view(1, -1, 1, 1).to(x))
+
+        moved = {k: grow(v) for k, v in vars(self).items() if k.startswith("x_")}
+        return Dataset(name=self.name, classes=self.classes, y_train=self.y_train, y_val=self.y_val,
+                       y_test=self.y_test, **moved)
+
     def to(self, device: torch.device | str) -> "Dataset":
         """A copy with every tensor on `device` (whole small data sets live on the GPU)."""
         moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return Dataset(name=self.name, classes=self.classes, **moved)
 
 
-def load_dataset(name: str, root: str | Path = DATA_ROOT) -> Dataset:
-    """Load `name`: the embedded digits, or a torchvision data set cached in (or downloaded to) `root`."""
+def load_dataset(
+    name: str, root: str | Path = DATA_ROOT, train_per_class: int | None = None, test_per_class: int | None = None
+) -> Dataset:
+    """Load `name`: the embedded digits, a system package's offline copy, or a torchvision data set cached
+    in (or downloaded to) `root`. `train_per_class` / `test_per_class` keep at most that many images of
+    each class in the training / test split (seeded, the same for every study seed); normalisation is
+    computed on the training split as kept."""
     if name not in DATASET_CLASSES:
         raise ConfigError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_CLASSES)}")
     if name == "digits":
@@ -73,10 +109,12 @@ def load_dataset(name: str, root: str | Path = DATA_ROOT) -> Dataset:
             x, y, test_size=397, stratify=y, random_state=SPLIT_SEED
         )
     else:
-        (x_trval, y_trval), (x_test, y_test), classes = _torchvision(name, Path(root))
+        (x_trval, y_trval), (x_test, y_test), classes = _offline_or_torchvision(name, Path(root))
     x_train, x_val, y_train, y_val = train_test_split(
         x_trval, y_trval, test_size=VAL_FRACTION, stratify=y_trval, random_state=SPLIT_SEED
     )
+    x_train, y_train = _cap_per_class(x_train, y_train, train_per_class)
+    x_test, y_test = _cap_per_class(x_test, y_test, test_per_class)
     mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-8
 
@@ -89,6 +127,21 @@ def load_dataset(name: str, root: str | Path = DATA_ROOT) -> Dataset:
     return Dataset(
         name, prep(x_train), labels(y_train), prep(x_val), labels(y_val), prep(x_test), labels(y_test), classes
     )
+
+
+def run_dataset(run: Run, device: torch.device | str = "cpu") -> Dataset:
+    """The data set of a run as its configuration describes it (name and per-class caps), on `device`."""
+    c = run.config
+    return load_dataset(c.dataset, train_per_class=c.train_per_class, test_per_class=c.test_per_class).to(device)
+
+
+def _cap_per_class(x: np.ndarray, y: np.ndarray, per_class: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """At most `per_class` samples of each class, drawn with the fixed split seed, in their original order."""
+    if per_class is None:
+        return x, y
+    rng = np.random.default_rng(SPLIT_SEED)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]))
+    return x[keep], y[keep]
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -112,18 +165,65 @@ def is_online(host: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def offline_copy(name: str, root: str | Path = DATA_ROOT) -> Path | None:
+    """A folder holding all of `name`'s idx files (plain or gzipped), read in place: the system package's,
+    `<root>/fashion-mnist` (the same files copied by hand, e.g. to a machine without the package) or
+    torchvision's own download folder. None when there is none (or `name` has no idx files)."""
+    if name not in IDX_FILES:
+        return None
+    folders = [SYSTEM_DATA[name][0], Path(root) / SYSTEM_DATA[name][0].name, Path(root) / _TORCHVISION[name][1]]
+    return next((f for f in folders if all(_idx_path(f, stem) for stem in IDX_FILES[name])), None)
+
+
 def check_available(name: str, root: str | Path = DATA_ROOT) -> None:
-    """Fail at once, before any work, when `name` is neither in `root` nor downloadable."""
-    if name == "digits":
+    """Fail at once, before any work, when `name` is neither on disk nor downloadable."""
+    if name == "digits" or offline_copy(name, root) is not None:
         return
     _, folder, host = _TORCHVISION[name]
     if (Path(root) / folder).exists() or is_online(host):
         return
+    package = (f", or install Debian's package {SYSTEM_DATA[name][1]} (apt-get install {SYSTEM_DATA[name][1]}, "
+               f"files under {SYSTEM_DATA[name][0]})") if name in SYSTEM_DATA else ""
     raise DataError(
         f"dataset {name!r} is not in {Path(root) / folder} and this machine is offline: "
         f"download it on a machine with internet (python -m ecnb download {name}) and copy "
-        f"{folder.split('/')[0]} into {root}/, or use the embedded dataset 'digits'"
+        f"{folder.split('/')[0]} into {root}/{package}, or use the embedded dataset 'digits'"
     )
+
+
+def _offline_or_torchvision(name: str, root: Path) -> tuple[tuple, tuple, list[str]]:
+    """An offline copy of the idx files when there is one (read in place), else torchvision's."""
+    folder = offline_copy(name, root)
+    if folder is None:
+        return _torchvision(name, root)
+    images_train, labels_train, images_test, labels_test = (read_idx(_idx_path(folder, f)) for f in IDX_FILES[name])
+    return (_as_nchw(images_train), labels_train), (_as_nchw(images_test), labels_test), list(FASHION_CLASSES)
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for path in (folder / f"{stem}.gz", folder / stem):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An idx file (the MNIST family's format, gzipped or not): a big-endian header of two zero bytes,
+    the element type, the number of dimensions and each dimension's size, then the data."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    types = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in types:
+        raise DataError(f"{path} is not an idx file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(types[data[2]])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)) * dtype.itemsize:
+        raise DataError(f"{path} is truncated or damaged: its header announces shape {shape}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
 def _torchvision(name: str, root: Path) -> tuple[tuple, tuple, list[str]]:

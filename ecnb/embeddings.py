@@ -1,6 +1,6 @@
 """Per-layer UMAP embeddings of a fixed sample of test images, for every model of a run, made comparable.
 
-What is embedded: the *flat* features (`ecnb.features`, pooled to the run's `MAX_SPATIAL` as for CKA),
+What is embedded: the *flat* features (`ecnb.features`, pooled as for CKA, `ecnb.evaluate.max_spatial`),
 so a picture and a CKA value describe the same representation; the pooled view would reduce an early
 conv layer to a handful of channel means. UMAP runs with Euclidean distances, which, like linear CKA,
 do not change under rotations of the feature space or a uniform rescaling of it.
@@ -31,7 +31,7 @@ from tqdm.std import tqdm
 from .artifacts import ArtifactError, Run, atomic_write, load_checkpoint
 from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
-from .evaluate import MAX_SPATIAL
+from .evaluate import max_spatial as spatial_cap
 from .features import cached_features
 from .models import TappedNet
 from .results import method_order, read_results
@@ -133,7 +133,7 @@ def embed_layers(
         )
     layers = models["original"].taps
     splits = split_tensors(ds, split)
-    max_spatial = MAX_SPATIAL.get(run.config.profile)
+    max_spatial = spatial_cap(run.config.profile, ds.input_shape)
     raw: dict[str, dict[str, np.ndarray]] = {}
     bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer")
     for method, model in models.items():

@@ -1,5 +1,6 @@
 """Turning models into result rows: unlearning with cached checkpoints, and every metric of STUDY.md
-section 5 gathered per method, so notebooks 02 and 03 share one evaluation path.
+section 5 gathered per method, so notebooks 02 and 03 share one evaluation path. What the rows say
+(the verdicts of section 7) is `ecnb.verdicts`' business.
 """
 from __future__ import annotations
 
@@ -11,20 +12,31 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
+from .attacks import attack_rows
 from .config import resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
+from .features import remove_cached
 from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
 from .models import TappedNet
-from .results import REFERENCES, method_order, read_results, remove_results, result_row, write_results
+from .results import read_results, remove_results, result_row, write_results
 from .train import model_from_state
 from .unlearn import UnlearnData, UnlearningError, hparams, run_method
 
-# Conv taps are pooled to at most this many positions per side before CKA (None: flattened whole).
-# The quick profile's largest tap is 16x16x16; ResNet-18's layer1 on CIFAR would be 64k numbers per image.
-MAX_SPATIAL = {"quick": None, "paper": 4}
+# Conv taps are average-pooled to at most this many positions per side before CKA and UMAP. The quick
+# profile keeps the whole maps of inputs up to 16x16 (the digits; its largest tap is 16x16x16) and pools
+# larger ones (Fashion-MNIST's 28x28) to 8x8; on the paper profile ResNet-18's layer1 on CIFAR would
+# otherwise be 64k numbers per image.
+MAX_SPATIAL = {"quick": 8, "paper": 4}
+WHOLE_MAPS_UP_TO = {"quick": 16, "paper": 0}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
-CKA_COLUMN = "mean intermediate CKA to original (forget_train)"
-METHOD_METRICS = {"accuracy", "mia_efficacy", "cka_to_original", "cka_to_retrain", "probe_accuracy", "wall_time"}
+METHOD_METRICS = {"accuracy", "mia_efficacy", "cka_to_original", "cka_to_retrain", "wall_time"}
+# Metrics that read a forgotten class's test images: none for random-sample forgetting.
+CLASS_METRICS = {"probe_accuracy", "fewshot_probe_accuracy", "relearn_accuracy"}
+
+
+def max_spatial(profile: str, input_shape: tuple[int, ...]) -> int | None:
+    """How far conv taps are pooled before CKA and UMAP for a profile and input (None: not at all)."""
+    return None if input_shape[-1] <= WHOLE_MAPS_UP_TO[profile] else MAX_SPATIAL[profile]
 
 
 def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:
@@ -60,20 +72,21 @@ def _unlearn_or_load(
         if ckpt["meta"].get("key") == key:
             model = model_from_state(run.config, ds, ckpt["state_dict"], device)
             return model, float(ckpt["meta"]["wall_time"]), True
-    for stale in (run.seed_dir(seed) / "features").glob(f"{method}__*.npz"):
-        stale.unlink()
+    remove_cached(run, method, seed)
     model, stats = run_method(method, original, unlearn_data(ds, split), hp)
     save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
     return model, stats.wall_time, False
 
 
-def measured(results: pd.DataFrame, seed: int) -> set[str]:
-    """The methods of `seed` that `results` holds every metric of `method_rows` for. Their rows came
-    from the same checkpoint and references (a run directory holds one configuration), so a notebook
-    that loads such a model again need not measure it again."""
+def measured(results: pd.DataFrame, seed: int, scenario: str = "class") -> set[str]:
+    """The methods of `seed` that `results` holds every metric of `method_rows` for (those of a class-wise
+    run include the probes and the attacks). Their rows came from the same checkpoint and references (a
+    run directory holds one configuration), so a notebook that loads such a model again need not measure
+    it again."""
     rows = results[results["seed"] == seed]
     metrics = rows.groupby("method")["metric"].agg(set)
-    return {m for m, have in metrics.items() if METHOD_METRICS <= have}
+    needed = METHOD_METRICS | (CLASS_METRICS if scenario == "class" else set())
+    return {m for m, have in metrics.items() if needed <= have}
 
 
 def reference_rows(
@@ -89,13 +102,15 @@ def method_rows(
     references: dict[str, TappedNet], wall_time: float | None = None,
 ) -> list[dict]:
     """Every metric of one model: accuracy per split, MIA efficacy, per-layer CKA to the original and to
-    the retrained model, per-layer probe accuracy, and its wall time."""
+    the retrained model, per-layer full-data and few-shot probe accuracy, the relearning curve, and its
+    wall time."""
     splits = split_tensors(ds, split)
-    max_spatial = MAX_SPATIAL.get(run.config.profile)
+    spatial = max_spatial(run.config.profile, ds.input_shape)
     cka_splits = {name: splits[name] for name in CKA_SPLITS}
     rows = accuracy_rows(model, splits, method, seed) + mia_rows(model, splits, method, seed)
-    rows += cka_rows(run, model, method, seed, references, cka_splits, max_spatial)
-    rows += probe_rows(run, model, method, seed, ds, split, max_spatial)
+    rows += cka_rows(run, model, method, seed, references, cka_splits, spatial)
+    rows += probe_rows(run, model, method, seed, ds, split, spatial)
+    rows += attack_rows(run, model, method, seed, ds, split, spatial)
     if wall_time is not None:
         rows.append(result_row(seed, method, "wall_time", wall_time))
     return rows
@@ -115,7 +130,7 @@ def run_methods(
     """
     for method in methods:
         hparams(method, run.config.profile, seed)  # an unknown name stops here, before any work
-    done = measured(read_results(run.root), seed)
+    done = measured(read_results(run.root), seed, run.config.scenario)
     models = {}
     bar = tqdm(methods, desc="methods", unit="method")
     for method in bar:
@@ -139,78 +154,9 @@ def run_references(
 ) -> None:
     """The same metrics for `original` and `retrain`, the two yardsticks every method is read against
     (once: their checkpoints are the run's, so rows that are all there stay)."""
-    done = measured(read_results(run.root), seed)
+    done = measured(read_results(run.root), seed, run.config.scenario)
     for method, model in references.items():
         if method in done:
             continue
         wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
         write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
-
-
-def intermediate_summary(results: pd.DataFrame, taps: list[str], seed: int | None = None) -> pd.DataFrame:
-    """Per method: forget and retain accuracy next to the mean intermediate-layer CKA to the original on
-    `forget_train` (all taps but the last) and the best intermediate probe accuracy on `test_forget`.
-
-    This is the table in which superficial forgetting shows: output-level forgetting with intermediate
-    representations still close to the original's.
-    """
-    df = results if seed is None else results[results["seed"] == seed]
-    intermediate = taps[:-1]
-
-    def pick(metric: str, split: str, layers: list[str] | None = None) -> pd.Series:
-        rows = df[(df["metric"] == metric) & (df["split"] == split)]
-        rows = rows[rows["layer"].isin(layers)] if layers else rows[rows["layer"] == ""]
-        return rows.groupby("method", sort=False)["value"]
-
-    table = pd.DataFrame({
-        "forget_train acc": pick("accuracy", "forget_train").mean(),
-        "test_retain acc": pick("accuracy", "test_retain").mean(),
-        CKA_COLUMN: pick("cka_to_original", "forget_train", intermediate).mean(),
-        "max intermediate probe acc (test_forget)": pick("probe_accuracy", "test_forget", intermediate).max(),
-    })
-    return table.reindex(method_order(df["method"]))
-
-
-def superficial_forgetting(table: pd.DataFrame, max_forget_acc: float = 0.05, min_cka: float = 0.85) -> list[str]:
-    """The methods that forget at the output (`forget_train` accuracy <= 0.05) while their intermediate
-    layers stay close to the original's (mean CKA >= 0.85): STUDY.md section 7's definition."""
-    cka = table[CKA_COLUMN]
-    hit = (table["forget_train acc"] <= max_forget_acc) & (cka >= min_cka)
-    return [m for m in table.index[hit] if m not in REFERENCES]
-
-
-def ec_checks(
-    table: pd.DataFrame, baselines: list[str], ec: str = "ec", forget_tol: float = 0.05, retain_tol: float = 0.03
-) -> pd.DataFrame:
-    """STUDY.md section 7's criteria for EC, each as a row with the measured value and whether it holds.
-
-    `table` is `intermediate_summary`'s. The CKA comparison counts only baselines that keep
-    `test_retain` accuracy within `retain_tol` of the original: wrecking the network also lowers CKA.
-    A criterion about a method missing from `table` (it failed, or was not run) is reported as not
-    holding, with the value NaN, rather than dropped.
-    """
-    t, cka, acc_f, acc_r = table, CKA_COLUMN, "forget_train acc", "test_retain acc"
-    rows: list[tuple[str, float, str, bool]] = []
-
-    def check(name: str, methods: list[str], value: Any, target: Any, holds: Any) -> None:
-        if all(m in t.index for m in methods):
-            rows.append((name, float(value()), target(), bool(holds())))
-        else:
-            rows.append((name, float("nan"), f"not measured: {', '.join(m for m in methods if m not in t.index)}", False))
-
-    check(f"{ec}: forget_train acc within {forget_tol} of retrain", [ec, "retrain"],
-          lambda: t.loc[ec, acc_f], lambda: f"{t.loc['retrain', acc_f]:.3f} ± {forget_tol}",
-          lambda: abs(t.loc[ec, acc_f] - t.loc["retrain", acc_f]) <= forget_tol)
-    check(f"{ec}: test_retain acc within {retain_tol} of original", [ec, "original"],
-          lambda: t.loc[ec, acc_r], lambda: f">= {t.loc['original', acc_r] - retain_tol:.3f}",
-          lambda: t.loc[ec, acc_r] >= t.loc["original", acc_r] - retain_tol)
-    present = [b for b in baselines if b in t.index]
-    useful = [b for b in present if "original" in t.index and t.loc[b, acc_r] >= t.loc["original", acc_r] - retain_tol]
-    lowest = t.loc[useful, cka].min() if useful else float("inf")
-    check(f"{ec}: mean intermediate CKA below every baseline that keeps retain accuracy ({', '.join(useful)})",
-          [ec, "original"], lambda: t.loc[ec, cka], lambda: f"< {lowest:.3f}", lambda: t.loc[ec, cka] < lowest)
-    for b in baselines:
-        plugin = f"{b}+ec"
-        check(f"{plugin}: mean intermediate CKA below {b}'s", [b, plugin], lambda: t.loc[plugin, cka],
-              lambda: f"< {t.loc[b, cka]:.3f}", lambda: t.loc[plugin, cka] < t.loc[b, cka])
-    return pd.DataFrame(rows, columns=["check", "value", "target", "holds"]).set_index("check")

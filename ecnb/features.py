@@ -11,15 +11,20 @@ Two views of every tap come out of one forward pass:
 The `pool` tap is already (N, D) and is the same in both views. The logits come along under "logits".
 
 Cache: `run.seed_dir(seed)/features/<method>__<split>.npz`, one uncompressed npz per (seed, method,
-split) holding `flat.<tap>` and `pooled.<tap>` (float32), `logits` (float32), `taps` (str), `n` and
-`max_spatial` (-1 for None). Tap names never contain a dot (torch forbids it in module names), so the
-key separator is unambiguous. A damaged file (truncated, not an archive, arrays missing) is recomputed
-with a warning naming it rather than refused: it derives from a checkpoint alone, so recomputing loses
+split) holding `pooled.<tap>`, `flat.<tap>` when the flat view was asked for (a split only probed,
+such as `retain_train`, never stores its large flat view), `logits` (all float32), `taps` (str), `n`,
+`max_spatial` (-1 for None) and `model`, the digest of the weights the features came from
+(`model_digest`): a file made by other weights (a recomputed method, a retrained reference) is never
+read back, whichever code path asks for it. Tap names never contain a dot (torch forbids it in module
+names), so the key separator is unambiguous. A damaged file (truncated, not an archive, arrays missing)
+is recomputed with a warning naming it rather than refused: it derives from a checkpoint alone, so recomputing loses
 nothing, where `--force` would retrain every model. Files load with `allow_pickle=False`.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -62,22 +67,23 @@ def cached_features(
 ) -> Features:
     """`extract_features` of `x`, loaded from the run directory when a matching file is there.
 
-    A file is reused when it has the model's taps and `len(x)` samples and, for the flat view, the same
-    `max_spatial`; otherwise it is recomputed. Whether the *model* changed is the caller's business (the
-    run directory is keyed by configuration): pass `force=True` to recompute regardless.
+    A file is reused when it came from the same weights (`model_digest`), has the model's taps and
+    `len(x)` samples and, for the flat view, the same `max_spatial`; otherwise it is recomputed. Pass
+    `force=True` to recompute regardless.
     """
     _check_max_spatial(max_spatial)
     path = features_path(run, method, seed, split_name)
+    digest = model_digest(model)
     if path.exists() and not force:
         stored = _load(path)
-        if stored is not None and _matches(stored, model.taps, len(x), max_spatial, pooled):
+        if stored is not None and _matches(stored, digest, model.taps, len(x), max_spatial, pooled):
             return _view(stored, model.taps, "pooled" if pooled else "flat")
-    flat, pool = _extract(model, x, BATCH_SIZE, max_spatial, keep_flat=True)
+    flat, pool = _extract(model, x, BATCH_SIZE, max_spatial, keep_flat=not pooled)
     arrays = {f"flat.{k}": v for k, v in flat.items() if k != "logits"}
     arrays.update({f"pooled.{k}": v for k, v in pool.items() if k != "logits"})
     arrays.update(
-        logits=flat["logits"], taps=np.array(model.taps), n=np.int64(len(x)),
-        max_spatial=np.int64(-1 if max_spatial is None else max_spatial),
+        logits=pool["logits"], taps=np.array(model.taps), n=np.int64(len(x)),
+        max_spatial=np.int64(-1 if max_spatial is None else max_spatial), model=np.array(digest),
     )
 
     def write(tmp: Path) -> None:
@@ -91,6 +97,37 @@ def cached_features(
 def features_path(run: Run, method: str, seed: int, split_name: str) -> Path:
     """Where `cached_features` keeps one (seed, method, split)."""
     return run.seed_dir(seed) / "features" / f"{method}__{split_name}.npz"
+
+
+def remove_cached(run: Run, method: str, seed: int) -> None:
+    """Delete every cached features file of `method` (its weights changed). Names are compared exactly,
+    never as a glob pattern: method names such as `ec[last]` hold pattern characters."""
+    folder = run.seed_dir(seed) / "features"
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.suffix == ".npz" and path.stem.rpartition("__")[0] == method:
+            path.unlink()
+
+
+# model -> (the version counters of its tensors, their digest): a model measured many times (every split,
+# every reference) is hashed once, and any in-place change of a weight bumps its counter.
+_DIGESTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], str]]" = weakref.WeakKeyDictionary()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """A digest of the model's weights and buffers (names, dtypes, shapes, bytes), whatever its device:
+    cached features carry the digest of the model they came from."""
+    state = model.state_dict()
+    versions = tuple(t._version for t in state.values())
+    cached = _DIGESTS.get(model)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    digest = hashlib.sha256()
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _DIGESTS[model] = (versions, digest.hexdigest()[:32])
+    return _DIGESTS[model][1]
 
 
 @torch.no_grad()
@@ -150,18 +187,24 @@ def _load(path: Path) -> dict[str, np.ndarray] | None:
         print(f"features file {path} is corrupted or truncated ({type(e).__name__}); recomputing it", file=sys.stderr)
         return None
     taps = stored["taps"].tolist() if "taps" in stored else None
-    needed = {"logits", "n", "max_spatial"} | {f"{view}.{t}" for view in ("flat", "pooled") for t in taps or []}
+    needed = {"logits", "n", "max_spatial", "model"} | {f"pooled.{t}" for t in taps or []}
     if taps is None or not needed <= stored.keys():
         print(f"{path} is not an ecnb features file; recomputing it", file=sys.stderr)
         return None
     return stored
 
 
-def _matches(stored: dict[str, np.ndarray], taps: list[str], n: int, max_spatial: int | None, pooled: bool) -> bool:
-    """Same taps and sample count, and the same `max_spatial` unless only the (independent) pooled view is wanted."""
-    if stored["taps"].tolist() != list(taps) or int(stored["n"]) != n:
+def _matches(
+    stored: dict[str, np.ndarray], digest: str, taps: list[str], n: int, max_spatial: int | None, pooled: bool
+) -> bool:
+    """The same weights, taps and sample count, and for the flat view a file that holds it, with the same
+    `max_spatial` (the pooled view does not depend on it)."""
+    if str(stored["model"]) != digest or stored["taps"].tolist() != list(taps) or int(stored["n"]) != n:
         return False
-    return pooled or int(stored["max_spatial"]) == (-1 if max_spatial is None else max_spatial)
+    if pooled:
+        return True
+    has_flat = all(f"flat.{t}" in stored for t in taps)
+    return has_flat and int(stored["max_spatial"]) == (-1 if max_spatial is None else max_spatial)
 
 
 def _view(stored: dict[str, np.ndarray], taps: list[str], view: str) -> Features:

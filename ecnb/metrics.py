@@ -1,6 +1,7 @@
-"""The study's metrics (STUDY.md section 5), each defined here once."""
+"""The study's metrics (STUDY.md section 5), each defined here once; the recovery attacks are `ecnb.attacks`."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -85,9 +86,13 @@ def cka(x: Array, y: Array, block_size: int = 2048) -> float:
     return float(h_xy / torch.sqrt(h_xx * h_yy))
 
 
-def layer_cka(feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray], taps: list[str]) -> dict[str, float]:
-    """CKA between two models' features of the same samples, per tap, in the order of `taps`."""
-    return {tap: cka(feats_a[tap], feats_b[tap]) for tap in taps}
+def layer_cka(
+    feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray], taps: list[str], device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """CKA between two models' features of the same samples, per tap, in the order of `taps`, computed on
+    `device` (on a GPU the float64 products take a fraction of the CPU's time)."""
+    on = torch.device(device)
+    return {tap: cka(torch.as_tensor(feats_a[tap], device=on), torch.as_tensor(feats_b[tap], device=on)) for tap in taps}
 
 
 def cka_rows(
@@ -116,7 +121,7 @@ def cka_rows(
             ref_feats = cached_features(run, ref, seed, split_name, ref_model, x, max_spatial)
             rows += [
                 result_row(seed, method, f"cka_to_{ref}", value, split=split_name, layer=tap)
-                for tap, value in layer_cka(feats, ref_feats, model.taps).items()
+                for tap, value in layer_cka(feats, ref_feats, model.taps, next(model.parameters()).device).items()
             ]
     return rows
 
@@ -254,18 +259,22 @@ def _thread_pools() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def single_blas_thread() -> contextlib.AbstractContextManager:
+    """One BLAS thread for the small fits of the linear probes: their matrices are small (at most 1,000
+    samples per class by a few hundred features), so more threads only add synchronisation, and on a
+    busy machine their spinning made each fit about 30x slower (docs/benchmarks.md)."""
+    return _thread_pools().limit(limits=1, user_api="blas")
+
+
 def probe_accuracy(
     train_feats: np.ndarray, train_y: np.ndarray, test_feats: np.ndarray, test_y: np.ndarray, seed: int = 0
 ) -> float:
     """Accuracy of a linear probe (standardised features, multinomial logistic regression) on the test set.
 
     The linear-probing attack: how much of a class a linear read-out of frozen features recovers.
-    The fit runs with one BLAS thread: its matrices are small (at most 1,000 samples per class by a few
-    hundred features), so more threads only add synchronisation, and on a busy machine their spinning made
-    each fit about 30x slower (docs/benchmarks.md).
     """
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
-    with _thread_pools().limit(limits=1, user_api="blas"):
+    with single_blas_thread():
         probe.fit(np.asarray(train_feats, dtype=np.float64), np.asarray(train_y))
         predicted = probe.predict(np.asarray(test_feats, dtype=np.float64))
     return float(np.mean(predicted == np.asarray(test_y)))

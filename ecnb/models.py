@@ -23,6 +23,7 @@ class TappedNet(nn.Module):
         self.stem = stem
         self.stages = nn.ModuleDict(stages)
         self.head = head
+        self.arch: tuple[str, int, int] | None = None  # (name, in_channels, num_classes), set by build_model
 
     @property
     def taps(self) -> list[str]:
@@ -79,7 +80,11 @@ MODELS: dict[str, Callable[[int, int], TappedNet]] = {"smallcnn": smallcnn, "res
 
 
 def build_model(name: str, in_channels: int, num_classes: int) -> TappedNet:
-    """A fresh, randomly initialised model from the registry."""
+    """A fresh model from the registry, initialised the architecture's own way (torchvision's ResNet-18
+    draws its convolutions from Kaiming-normal, not PyTorch's default); it remembers how it was built
+    (`arch`), so a fresh copy of the same architecture can be built again (Bad Teacher's random teacher)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    return MODELS[name](in_channels, num_classes)
+    model = MODELS[name](in_channels, num_classes)
+    model.arch = (name, in_channels, num_classes)
+    return model

@@ -62,6 +62,14 @@ def remove_results(run_dir: str | Path, seed: int, method: str) -> pd.DataFrame:
     return _update(run_dir, lambda old: old[(old["seed"] != seed) | (old["method"] != method)].reset_index(drop=True))
 
 
+def drop_metrics(run_dir: str | Path, metrics: Iterable[str]) -> pd.DataFrame:
+    """Drop every row of `metrics` (measured under settings that changed). Returns the whole table."""
+    metrics = list(metrics)
+    if not (Path(run_dir) / "results.csv").exists():
+        return read_results(run_dir)
+    return _update(run_dir, lambda old: old[~old["metric"].isin(metrics)].reset_index(drop=True))
+
+
 def _update(run_dir: str | Path, change: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
     """Read, `change` and atomically rewrite `results.csv` under its lock, so concurrent writers never lose rows."""
     path = Path(run_dir) / "results.csv"

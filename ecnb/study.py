@@ -6,6 +6,7 @@ parameters its parameters cell declares, so adding a notebook never touches this
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import re
@@ -23,9 +24,11 @@ from traitlets import default
 
 from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
-from .data import check_available
+from .attacks import check_shots
+from .data import check_available, load_dataset
 from .ec import ablation_names, baselines
-from .results import read_results, summarize
+from .results import read_results
+from .verdicts import summary
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUNNING_SUFFIX = ".running.ipynb"  # a notebook being executed, renamed into place only when it succeeds
@@ -90,6 +93,9 @@ def notebook_parameters(
         "epochs": config.train.epochs,
         "device": config.device,
         "run_dir": str(Path(config.run_dir).absolute()),
+        "train_per_class": config.train_per_class,
+        "test_per_class": config.test_per_class,
+        "attacks": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.attacks).items()},
     }
 
 
@@ -166,6 +172,9 @@ def run_study(
     check_selection(methods, ablations)
     check_available(config.dataset)
     config.check_writable()
+    if config.scenario == "class":
+        ds = load_dataset(config.dataset, train_per_class=config.train_per_class, test_per_class=config.test_per_class)
+        check_shots(ds.y_train, config.forget_classes, config.attacks)
     notebooks = notebook_paths() if notebooks is None else notebooks
     root = Path(config.run_dir)
     with study_lock(root):
@@ -179,7 +188,7 @@ def run_study(
                 execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params)
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
         report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks])
-    table = summarize(read_results(root), config.seeds)
+    table = summary(read_results(root), config.seeds, config.attacks.reference_step)
     log("\n" + (table.to_string() if not table.empty else "(no results)"))
     for line in run.failure_lines():
         log(line)
@@ -205,7 +214,7 @@ def build_report(run: Run, executed: list[Path]) -> Path:
     from plotly.offline import get_plotlyjs
 
     config = run.config
-    table = summarize(read_results(run.root), config.seeds)
+    table = summary(read_results(run.root), config.seeds, config.attacks.reference_step)
     intro = (
         f"# ecnb study: {config.dataset}, {config.model}, "
         + (f"forgetting class(es) {list(config.forget_classes)}" if config.scenario == "class"

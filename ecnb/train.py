@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .artifacts import Run, load_checkpoint, save_checkpoint
 from .config import StudyConfig, TrainRecipe, resolve_device
 from .data import Dataset, ForgetSplit
+from .features import remove_cached
 from .models import TappedNet, build_model
 
 
@@ -150,6 +151,7 @@ def train_reference(
         if ckpt["meta"].get("cache_key") == key:
             return model_from_state(config, ds, ckpt["state_dict"], device)
         print(f"{path} was made by another configuration; retraining {method}")
+    remove_cached(run, method, seed)  # features of the previous weights (the cache refuses them anyway)
     idx = np.arange(len(ds.y_train)) if method == "original" else split.retain_idx
     idx_t = torch.as_tensor(idx, device=ds.y_train.device)
     seed_everything(seed)

@@ -17,9 +17,9 @@ How a method is written. Each method is a `Method` spec that the shared driver r
   schedule), so its alternation is plain data the driver understands.
 - `loss(model, state, step) -> Tensor` is the objective of one step; `step` carries the epoch, the
   phase, the step counters and the minibatches. Methods with several phases look at `step.phase`.
-- `grad_hook(model, state, step)` optionally edits gradients between backward and the update
-  (SalUn's mask). Weight decay is added to the gradients by the driver *before* the hook, so a mask
-  masks the decay too and momentum never builds up on masked-out weights.
+- `grad_hook(model, state, step)` optionally edits the loss's gradients between backward and the
+  update (SalUn's mask). Weight decay is added to the gradients *after* the hook, as the optimiser's own
+  weight decay is in SalUn's code: a masked-out weight gets no loss gradient but still decays.
 Adding a method is one function and one line: write `def _my_loss(model, state, step)` and add
 `"my": Method("my", _my_loss, every_epoch(Phase("train", "retain", "retain")))` to `METHODS`
 (with its default hyperparameters in `HPARAMS` and its extra hyperparameters' `Rule`s in `params`).
@@ -35,8 +35,8 @@ uses batch statistics and updates its running statistics from the batches it see
 sees only D_f, this matters: the running statistics drift towards the forget set's, as in SalUn's GA
 code, and it is the single-class batch statistics that give GA a gradient at all; with BatchNorm in
 eval mode the original's forget loss is ~1e-3 and ascent barely moves it (measured on digits). Frozen
-teachers run in eval mode; SGD with momentum and a constant learning rate (the reference schedules
-never decay within the reference epoch counts). Losses are computed under `ecnb.train.autocast`
+teachers run in eval mode; SGD with momentum (Adam for Bad Teacher, as its code) and a constant learning
+rate (the reference schedules never decay within the reference epoch counts). Losses are computed under `ecnb.train.autocast`
 (bf16 on CUDA). The loss is accumulated on the device and read once per epoch, when a non-finite
 loss or weight raises `UnlearningError` naming the method, epoch and step.
 """
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import ConfigError
-from .models import TappedNet
+from .models import TappedNet, build_model
 from .train import autocast, batches, prepare_model
 
 Split = Literal["forget", "retain"]
@@ -208,20 +208,26 @@ class Method:
     setup: SetupFn = _no_setup
     grad_hook: GradHook | None = None
     params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
 
 
 def _ce(model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
     return F.cross_entropy(model(batch.x), batch.y if labels is None else labels)
 
 
-def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of temperature-softened outputs, averaged over samples."""
-    return F.kl_div(
+def _kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, per_class: bool = False
+) -> torch.Tensor:
+    """KL(teacher || student) of temperature-softened outputs, averaged over samples (SCRUB's DistillKL),
+    or with `per_class` over samples x classes (what `F.kl_div`'s default 'mean' does in Bad Teacher's code;
+    written out, as that default is deprecated and announced to become 'batchmean')."""
+    kl = F.kl_div(
         F.log_softmax(student_logits.float() / temperature, dim=1),
         F.log_softmax(teacher_logits.float() / temperature, dim=1),
         reduction="batchmean",
         log_target=True,
     )
+    return kl / student_logits.shape[1] if per_class else kl
 
 
 def _frozen(model: nn.Module) -> nn.Module:
@@ -241,28 +247,28 @@ def _ga_loss(model: TappedNet, state: Any, step: Step) -> torch.Tensor:
 
 @dataclass
 class RandomLabels:
-    """RL's state: one wrong label per forget sample (`labels[i]` for row i of D_f), drawn once per run
-    from the seed, as in the relabelling of Graves et al. 2021 that introduced RL. SalUn's code instead
-    redraws labels every batch from all classes, the true one included."""
+    """RL's state: the generator of its random labels. As in SalUn's code for CIFAR-10 (its RL and its
+    SalUn share it), every forget minibatch gets fresh labels drawn uniformly from all classes, the true
+    one included, on the CPU from the run's seed (the same draws on every device)."""
 
-    labels: torch.Tensor
+    generator: torch.Generator
+    num_classes: int
 
 
-def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """A uniformly random class other than each sample's own: y + U{1..C-1} mod C."""
-    offset = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
-    return (y + offset) % num_classes
+def random_labels(n: int, num_classes: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """`n` labels drawn uniformly from all `num_classes` classes."""
+    return torch.randint(0, num_classes, (n,), generator=generator).to(device)
 
 
 def _rl_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> RandomLabels:
-    gen = torch.Generator().manual_seed(hp["seed"])
-    return RandomLabels(random_wrong_labels(data.forget_y, data.num_classes, gen))
+    return RandomLabels(torch.Generator().manual_seed(hp["seed"]), data.num_classes)
 
 
 def _rl_loss(model: TappedNet, state: RandomLabels, step: Step) -> torch.Tensor:
-    """RL: cross-entropy towards the random wrong labels in the forget pass, true labels in the retain pass."""
+    """RL: cross-entropy towards freshly drawn random labels in the forget pass, true labels in the retain pass."""
     if step.phase == "forget":
-        return _ce(model, step.forget, state.labels[step.forget.idx])
+        f = step.forget
+        return _ce(model, f, random_labels(len(f.y), state.num_classes, state.generator, f.y.device))
     return _ce(model, step.retain)
 
 
@@ -282,7 +288,7 @@ def _l1_sparse_loss(model: TappedNet, state: Any, step: Step) -> torch.Tensor:
 
 @dataclass
 class Saliency(RandomLabels):
-    """SalUn's state: RL's labels plus the weight saliency mask (True = may be updated)."""
+    """SalUn's state: RL's label generator plus the weight saliency mask (True = may be updated)."""
 
     mask: dict[str, torch.Tensor]
 
@@ -308,7 +314,8 @@ def saliency_mask(model: TappedNet, data: UnlearnData, fraction: float, batch_si
 
 def _salun_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> Saliency:
     mask = saliency_mask(model, data, hp["mask_fraction"], hp["forget_batch_size"])
-    return Saliency(_rl_setup(model, data, hp).labels, mask)
+    labels = _rl_setup(model, data, hp)
+    return Saliency(labels.generator, labels.num_classes, mask)
 
 
 def _salun_grad_hook(model: TappedNet, state: Saliency, step: Step) -> None:
@@ -326,17 +333,17 @@ class Teachers:
     bad: nn.Module | None = None
 
 
-def _reinitialised(model: nn.Module, seed: int) -> nn.Module:
-    """The same architecture with fresh seeded weights, drawn on the CPU (the same on every device)
-    without touching the global random state."""
+def random_teacher(model: TappedNet, seed: int) -> TappedNet:
+    """A freshly built model of `model`'s architecture, initialised as `ecnb.models.build_model` does
+    (the architecture's own init), with seeded weights drawn on the CPU (the same on every device)
+    without touching the global random state: Bad Teacher's incompetent teacher, frozen."""
+    if model.arch is None:
+        raise ValueError("the random teacher is built like the model: build the model with ecnb.build_model")
     device = next(model.parameters()).device
-    fresh = copy.deepcopy(model).cpu()
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        for module in fresh.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return prepare_model(fresh, device)
+        fresh = build_model(*model.arch)
+    return _frozen(prepare_model(fresh, device))
 
 
 def _scrub_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> Teachers:
@@ -365,17 +372,18 @@ def _scrub_loss(model: TappedNet, state: Teachers, step: Step) -> torch.Tensor:
 
 
 def _bad_teacher_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> Teachers:
-    return Teachers(_frozen(model), _reinitialised(model, hp["seed"]).eval().requires_grad_(False))
+    return Teachers(_frozen(model), random_teacher(model, hp["seed"]))
 
 
 def _bad_teacher_loss(model: TappedNet, state: Teachers, step: Step) -> torch.Tensor:
     """Bad Teacher (Chundawat et al. 2023): distil from the incompetent teacher on D_f and the competent
     one on D_r. Forget and retain samples go through one forward pass and the KL is averaged over all of
-    them, like the paper's shuffled union of D_f and a D_r subset."""
+    them and over the classes, like the code's shuffled union of D_f and a D_r subset and its
+    `F.kl_div(..., reduction='mean')`, optimised with Adam (the method's `optimizer`)."""
     f, r = step.forget, step.retain
     with torch.no_grad():
         target = torch.cat([state.bad(f.x), state.good(r.x)])
-    return _kl(model(torch.cat([f.x, r.x])), target, step.hp["kd_t"])
+    return _kl(model(torch.cat([f.x, r.x])), target, step.hp["kd_t"], per_class=True)
 
 
 def contrastive_unlearning_loss(
@@ -385,18 +393,22 @@ def contrastive_unlearning_loss(
 
     Anchors are forget samples. Positives P(i) are the retain samples of *other* classes, pulled towards
     the anchor; negatives N(i) are retain samples of the anchor's own class, pushed away:
-        l_i = -(1/|P(i)|) sum_{p in P(i)} s_ip / tau + log sum_{n in N(i)} exp(s_in / tau),
-    the second term taken as 0 when N(i) is empty, which is always the case when whole classes are
-    forgotten (the official code adds 1 inside that log); the loss is the mean over anchors.
+        l_i = -(1/|P(i)|) sum_{p in P(i)} s_ip / tau + (n / |P(i)|) log sum_{n in N(i)} exp(s_in / tau),
+    with n the retain samples in the batch: the official code spreads the log over all n retain columns
+    before dividing by |P(i)|, hence the weight. The second term is taken as 0 when N(i) is empty, which
+    is always the case when whole classes are forgotten (the official code adds 1 inside that log for
+    class-wise forgetting, and is undefined for a random-sample anchor without a same-class retain
+    sample in the batch); the loss is the mean over anchors.
     """
     logits = z_forget.float() @ z_retain.float().T / tau
     same = y_forget[:, None] == y_retain[None, :]
     pos, neg = (~same).float(), same.float()
-    pull = (logits * pos).sum(1) / pos.sum(1).clamp(min=1)
+    n_pos = pos.sum(1).clamp(min=1)
+    pull = (logits * pos).sum(1) / n_pos
     shift = logits.max(1, keepdim=True).values.detach()
     has_neg = neg.sum(1) > 0
     push = torch.log((torch.exp(logits - shift) * neg).sum(1) + (~has_neg).float()) + shift.squeeze(1) * has_neg
-    return (push - pull).mean()
+    return (len(y_retain) / n_pos * push - pull).mean()
 
 
 def _cu_loss(model: TappedNet, state: Any, step: Step) -> torch.Tensor:
@@ -430,7 +442,7 @@ METHODS: dict[str, Method] = {
         params={"alpha": NONNEGATIVE, "gamma": NONNEGATIVE, "kd_t": POSITIVE, "msteps": Rule(int, 0)},
     ),
     "bad_teacher": Method("bad_teacher", _bad_teacher_loss, every_epoch(Phase("train", "retain", "both")),
-                          _bad_teacher_setup, params={"kd_t": POSITIVE}),
+                          _bad_teacher_setup, params={"kd_t": POSITIVE}, optimizer="adam"),
     "cu": Method(
         "cu", _cu_loss, every_epoch(Phase("train", "forget", "both")),
         params={"tau": POSITIVE, "ct_weight": NONNEGATIVE, "ce_weight": NONNEGATIVE},
@@ -470,7 +482,8 @@ def compose(
     def hook(model: TappedNet, state: ComposedState, step: Step) -> None:
         base.grad_hook(model, state.base, step)
 
-    return Method(name, loss, phases, both_setups, hook if base.grad_hook else None, {**base.params, **(params or {})})
+    return Method(name, loss, phases, both_setups, hook if base.grad_hook else None, {**base.params, **(params or {})},
+                  base.optimizer)
 
 
 # ----------------------------------------------------------------------------- hyperparameters
@@ -494,15 +507,15 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "ft": {**_QUICK, "epochs": 10, "lr": 0.1},  # 0.996 / 0.992 / 0.977: FT does not forget within the grid
         "ga": {**_QUICK, "epochs": 5, "lr": 3e-3},  # 0.008 / 0.976 / 0.872
-        "rl": {**_QUICK, "epochs": 2, "lr": 0.01},  # 0.000 / 0.988 / 0.882
+        "rl": {**_QUICK, "epochs": 2, "lr": 0.03},  # 0.000 / 0.968 / 0.841
         "neggrad_plus": {**_QUICK, "epochs": 3, "lr": 0.01, "beta": 0.9},  # 0.000 / 0.984 / 0.854
         "l1_sparse": {**_QUICK, "epochs": 10, "lr": 0.1, "alpha": 1e-3},  # 0.000 / 0.976 / 0.843
-        "salun": {**_QUICK, "epochs": 3, "lr": 0.03, "mask_fraction": 0.5},  # 0.000 / 0.988 / 0.854
+        "salun": {**_QUICK, "epochs": 3, "lr": 0.1, "mask_fraction": 0.5},  # 0.000 / 0.980 / 0.839
         "scrub": {**_QUICK, "epochs": 3, "lr": 5e-3, "alpha": 0.001, "gamma": 0.99, "kd_t": 4.0,
                   "msteps": 2},  # 0.000 / 0.980 / 0.859
-        # Batches of 64 from the union of D_f and 0.3 D_r hold 18 forget + 46 retain images on average.
-        "bad_teacher": {**_QUICK, "epochs": 3, "lr": 0.03, "batch_size": 46, "forget_batch_size": 18, "kd_t": 1.0,
-                        "retain_fraction": 0.3},  # 0.000 / 0.976 / 0.880
+        # Batches of 64 from the union of D_f and 0.3 D_r hold 18 forget + 46 retain images on average; Adam.
+        "bad_teacher": {**_QUICK, "epochs": 3, "lr": 3e-3, "batch_size": 46, "forget_batch_size": 18, "kd_t": 1.0,
+                        "retain_fraction": 0.3},  # 0.000 / 0.976 / 0.837
         "cu": {**_QUICK, "epochs": 12, "lr": 0.03, "weight_decay": 0.0, "tau": 0.7, "ct_weight": 3.0,
                "ce_weight": 1.0},  # 0.000 / 0.988 / 0.881
     },
@@ -525,11 +538,10 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # weight decay 5e-4, retain batches of 256 and forget batches of 512.
         "scrub": {**_PAPER, "epochs": 3, "lr": 5e-4, "forget_batch_size": 512, "alpha": 0.001, "gamma": 0.99,
                   "kd_t": 4.0, "msteps": 2},
-        # Bad Teacher paper/code: 1 epoch, KL temperature 1, 30 % of D_r, batches of 256 from the shuffled
-        # union of D_f (5,000) and 0.3 D_r (13,500), i.e. 69 forget + 187 retain samples on average. The
-        # paper uses Adam(lr 1e-4) without weight decay; the shared driver is SGD, so lr 0.01 (the SGD
-        # fine-tuning rate of the other baselines) is our substitution, to be checked on the GPU run.
-        "bad_teacher": {**_PAPER, "epochs": 1, "lr": 0.01, "weight_decay": 0.0, "batch_size": 187,
+        # Bad Teacher code (vikram2000b/bad-teaching-unlearning, its CIFAR notebook): Adam lr 1e-4 without
+        # weight decay, 1 epoch, KL temperature 1, 30 % of D_r, batches of 256 from the shuffled union of
+        # D_f (5,000) and 0.3 D_r (13,500), i.e. 69 forget + 187 retain samples on average.
+        "bad_teacher": {**_PAPER, "epochs": 1, "lr": 1e-4, "weight_decay": 0.0, "batch_size": 187,
                         "forget_batch_size": 69, "kd_t": 1.0, "retain_fraction": 0.3},
         # CU code: SGD lr 1e-3, momentum 0.9, no weight decay in its optimiser, tau 0.7, CT 3.0 / CE 1.0,
         # batches of 64, 1 unlearning epoch in which each forget batch meets 4 retain batches
@@ -620,20 +632,29 @@ def _streams(data: UnlearnData, hp: Mapping[str, Any], generator: torch.Generato
 def _optimise(
     method: Method, model: TappedNet, state: Any, step: Step, opt: torch.optim.Optimizer, device: torch.device
 ) -> torch.Tensor:
-    """One update: loss, backward, weight decay added to the gradients, the method's hook, SGD step."""
+    """One update: loss, backward, the method's gradient hook, weight decay added to the gradients, the
+    optimiser's step (decay after the hook, as an optimiser's own weight decay acts after SalUn's mask)."""
     with autocast(device):
         loss = method.loss(model, state, step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if method.grad_hook is not None:
+        method.grad_hook(model, state, step)
     decay = step.hp["weight_decay"]
     if decay:
         for p in model.parameters():
             if p.grad is not None:
                 p.grad.add_(p.detach(), alpha=decay)
-    if method.grad_hook is not None:
-        method.grad_hook(model, state, step)
     opt.step()
     return loss.detach().float()
+
+
+def make_optimizer(method: Method, model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam with `momentum` as its first-moment decay (0.9 is Adam's own default);
+    weight decay is added to the gradients by the driver, as both optimisers' own L2 decay would."""
+    if method.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=(hp["momentum"], 0.999))
+    return torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"])
 
 
 def run_method(
@@ -649,7 +670,7 @@ def run_method(
     state = method.setup(student, data, hp)
     plan = [method.phases(epoch, hp) for epoch in range(hp["epochs"])]
     total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases)
-    opt = torch.optim.SGD(student.parameters(), lr=hp["lr"], momentum=hp["momentum"])
+    opt = make_optimizer(method, student, hp)
     student.train()
     losses: list[float] = []
     t = 0
@@ -712,3 +733,8 @@ def _divergence(name: str, at: Step, starts: list[tuple[int, Phase]], bad: int) 
 def unlearn(name: str, model: TappedNet, data: UnlearnData, config: Mapping[str, Any]) -> TappedNet:
     """Unlearn D_f from `model` (left unchanged) with method `name`; the unlearned copy, in eval mode."""
     return run_method(name, model, data, config)[0]
+
+
+# EC and its plug-ins register themselves in METHODS and HPARAMS when `ecnb.ec` is imported; importing it
+# here makes the registry complete whichever of the two modules is imported first.
+from . import ec as _ec  # noqa: E402,F401

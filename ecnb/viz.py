@@ -165,3 +165,51 @@ def plugin_layer_curves(
         updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.15, yanchor="top")] if buttons else [],
     )
     return fig
+
+
+def relearn_curves(df: pd.DataFrame, methods: list[str] | None = None, title: str | None = None) -> go.Figure:
+    """The relearning attack: the forgotten classes' test accuracy against fine-tuning steps on the
+    attacker's few images, one line per method (mean over seeds, std as error bars), `retrain` dashed and
+    `original` dotted in black. A method that hid the class climbs within a few steps; `retrain` stays low."""
+    rows = df[(df["metric"] == "relearn_accuracy") & (df["split"] == "test_forget")]
+    if methods is not None:
+        rows = rows[rows["method"].isin(methods)]
+    rows = rows.assign(step=rows["layer"].str.removeprefix("step").astype(int))
+    stats = rows.groupby(["method", "step"], sort=True)["value"].agg(["mean", "std"])
+    fig = go.Figure()
+    for method in method_order(rows["method"]):
+        part = stats.loc[method]
+        style = {"retrain": dict(dash="dash", color="black", width=3), "original": dict(dash="dot", color="black", width=3)}
+        fig.add_trace(go.Scatter(
+            x=list(part.index), y=part["mean"], name=method, mode="lines+markers",
+            error_y=dict(type="data", array=part["std"].fillna(0), visible=bool(part["std"].notna().any())),
+            line=style.get(method, dict(color=METHOD_COLORS.get(method))),
+        ))
+    fig.update_layout(title=title or "Relearning attack: forgotten classes' test accuracy while fine-tuning on a few images",
+                      xaxis_title="fine-tuning steps on the attacker's images", yaxis=dict(title="accuracy (test_forget)",
+                      range=[-0.03, 1.03]), height=420, legend_title="method")
+    return fig
+
+
+VERDICT_STYLE = {
+    "reference": ("black", "diamond"), "keeps the class": ("#7f7f7f", "x"), "hurts retain": ("#8c564b", "x"),
+    "superficial": (FORGET_COLOR, "circle"), "forgets at the output": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
+}
+
+
+def evidence_map(table: pd.DataFrame, x: str, y: str, title: str | None = None) -> go.Figure:
+    """Each method as a point, `x` against `y` (columns of `ecnb.verdicts.judge`), coloured by its verdict,
+    with `retrain`'s values as dashed cross-hairs: where CKA (x) and an attack (y) disagree, it shows."""
+    fig = go.Figure()
+    for verdict, part in table.groupby("verdict", sort=False):
+        colour, symbol = VERDICT_STYLE.get(verdict, ("#1f77b4", "circle"))
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part[y], mode="markers+text", text=list(part.index), textposition="top center",
+            name=verdict, marker=dict(color=colour, symbol=symbol, size=11),
+        ))
+    if "retrain" in table.index:
+        fig.add_vline(x=table.loc["retrain", x], line_dash="dash", line_color="black")
+        fig.add_hline(y=table.loc["retrain", y], line_dash="dash", line_color="black", annotation_text="retrain")
+    fig.update_layout(title=title or f"{y} against {x}", xaxis_title=x, yaxis_title=y, height=480,
+                      legend_title="verdict")
+    return fig

@@ -68,7 +68,7 @@ from ecnb.config import PROFILES, ConfigError, resolve_device  # noqa: E402
 from ecnb.data import make_forget_split, split_tensors  # noqa: E402
 from ecnb.ec import ec_setup, ec_term  # noqa: E402
 from ecnb.embeddings import UmapSettings, fit_umap  # noqa: E402
-from ecnb.evaluate import MAX_SPATIAL  # noqa: E402
+from ecnb.evaluate import max_spatial  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import layer_cka  # noqa: E402
 from ecnb.models import TappedNet, build_model  # noqa: E402
@@ -521,14 +521,14 @@ def cka_pairs(device: torch.device, models: Models, n: int) -> list[CkaPair]:
     """The study's model on this device: the small CNN everywhere, ResNet-18 on CUDA; random inputs."""
     gen = torch.Generator().manual_seed(0)
     pairs = [CkaPair("smallcnn: original vs ec", models.original, models.unlearned,
-                     torch.randn(n, 1, 16, 16, generator=gen), MAX_SPATIAL["quick"])]
+                     torch.randn(n, 1, 16, 16, generator=gen), max_spatial("quick", (1, 16, 16)))]
     if device.type == "cuda":
         nets = []
         for seed in (0, 1):
             seed_everything(seed)
             nets.append(build_model("resnet18", 3, 10).to(device).eval())
         pairs.append(CkaPair("resnet18: two initialisations", *nets, torch.randn(n, 3, 32, 32, generator=gen),
-                             MAX_SPATIAL["paper"]))
+                             max_spatial("paper", (3, 32, 32))))
     return pairs
 
 
@@ -601,7 +601,7 @@ def bench_umap(command: str, device: torch.device, models: Models, n: int) -> Bl
     block = Block("umap", f"UMAP per layer ({n} digits)", command)
     ds, _ = digits_data(device)
     x = ds.x_test[:n]
-    views = {"flat": extract_features(models.original, x, max_spatial=MAX_SPATIAL["quick"]),
+    views = {"flat": extract_features(models.original, x, max_spatial=max_spatial("quick", (1, 16, 16))),
              "pooled": extract_features(models.original, x, global_pool=True)}
     taps = models.original.taps
     settings = UmapSettings()

@@ -2,7 +2,8 @@
 
 A validation task forgets a class that the study does not forget (the embedded default forgets class 3).
 `--tasks` such classes are drawn with a seeded generator from the others; for each, `original` and
-`retrain` are trained with the default recipe in a temporary run directory, and every method of
+`retrain` are trained with the default recipe in the task's run directory (`TASK_DIR`, reused by later
+runs), and every method of
 `ecnb.unlearn` runs over a small grid. A setting is scored, averaged over the tasks, by
 - forget accuracy on the task's forget set D_f (its training images of the task's class: unlearning
   acts on memorised training images, which are harder to forget than held-out ones, so held-out images
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import tempfile
 from dataclasses import dataclass
 
 os.environ.setdefault("ECNB_OFFLINE", "1")
@@ -47,6 +47,9 @@ from ecnb.metrics import accuracy  # noqa: E402
 from ecnb.unlearn import UnlearnData, UnlearningError, hparams, run_method  # noqa: E402
 
 RETAIN_TOLERANCE = 0.03
+# The validation tasks' own run directories: their `original` and `retrain` are trained once and reused by
+# every later tuning run (and by scripts/tune_attacks.py), like any study's checkpoints.
+TASK_DIR = "runs/validation-tasks"
 
 # A few values per method around its reference setting (STUDY.md section 4), scaled to ~1,300 images.
 GRIDS: dict[str, dict[str, list]] = {
@@ -55,9 +58,9 @@ GRIDS: dict[str, dict[str, list]] = {
     "rl": {"lr": [3e-3, 5e-3, 0.01, 0.03], "epochs": [2, 3, 5]},
     "neggrad_plus": {"lr": [0.01, 0.03], "epochs": [3, 5], "beta": [0.9, 0.99, 0.999]},
     "l1_sparse": {"lr": [0.01, 0.03, 0.1], "epochs": [10], "alpha": [5e-4, 1e-3, 2e-3]},
-    "salun": {"lr": [3e-3, 0.01, 0.03], "epochs": [3, 5]},
+    "salun": {"lr": [3e-3, 0.01, 0.03, 0.1], "epochs": [3, 5]},
     "scrub": {"lr": [1e-3, 5e-3, 0.01], "epochs_msteps": [(3, 2), (5, 3)]},
-    "bad_teacher": {"lr": [3e-3, 0.01, 0.03], "epochs": [1, 3]},
+    "bad_teacher": {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "epochs": [1, 3]},  # Adam, as its code
     "cu": {"lr": [1e-3, 0.01, 0.03], "epochs": [4, 12, 20]},
     "ec": {"ec_weights": [1.0, 2.0, 4.0], "ec_nl_weight": [0.0, 1.0]},
 }
@@ -101,8 +104,8 @@ class Task:
     reference: dict[str, dict[str, float]]
 
 
-def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str, tmp: str) -> Task:
-    config = StudyConfig.from_options(run_dir=f"{tmp}/forget{cls}", forget_classes=cls, seeds=seed, device=device)
+def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str) -> Task:
+    config = StudyConfig.from_options(run_dir=f"{TASK_DIR}/forget{cls}", forget_classes=cls, seeds=seed, device=device)
     run = ecnb.Run.open(config)
     split = ecnb.forget_split(run, ds, seed)
     dev = ecnb.resolve_device(device)
@@ -152,8 +155,7 @@ def main() -> None:
     ds = ecnb.load_dataset("digits")
     study_classes = StudyConfig.from_options().forget_classes
     classes = validation_classes(ds.num_classes, study_classes, args.seed, args.tasks)
-    with tempfile.TemporaryDirectory() as tmp:
-        tasks = [make_task(ds, c, args.seed, args.device, tmp) for c in classes]
+    tasks = [make_task(ds, c, args.seed, args.device) for c in classes]
     for task in tasks:
         print(f"task: forget class {task.cls};", {m: {k: round(v, 3) for k, v in s.items()} for m, s in task.reference.items()})
 

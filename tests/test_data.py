@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import gzip
+import os
+
 import numpy as np
 import pytest
 import torch
 
 import ecnb
+from ecnb import data
 from ecnb.data import DataError, ForgetSplit, check_available, load_dataset, make_forget_split
 
 
@@ -90,3 +94,80 @@ def test_a_dataset_already_in_data_is_used_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "check_integrity", lambda *args: True)  # the fake files have no real md5
     ds = load_dataset("cifar10", root=tmp_path)
     assert ds.input_shape == (3, 32, 32) and len(ds.y_test) == 20 and len(ds.y_train) + len(ds.y_val) == 100
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An idx file by hand: two zero bytes, 0x08 (unsigned bytes), the number of dimensions, each size."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def debian_copy(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST as Debian's package lays it out (four gzipped idx files), in a temporary folder."""
+    folder = tmp_path / "usr-share-datasets-fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    train_x, test_x = rng.integers(0, 256, (100, 28, 28)), rng.integers(0, 256, (30, 28, 28))
+    _write_idx(folder / "train-images-idx3-ubyte.gz", train_x)
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(100) % 10)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(30) % 10)
+    monkeypatch.setitem(data.SYSTEM_DATA, "fashion_mnist", (folder, "dataset-fashion-mnist"))
+    monkeypatch.setenv("ECNB_OFFLINE", "1")
+    return folder, train_x, test_x
+
+
+def test_fashion_mnist_is_read_offline_from_the_debian_package_folder(debian_copy, tmp_path):
+    folder, train_x, test_x = debian_copy
+    empty = tmp_path / "data"
+    empty.mkdir()
+    ds = load_dataset("fashion_mnist", root=empty)
+    assert ds.input_shape == (1, 28, 28) and ds.classes[0] == "T-shirt/top" and ds.num_classes == 10
+    assert len(ds.y_train) + len(ds.y_val) == 100 and len(ds.y_test) == 30
+    raw = torch.from_numpy(test_x[:, None].astype(np.float32) / 255.0)
+    standard = (ds.x_test - ds.x_test.mean()) / ds.x_test.std()  # an affine map of the pixels, whatever the statistics
+    assert torch.allclose((raw - raw.mean()) / raw.std(), standard, atol=1e-4)
+    assert not any(empty.iterdir()), "read in place, nothing copied into data/"
+
+
+def test_per_class_caps_keep_a_seeded_balanced_subset(debian_copy, tmp_path):
+    ds = load_dataset("fashion_mnist", root=tmp_path, train_per_class=5, test_per_class=2)
+    assert (torch.bincount(ds.y_train) == 5).all() and (torch.bincount(ds.y_test) == 2).all()
+    again = load_dataset("fashion_mnist", root=tmp_path, train_per_class=5, test_per_class=2)
+    assert torch.equal(again.x_train, ds.x_train), "the same images every time"
+
+
+def test_a_damaged_idx_file_is_named(debian_copy):
+    folder = debian_copy[0]
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x1e" + b"\0" * 5))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is truncated or damaged"):
+        load_dataset("fashion_mnist")
+
+
+def test_offline_without_the_package_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.SYSTEM_DATA, "fashion_mnist", (tmp_path / "missing", "dataset-fashion-mnist"))
+    monkeypatch.setenv("ECNB_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"FashionMNIST/raw.*offline.*apt-get install dataset-fashion-mnist"):
+        check_available("fashion_mnist", tmp_path)
+
+
+@pytest.mark.skipif(data.offline_copy("fashion_mnist") is None and os.environ.get("CI") != "true",
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_the_real_debian_fashion_mnist_loads_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("ECNB_OFFLINE", "1")
+    ds = load_dataset("fashion_mnist", root=tmp_path, train_per_class=600, test_per_class=100)
+    assert ds.input_shape == (1, 28, 28) and len(ds.y_train) == 6000 and len(ds.y_test) == 1000
+    assert len(ds.y_val) == 6000, "10% of the 60,000 training images"
+
+
+def test_padding_centres_the_images_in_a_frame_of_background(debian_copy, tmp_path):
+    ds = load_dataset("fashion_mnist", root=tmp_path)
+    big = ds.padded(32)
+    assert big.input_shape == (1, 32, 32) and torch.equal(big.y_test, ds.y_test)
+    assert torch.equal(big.x_test[:, :, 2:30, 2:30], ds.x_test)
+    black = ds.x_train.min()
+    assert (big.x_train[:, :, :2] == black).all() and (big.x_train[:, :, :, 30:] == black).all()
+    with pytest.raises(ValueError, match="cannot pad 28x28 images to 16x16"):
+        ds.padded(16)

@@ -275,8 +275,13 @@ def test_plugin_loss_is_base_loss_plus_ec_loss(base, trained, data, batches):
     state = composed.setup(model, data, hp)
     model.train()
     step = _step(hp, *batches, phase=composed.phases(0, hp)[0].name)
+    # RL and SalUn draw fresh random labels per call: both sides must see the same draw.
+    generator = getattr(state.base, "generator", None)
+    drawn = generator.get_state() if generator is not None else None
     with torch.no_grad():
         expected = plain.loss(model, state.base, step) + ec.ec_term(model, state.extra, step)
+        if generator is not None:
+            generator.set_state(drawn)
         got = composed.loss(model, state, step)
     assert torch.isfinite(got)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)

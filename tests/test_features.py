@@ -1,13 +1,15 @@
 """Per-layer feature extraction and its cache in the run directory."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from ecnb.artifacts import Run
 from ecnb.config import StudyConfig
-from ecnb.features import cached_features, extract_features, features_path
+from ecnb.features import cached_features, extract_features, features_path, model_digest, remove_cached
 from ecnb.models import smallcnn
 
 SHAPES = {"layer1": (4, 16, 16), "layer2": (8, 8, 8), "layer3": (16, 4, 4), "layer4": (32, 2, 2), "pool": (32,)}
@@ -138,3 +140,25 @@ def test_corrupt_cache_is_recomputed_with_a_warning_naming_the_file(run, model, 
 def test_empty_split_is_refused(model):
     with pytest.raises(ValueError, match="empty"):
         extract_features(model, torch.zeros(0, 1, 16, 16))
+
+
+def test_features_of_other_weights_are_never_read_back(run, model, x):
+    """The cache is keyed by the weights it came from: whichever path asks, a model whose weights
+    changed (a recomputed method, a retrained reference) gets its own features."""
+    old = cached_features(run, "ec[last]", 0, "forget_train", model, x)
+    with torch.no_grad():
+        model.stages["layer1"][0].weight.mul_(-1)
+    new = cached_features(run, "ec[last]", 0, "forget_train", model, x)
+    assert not np.allclose(new["layer1"], old["layer1"])
+    np.testing.assert_allclose(new["layer1"], extract_features(model, x)["layer1"], rtol=1e-5, atol=1e-6)
+    assert model_digest(model) != model_digest(smallcnn(1, 10, width=4))
+    assert model_digest(model) == model_digest(copy.deepcopy(model)), "a digest of the weights, not of the object"
+
+
+def test_removing_a_methods_features_matches_its_name_exactly(run, model, x):
+    """`ec[last]` read as a glob pattern is "ec" then one of l, a, s, t: it must match itself only."""
+    for method in ("ec[last]", "ec", "ecl", "ec[last]+x"):
+        cached_features(run, method, 0, "forget_train", model, x)
+    remove_cached(run, "ec[last]", 0)
+    left = sorted(p.name for p in (run.seed_dir(0) / "features").iterdir())
+    assert left == ["ec[last]+x__forget_train.npz", "ec__forget_train.npz", "ecl__forget_train.npz"]

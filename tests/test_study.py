@@ -66,11 +66,17 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
             cka = rows[(rows["metric"] == metric) & (rows["split"] == "forget_train")]
             assert list(cka["layer"]) == taps, f"{method} {metric} in network order"
         assert list(rows[rows["metric"] == "probe_accuracy"]["layer"]) == taps, method
+        assert list(rows[rows["metric"] == "fewshot_probe_accuracy"]["layer"]) == taps, method
+        steps = [f"step{n}" for n in config.attacks.relearn_steps]
+        assert list(rows[rows["metric"] == "relearn_accuracy"]["layer"]) == steps, f"{method}: every step of the grid"
         assert len(rows[rows["metric"] == "wall_time"]) == 1, method
     assert not df.duplicated(["seed", "method", "metric", "layer", "split"]).any()
     own = df[(df["metric"] == "cka_to_original") & (df["method"] == "original")]["value"]
     assert own.min() > 0.999, "a model is identical to itself"
-    assert len(plotly_outputs(executed)) == 5
+    # accuracy, MIA, relearning curves, few-shot probe, two CKA curves, full-data probe, the evidence map
+    assert len(plotly_outputs(executed)) == 8
+    text = executed.read_text()
+    assert "relearn at step 10" in text and "at least two baselines are superficial" in text
     assert (Path(config.run_dir) / "seed1" / "models" / "ga.pt").exists()
 
 
@@ -88,9 +94,13 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
         assert len(rows[rows["metric"] == "accuracy"]) == 4 and len(rows[rows["metric"] == "wall_time"]) == 1, method
     assert not df.duplicated(["seed", "method", "metric", "layer", "split"]).any()
     assert (Path(config.run_dir) / "seed1" / "models" / "rl+ec.pt").exists()
+    for method in ["ec", "ga+ec", "ec[last]"]:
+        rows = df[(df["method"] == method) & (df["seed"] == 1)]
+        assert {"fewshot_probe_accuracy", "relearn_accuracy"} <= set(rows["metric"]), method
     text = executed.read_text()
-    assert "criteria hold in this run" in text, "the verdict cell ran and printed its count"
-    assert len(plotly_outputs(executed)) == 7, "accuracy, CKA and probe curves, two plug-in bars, ablation, l1_sparse per layer"
+    assert "claims hold in this run" in text, "the verdict cell ran and printed its count"
+    # accuracy, relearning, few-shot, CKA; three plug-in bars; ablation CKA and relearning; evidence map; per layer
+    assert len(plotly_outputs(executed)) == 11
 
 
 def test_study_command_end_to_end(tmp_path):

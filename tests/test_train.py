@@ -10,6 +10,7 @@ import ecnb
 from ecnb import train
 from ecnb.artifacts import ArtifactError, atomic_write, load_checkpoint, save_checkpoint
 from ecnb.config import ConfigError, StudyConfig, TrainRecipe
+from ecnb.features import cached_features, features_path
 from ecnb.models import build_model
 
 
@@ -101,3 +102,16 @@ def test_reopening_merges_seeds(tmp_path):
     ecnb.Run.open(StudyConfig.from_options(seeds=[0, 1], run_dir=str(tmp_path)))
     ecnb.Run.open(StudyConfig.from_options(seeds=[2], run_dir=str(tmp_path)))
     assert ecnb.Run.load(tmp_path).config.seeds == (0, 1, 2)
+
+
+def test_a_retrained_reference_drops_the_features_of_its_previous_weights(tmp_path, digits):
+    run = ecnb.Run.open(StudyConfig.from_options(epochs=1, run_dir=str(tmp_path)))
+    split = ecnb.forget_split(run, digits, 0)
+    first = ecnb.train_reference(run, digits, split, "retrain", 0, "cpu")
+    x = digits.x_train[:16]
+    cached_features(run, "retrain", 0, "forget_train", first, x)
+    path = run.checkpoint_path("retrain", 0)
+    ckpt = load_checkpoint(path)
+    torch.save({"state_dict": ckpt["state_dict"], "meta": {**ckpt["meta"], "cache_key": "another configuration"}}, path)
+    ecnb.train_reference(run, digits, split, "retrain", 0, "cpu")
+    assert not features_path(run, "retrain", 0, "forget_train").exists()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ecnb.config import ConfigError
 from ecnb.metrics import accuracy
+from ecnb.models import build_model
 from ecnb.train import predict
 from ecnb.unlearn import (
     HPARAMS,
@@ -24,7 +25,9 @@ from ecnb.unlearn import (
     contrastive_unlearning_loss,
     every_epoch,
     hparams,
-    random_wrong_labels,
+    make_optimizer,
+    random_labels,
+    random_teacher,
     run_method,
     saliency_mask,
     unlearn,
@@ -96,28 +99,73 @@ def test_rl_lowers_forget_accuracy(trained, data):
     assert accuracy(predict(model, data.forget_x), data.forget_y) <= 0.2
 
 
-def test_random_labels_are_never_the_true_label(data):
-    y = torch.arange(10).repeat(500)
-    labels = random_wrong_labels(y, 10, torch.Generator().manual_seed(0))
-    assert not (labels == y).any()
-    for c in range(10):
-        assert set(labels[y == c].tolist()) == set(range(10)) - {c}, "every other class must be reachable"
-    table = METHODS["rl"].setup(None, data, hparams("rl")).labels
-    assert table.shape == data.forget_y.shape and not (table == data.forget_y).any()
+def test_random_labels_are_redrawn_every_batch_from_every_class_as_salun(trained, data):
+    labels = random_labels(5000, 10, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert set(labels.tolist()) == set(range(10)), "every class, the true one included, can be drawn"
+    counts = torch.bincount(labels, minlength=10).float()
+    assert (counts / 5000 - 0.1).abs().max() < 0.02, "uniform"
+    state = METHODS["rl"].setup(trained.original, data, hparams("rl"))
+    idx = torch.arange(32)
+    step = Step(0, "forget", 0, 0, 1, Batch(data.forget_x[idx], data.forget_y[idx], idx), None, hparams("rl"))
+    model = copy.deepcopy(trained.original).eval()
+    first, second = (METHODS["rl"].loss(model, state, step).item() for _ in range(2))
+    assert first != second, "the same minibatch gets fresh labels on its next visit"
 
 
-def test_salun_moves_only_weights_inside_its_mask(trained, data):
-    config = _short("salun", mask_fraction=0.3)
+def test_salun_updates_only_salient_weights_and_decays_every_weight(trained, data):
+    """SalUn's code masks the loss gradient, then its optimiser decays every weight: a weight outside the
+    mask moves exactly as weight decay alone (with momentum) would move it, and not at all without decay."""
+    config = _short("salun", mask_fraction=0.3, weight_decay=0.0)
     mask = saliency_mask(copy.deepcopy(trained.original), data, 0.3, config["forget_batch_size"])
     total = sum(m.numel() for m in mask.values())
     assert sum(int(m.sum()) for m in mask.values()) == int(0.3 * total)
+    before = {k: v.detach().clone() for k, v in trained.original.named_parameters()}
     model = unlearn("salun", trained.original, data, config)
-    before, after = dict(trained.original.named_parameters()), dict(model.named_parameters())
+    after = dict(model.named_parameters())
     changed = 0
     for name, keep in mask.items():
         assert torch.equal(after[name][~keep], before[name][~keep]), f"unmasked weights of {name} moved"
         changed += int((after[name][keep] != before[name][keep]).sum())
     assert changed > 0
+
+    decay = {**config, "weight_decay": 0.05}
+    model, stats = run_method("salun", trained.original, data, decay)
+    after = dict(model.named_parameters())
+    for name, keep in mask.items():
+        w, buf = before[name][~keep].clone(), torch.zeros_like(before[name][~keep])
+        for _ in range(stats.steps):
+            buf = decay["momentum"] * buf + decay["weight_decay"] * w
+            w = w - decay["lr"] * buf
+        torch.testing.assert_close(after[name][~keep].detach(), w, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_teachers_random_teacher_is_built_like_the_model():
+    """A fresh torchvision ResNet-18 draws its convolutions from Kaiming-normal: the incompetent teacher is
+    the architecture's own fresh model, not PyTorch's default re-initialisation of the trained one."""
+    trained_net = build_model("resnet18", 1, 10)
+    teacher = random_teacher(trained_net, seed=7)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        fresh = build_model("resnet18", 1, 10)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in teacher.state_dict().items())
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+
+
+def test_bad_teacher_averages_its_kl_over_samples_and_classes_and_uses_adam(trained, data):
+    config = hparams("bad_teacher")
+    state = METHODS["bad_teacher"].setup(copy.deepcopy(trained.original), data, config)
+    idx = torch.arange(6)
+    f, r = Batch(data.forget_x[idx], data.forget_y[idx], idx), Batch(data.retain_x[idx], data.retain_y[idx], idx)
+    model = copy.deepcopy(trained.original).eval()
+    loss = METHODS["bad_teacher"].loss(model, state, Step(0, "train", 0, 0, 1, f, r, config))
+    with torch.no_grad():
+        s = F.log_softmax(model(torch.cat([f.x, r.x])) / config["kd_t"], 1)
+        t = F.softmax(torch.cat([state.bad(f.x), state.good(r.x)]) / config["kd_t"], 1)
+    by_hand = (t * (t.log() - s)).sum() / (12 * 10)  # 12 samples x 10 classes
+    torch.testing.assert_close(loss.detach(), by_hand, rtol=1e-5, atol=1e-7)
+    assert isinstance(make_optimizer(METHODS["bad_teacher"], model, config), torch.optim.Adam)
+    assert isinstance(make_optimizer(METHODS["bad_teacher+ec"], model, hparams("bad_teacher+ec")), torch.optim.Adam)
+    assert isinstance(make_optimizer(METHODS["rl"], model, hparams("rl")), torch.optim.SGD)
 
 
 def test_l1_sparse_shrinks_the_l1_norm_more_than_ft(trained, data):
@@ -174,6 +222,21 @@ def test_contrastive_loss_pulls_other_classes_and_pushes_own_class():
 
     assert loss(near, other) < loss(far, other), "retain samples of other classes are pulled"
     assert loss(near, same) > loss(far, same), "retain samples of the anchor's class are pushed"
+
+
+def test_contrastive_push_is_spread_over_all_retain_samples_as_the_official_loss():
+    """CU's code divides the log term, summed over all n retain columns, by |other-class retain|: with
+    n = 4 retain samples of which 1 is of another class the push weighs 4, not 1 (random-sample
+    forgetting, where an anchor's class is also retained)."""
+    tau = 0.5
+    anchor, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    z = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]]), dim=1)
+    y_retain = torch.tensor([1, 0, 0, 0])
+    s = (anchor @ z.T / tau).squeeze(0)
+    pull = s[0]  # the one other-class sample
+    push = torch.logsumexp(s[1:], 0)  # the three same-class samples
+    expected = 4 / 1 * push - pull
+    torch.testing.assert_close(contrastive_unlearning_loss(anchor, y, z, y_retain, tau), expected)
 
 
 @pytest.mark.parametrize(
@@ -234,12 +297,12 @@ def test_a_composed_method_adds_its_term_through_the_same_driver(trained, data, 
 
     model = copy.deepcopy(trained.original).eval()
     config = _short("rl")
-    base_state = base.setup(model, data, config)
     idx = torch.arange(8)
     step = Step(0, "forget", 0, 0, 1, Batch(data.forget_x[idx], data.forget_y[idx], idx),
                 Batch(data.retain_x[idx], data.retain_y[idx], idx), config)
-    expected = base.loss(model, base_state, step) + term(model, "probe-state", step)
-    assert torch.allclose(composed.loss(model, ComposedState(base_state, "probe-state"), step), expected)
+    expected = base.loss(model, base.setup(model, data, config), step) + term(model, "probe-state", step)
+    fresh = ComposedState(base.setup(model, data, config), "probe-state")  # the same seed draws the same labels
+    assert torch.allclose(composed.loss(model, fresh, step), expected)
 
     calls.clear()
     _, stats = run_method("rl+probe", trained.original, data, config)
