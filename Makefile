@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup study test bench gpu-check lab lock clean
+.PHONY: setup study sweep test bench gpu-check lab explore lock clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 study: setup
 	$(PY) -m ecnb study $(ARGS)
+
+# The study over three forget classes of the default data (one seed), one study per cell on a local Ray.
+sweep: setup
+	$(PY) -m ecnb sweep $(ARGS)
 
 # Test files run in parallel, one worker per core; a file's tests stay together (they share fixtures).
 test: setup
@@ -31,8 +35,14 @@ bench: setup
 gpu-check: setup
 	$(PY) scripts/gpu_check.py --device cuda --out runs/gpu-check-results $(ARGS)
 
+# JupyterLab on 127.0.0.1 over the project (notebooks/ and runs/), as root too (containers).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks
+	$(PY) -m ecnb lab $(ARGS)
+
+# A finished run's explorer as a standalone Voila app on 127.0.0.1 (no code shown): make explore RUN=runs/<name>
+RUN ?= runs/quick-digits-forget3
+explore: setup
+	$(PY) -m ecnb explore $(RUN) $(ARGS)
 
 # Rewrite constraints.txt from the current environment (after changing dependencies in pyproject.toml).
 lock: setup

@@ -12,7 +12,7 @@ from typing import Any
 # name -> (module, attribute or None for the module itself)
 _EXPORTS: dict[str, tuple[str, str | None]] = {
     **{m: (m, None) for m in ("attacks", "ec", "embeddings", "evaluate", "explorer", "features", "metrics",
-                              "unlearn", "verdicts", "viz")},
+                              "serve", "study", "sweep", "unlearn", "verdicts", "viz")},
     "ArtifactError": ("artifacts", "ArtifactError"),
     "Run": ("artifacts", "Run"),
     "ConfigError": ("config", "ConfigError"),

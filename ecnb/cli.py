@@ -1,4 +1,4 @@
-"""`python -m ecnb ...`: the study command, the summary of a run, and the data download.
+"""`python -m ecnb ...`: the study, a sweep of studies, a run's summary, JupyterLab, the explorer app, the data download.
 
 Bad input stops before any work with one line (`ecnb: error: ...`) and exit status 2, no traceback.
 A damaged file in the run directory or a failed notebook also ends in one line, with status 1;
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import NoReturn
 
@@ -25,25 +26,61 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     study = sub.add_parser("study", help="run every notebook headlessly and write the run directory")
-    study.add_argument("--profile", default="quick", choices=list(PROFILES),
-                       help="quick: embedded digits on a CPU (default); paper: CIFAR + ResNet-18 on a GPU")
     study.add_argument("--dataset", help="digits, cifar10, cifar100, mnist, fashion_mnist, svhn (default: the profile's)")
-    study.add_argument("--model", help="smallcnn or resnet18 (default: the profile's)")
     what = study.add_mutually_exclusive_group()
     what.add_argument("--forget-classes", type=int, nargs="+", metavar="C", help="class-wise forgetting (default: 3)")
     what.add_argument("--forget-fraction", type=float, metavar="F", help="random-sample forgetting of this fraction")
     study.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="one or more seeds (default: 0)")
-    study.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
-    study.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
-    study.add_argument("--methods", nargs="+", metavar="M",
-                       help="baseline methods to run (default: all); EC and each one's plug-in follow them")
-    study.add_argument("--ablations", nargs="*", metavar="A",
-                       help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
-    study.add_argument("--train-per-class", type=int, metavar="N",
-                       help="at most N training images per class (e.g. 600 for Fashion-MNIST on a CPU)")
-    study.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
-    attacks = study.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
+    _study_options(study)
+
+    sweep = sub.add_parser("sweep", help="the study over forget classes x seeds (x data sets), one study per cell, on Ray")
+    sweep.add_argument("--datasets", nargs="+", metavar="D", help="data sets (default: the profile's)")
+    sets = sweep.add_mutually_exclusive_group()
+    sets.add_argument("--forget-classes", type=int, nargs="+", metavar="C",
+                      help="each class is its own cell (default: 3 5 8)")
+    sets.add_argument("--forget-sets", nargs="+", metavar="C,C",
+                      help='cells that forget several classes together, e.g. "3,8" "1"')
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    sweep.add_argument("--run-dir", help="the sweep directory (default: runs/sweep-<profile>-<data>-<sets>-<seeds>)")
+    sweep.add_argument("--address", help="an existing Ray cluster (host:port); default: a local Ray for this command")
+    sweep.add_argument("--cpus-per-cell", type=int, default=1, metavar="N",
+                       help="CPUs (and BLAS threads) each cell gets; cells run side by side on the rest (default: 1)")
+    _study_options(sweep)
+
+    summary = sub.add_parser("summary", help="print the summary table of a run directory")
+    summary.add_argument("run_dir")
+
+    lab = sub.add_parser("lab", help="JupyterLab over the project: the notebooks and every run's executed copies")
+    lab.add_argument("--port", type=int, help="port on 127.0.0.1 (default: Jupyter's, 8888 or the next free)")
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+
+    explore = sub.add_parser("explore", help="a finished run's explorer, CKA and attack views as a Voila app")
+    explore.add_argument("run_dir")
+    explore.add_argument("--seed", type=int, help="which seed of the run (default: its first)")
+    explore.add_argument("--port", type=int, help="port on 127.0.0.1 (default: Voila's, 8866)")
+    explore.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+
+    download = sub.add_parser("download", help="download a torchvision data set into data/ (needs internet)")
+    download.add_argument("dataset")
+    return parser
+
+
+def _study_options(parser: argparse.ArgumentParser) -> None:
+    """The options a study and a sweep share (a sweep passes them to every cell's study)."""
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES),
+                        help="quick: embedded digits on a CPU (default); paper: CIFAR + ResNet-18 on a GPU")
+    parser.add_argument("--model", help="smallcnn or resnet18 (default: the profile's)")
+    parser.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
+    parser.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
+    parser.add_argument("--methods", nargs="+", metavar="M",
+                        help="baseline methods to run (default: all); EC and each one's plug-in follow them")
+    parser.add_argument("--ablations", nargs="*", metavar="A",
+                        help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
+    parser.add_argument("--train-per-class", type=int, metavar="N",
+                        help="at most N training images per class (e.g. 600 for Fashion-MNIST on a CPU)")
+    parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
+    attacks = parser.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
     attacks.add_argument("--attack-shots", type=int, metavar="K", dest="shots",
                          help="training images of each forgotten class the attacker holds (k)")
     attacks.add_argument("--attack-retain-shots", type=int, metavar="M", dest="retain_shots",
@@ -52,14 +89,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="seeded draws the few-shot probe is averaged over (R)")
     attacks.add_argument("--relearn-steps", type=int, nargs="+", metavar="N", dest="relearn_steps",
                          help="steps after which the relearning attack is scored, increasing (e.g. 0 5 10 20 50)")
-    study.add_argument("--force", action="store_true", help="recompute everything in the run directory")
+    parser.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
-    summary = sub.add_parser("summary", help="print the summary table of a run directory")
-    summary.add_argument("run_dir")
 
-    download = sub.add_parser("download", help="download a torchvision data set into data/ (needs internet)")
-    download.add_argument("dataset")
-    return parser
+def _shared(args: argparse.Namespace) -> dict:
+    """The shared options as `StudyConfig.from_options` keywords."""
+    return dict(profile=args.profile, model=args.model, epochs=args.epochs, device=args.device,
+                train_per_class=args.train_per_class, test_per_class=args.test_per_class, shots=args.shots,
+                retain_shots=args.retain_shots, probe_draws=args.probe_draws, relearn_steps=args.relearn_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,17 +106,39 @@ def main(argv: list[str] | None = None) -> int:
             from .study import StudyError, run_study
 
             config = StudyConfig.from_options(
-                profile=args.profile, dataset=args.dataset, model=args.model,
-                forget_classes=args.forget_classes, forget_fraction=args.forget_fraction,
-                seeds=args.seeds, epochs=args.epochs, device=args.device, run_dir=args.run_dir,
-                train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                shots=args.shots, retain_shots=args.retain_shots, probe_draws=args.probe_draws,
-                relearn_steps=args.relearn_steps,
+                **_shared(args), dataset=args.dataset, forget_classes=args.forget_classes,
+                forget_fraction=args.forget_fraction, seeds=args.seeds, run_dir=args.run_dir,
             )
             try:
                 run_study(config, force=args.force, methods=args.methods, ablations=args.ablations)
             except StudyError as e:
                 print(f"ecnb: study failed: {e}", file=sys.stderr)
+                return 1
+        elif args.command == "sweep":
+            from pathlib import Path
+
+            from . import sweep
+            from .config import PROFILES as profiles
+            from .study import StudyError
+
+            datasets = args.datasets or [profiles[args.profile]["dataset"]]
+            if args.forget_sets is not None:
+                sets = sweep.parse_forget_sets(args.forget_sets)
+            else:
+                sets = [(c,) for c in (args.forget_classes if args.forget_classes is not None else [3, 5, 8])]
+            cells = sweep.grid(datasets, sets, args.seeds)
+            if args.cpus_per_cell < 1:
+                raise ConfigError(f"--cpus-per-cell {args.cpus_per_cell} must be at least 1")
+            root = Path(args.run_dir) if args.run_dir else sweep.default_sweep_dir(args.profile, datasets, sets, args.seeds)
+            configs = sweep.cell_configs(cells, root, **_shared(args))
+            try:
+                failed = sweep.run_sweep(configs, root, address=args.address, cpus_per_cell=args.cpus_per_cell,
+                                         force=args.force, methods=args.methods, ablations=args.ablations)
+            except StudyError as e:
+                print(f"ecnb: sweep failed: {e}", file=sys.stderr)
+                return 1
+            if failed:
+                print(f"ecnb: {len(failed)} of {len(cells)} cells failed (named above)", file=sys.stderr)
                 return 1
         elif args.command == "summary":
             from .artifacts import Run
@@ -90,6 +149,15 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(read_results(run.root), run.config.seeds, run.config.attacks.reference_step).to_string())
             for line in run.failure_lines():
                 print(line)
+        elif args.command in ("lab", "explore"):
+            from . import serve
+
+            if args.command == "lab":
+                cmd = serve.lab_command(args.port, browser=not args.no_browser)
+            else:
+                notebook = serve.app_notebook(args.run_dir, args.seed)
+                cmd = serve.explore_command(notebook, args.port, browser=not args.no_browser)
+            os.execv(cmd[0], cmd)  # the server takes over this process: Ctrl-C stops it as usual
         elif args.command == "download":
             from .data import load_dataset
 

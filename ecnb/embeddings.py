@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.std import tqdm
 
 from .artifacts import ArtifactError, Run, atomic_write, load_checkpoint
 from .config import resolve_device
-from .data import Dataset, ForgetSplit, split_tensors
+from .data import Dataset, ForgetSplit, forget_split, run_dataset, split_tensors
 from .evaluate import max_spatial as spatial_cap
 from .features import cached_features
 from .models import TappedNet
@@ -135,7 +136,9 @@ def embed_layers(
     splits = split_tensors(ds, split)
     max_spatial = spatial_cap(run.config.profile, ds.input_shape)
     raw: dict[str, dict[str, np.ndarray]] = {}
-    bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer")
+    # A text bar on stdout: in a notebook it reads as plain output (stderr is shown as an error), and it
+    # stays legible in the saved notebooks and the report, where a widget bar would be dead.
+    bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer", file=sys.stdout)
     for method, model in models.items():
         checkpoint = _file_hash(run.checkpoint_path(method, seed))
         paths = {
@@ -158,6 +161,18 @@ def embed_layers(
         for method in models
     }
     return Atlas(sample, ds.classes, split.forget_classes, list(models), layers, coords)
+
+
+def run_atlas(run: Run, seed: int, device: torch.device | str, n_retain: int, n_forget: int,
+              settings: UmapSettings = UmapSettings()) -> Atlas:
+    """Every model of a finished run embedded at every layer, in one call: what the explorer app needs
+    (notebook 04 takes the same steps one by one, to show them)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    ds = run_dataset(run, device)
+    split = forget_split(run, ds, seed)
+    models = run_models(run, ds, seed, device)
+    sample = draw_sample(ds, split, n_retain, n_forget, seed)
+    return embed_layers(run, ds, split, seed, models, sample, settings)
 
 
 def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Path:

@@ -2,11 +2,13 @@
 
 Static figures carry their own controls (a slider over layers, dropdowns over which points and which
 colouring), so they stay explorable in the HTML report without a kernel. `explorer` is the JupyterLab
-version: ipywidgets pick methods, layer, split and colouring, and the figure is redrawn in an Output.
+version: ipywidgets pick methods, layer, split and colouring, and the figure is redrawn in an Output;
+`attack_explorer` does the same for the recovery attacks (the explorer app of `make explore` shows both).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -16,7 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .embeddings import Atlas
-from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves
+from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves, relearn_curves
 
 if TYPE_CHECKING:  # imported when a widget is made, so `import ecnb` does not pay for it
     import ipywidgets
@@ -68,11 +70,11 @@ def embedding_figure(
                 visible=_shown(g.forgotten, split), marker=_marker(g, colouring),
                 hovertemplate=f"{method}: class {atlas.classes[g.cls]}<extra></extra>",
             ), row=i // cols + 1, col=i % cols + 1)
-    # Matched axes: zooming one panel zooms them all, so the same region is compared across methods.
-    fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False, matches="x")
-    fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False, matches="y")
+    fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False)
+    _match_axes(fig)
     fig.update_layout(_axis_ranges(atlas, methods, layers[0], len(methods)))
-    title = f"UMAP of test images, layer {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
+    title = f"UMAP of test images at {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
     fig.update_layout(
         title=dict(text=title, y=0.99, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
         height=MARGIN_TOP + MARGIN_BOTTOM + ROW_HEIGHT * rows, margin=dict(t=MARGIN_TOP, b=MARGIN_BOTTOM),
@@ -124,28 +126,71 @@ def explorer(atlas: Atlas) -> ipywidgets.VBox:
     whose figure is redrawn whenever a control changes.
     """
     import ipywidgets as widgets
-    from IPython.display import clear_output, display
 
     methods = widgets.SelectMultiple(options=atlas.methods, value=tuple(atlas.methods[:PANEL_COLUMNS]),
                                      description="methods", rows=min(8, len(atlas.methods)))
     layer = widgets.SelectionSlider(options=atlas.layers, description="layer")
     split = widgets.ToggleButtons(options=SPLIT_VIEWS, description="split")
     colouring = widgets.ToggleButtons(options=COLOURINGS, description="colour by")
+    out = _redrawn(methods, [methods, layer, split, colouring], lambda: embedding_figure(
+        atlas, list(methods.value), [layer.value], split.value, colouring.value, menus=False))
+    return widgets.VBox([widgets.HBox([methods, widgets.VBox([layer, split, colouring])]), out])
+
+
+ATTACK_VIEWS = ("relearning", "few-shot probe")
+
+
+def attack_explorer(results: pd.DataFrame, layers: list[str]) -> ipywidgets.VBox:
+    """Widgets over the two recovery attacks of a run: pick methods and the attack, see its figure
+    (relearning curves over fine-tuning steps, or the few-shot probe per layer) against `original` and
+    `retrain`, which are always drawn as the two ends."""
+    import ipywidgets as widgets
+
+    chosen = [m for m in dict.fromkeys(results["method"]) if m not in ("original", "retrain")]
+    methods = widgets.SelectMultiple(options=chosen, value=tuple(chosen[:2]), description="methods",
+                                     rows=min(8, max(len(chosen), 1)))
+    view = widgets.ToggleButtons(options=ATTACK_VIEWS, description="attack")
+
+    def figure() -> go.Figure:
+        shown = ["original", "retrain", *methods.value]
+        if view.value == "relearning":
+            return relearn_curves(results, shown)
+        return layer_curves(results[results["method"].isin(shown)], "fewshot_probe_accuracy", "test_forget",
+                            layers, title="Few-shot probe per layer on the forgotten classes' test images")
+
+    out = _redrawn(methods, [methods, view], figure)
+    return widgets.VBox([widgets.HBox([methods, view]), out])
+
+
+def _redrawn(methods: ipywidgets.SelectMultiple, controls: list, figure: Callable[[], go.Figure]) -> ipywidgets.Output:
+    """An Output showing `figure()`, drawn again whenever one of `controls` changes."""
+    import ipywidgets as widgets
+    from IPython.display import clear_output, display
+
     out = widgets.Output()
 
     def draw(_change: object = None) -> None:
         with out:
             clear_output(wait=True)
-            if not methods.value:
+            if methods.value:
+                display(figure())
+            else:
                 print("pick at least one method")
-                return
-            display(embedding_figure(atlas, list(methods.value), [layer.value], split.value, colouring.value,
-                                     menus=False))
 
-    for control in (methods, layer, split, colouring):
+    for control in controls:
         control.observe(draw, names="value")
     draw()
-    return widgets.VBox([widgets.HBox([methods, widgets.VBox([layer, split, colouring])]), out])
+    return out
+
+
+def _match_axes(fig: go.Figure) -> None:
+    """Every panel's axes follow the first panel's: zooming one zooms them all, so the same region is
+    compared across methods. The first axes are left alone (matching an axis to itself is an error that
+    plotly.js logs and ignores)."""
+    for name in list(fig.layout):
+        for letter in ("x", "y"):
+            if name.startswith(f"{letter}axis") and name != f"{letter}axis":
+                fig.layout[name].matches = letter
 
 
 def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:

@@ -60,9 +60,13 @@ class StudyError(RuntimeError):
     """A notebook failed; the message names it and where its executed copy is."""
 
 
+# Numbered notebooks that read a sweep directory, not a run: the sweep command executes them, a study skips them.
+SWEEP_NOTEBOOKS = ("05_across_forget_classes.ipynb",)
+
+
 def notebook_paths(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The numbered notebooks, in order."""
-    return sorted(p for p in folder.glob("*.ipynb") if re.match(r"\d\d_", p.name))
+    """The numbered notebooks of a study, in order."""
+    return sorted(p for p in folder.glob("*.ipynb") if re.match(r"\d\d_", p.name) and p.name not in SWEEP_NOTEBOOKS)
 
 
 def check_selection(methods: list[str] | None, ablations: list[str] | None) -> None:
@@ -96,6 +100,9 @@ def notebook_parameters(
         "train_per_class": config.train_per_class,
         "test_per_class": config.test_per_class,
         "attacks": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.attacks).items()},
+        # Notebook 04's widgets need a live kernel; the executed copies and the report get its static figures
+        # even when a person saved the notebook with `interactive = True`.
+        "interactive": False,
     }
 
 
@@ -209,10 +216,6 @@ def _remove_partial_files(root: Path) -> None:
 
 def build_report(run: Run, executed: list[Path]) -> Path:
     """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests."""
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
-    from plotly.offline import get_plotlyjs
-
     config = run.config
     table = summary(read_results(run.root), config.seeds, config.attacks.reference_step)
     intro = (
@@ -224,6 +227,16 @@ def build_report(run: Run, executed: list[Path]) -> Path:
         + (table.to_html() if not table.empty else "")
         + "".join(f"\n\n**{line}**" for line in run.failure_lines())
     )
+    return render_report(run.root / "report.html", executed, intro)
+
+
+def render_report(target: Path, executed: list[Path], intro: str) -> Path:
+    """`intro` (Markdown) and the executed notebooks as one offline HTML page at `target` (a study's report
+    and a sweep's): plotly.js embedded once, no outside requests."""
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+    from plotly.offline import get_plotlyjs
+
     merged = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(intro)])
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for path in executed:
@@ -234,7 +247,7 @@ def build_report(run: Run, executed: list[Path]) -> Path:
     html, _ = exporter.from_notebook_node(merged)
     html = _strip_remote_scripts(html)
     html = html.replace("</head>", f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>', 1)
-    return atomic_write(run.root / "report.html", lambda tmp: tmp.write_text(html))
+    return atomic_write(target, lambda tmp: tmp.write_text(html))
 
 
 def _static_plotly(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -213,3 +213,49 @@ def evidence_map(table: pd.DataFrame, x: str, y: str, title: str | None = None) 
     fig.update_layout(title=title or f"{y} against {x}", xaxis_title=x, yaxis_title=y, height=480,
                       legend_title="verdict")
     return fig
+
+
+def verdict_heatmap(verdicts: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Methods (rows, references first) x cells (columns): each method's verdict in each cell of a sweep,
+    coloured as in `evidence_map`; hovering shows the relearn and few-shot figures behind it.
+    `verdicts` is a sweep's `verdicts.csv` (one row per cell and method)."""
+    from .verdicts import FEWSHOT, RELEARN
+
+    order = list(VERDICT_STYLE)
+    cells = verdicts.assign(cell=verdicts["dataset"] + " · forget " + verdicts["forget_set"].astype(str)
+                            + " · seed " + verdicts["seed"].astype(str))
+    columns = list(dict.fromkeys(cells["cell"]))
+    methods = method_order(cells["method"])
+    grid = cells.set_index(["method", "cell"])
+    z, text, hover = [], [], []
+    for m in methods:
+        row = [grid.loc[(m, c)] if (m, c) in grid.index else None for c in columns]
+        z.append([order.index(r["verdict"]) if r is not None else None for r in row])
+        text.append([r["verdict"] if r is not None else "" for r in row])
+        hover.append([f"{m} in {c}: {r['verdict']}<br>relearn {r[RELEARN]:.2f}, few-shot {r[FEWSHOT]:.2f}"
+                      if r is not None else f"{m} in {c}: not measured" for r, c in zip(row, columns)])
+    n = len(order)
+    scale = [[edge, VERDICT_STYLE[v][0]] for i, v in enumerate(order) for edge in (i / n, (i + 1) / n)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=columns, y=methods, text=text, texttemplate="%{text}", hovertext=hover, hoverinfo="text",
+        colorscale=scale, zmin=-0.5, zmax=n - 0.5, showscale=False, xgap=2, ygap=2,
+    ))
+    fig.update_layout(title=title or "Verdict of each method in each cell", yaxis=dict(autorange="reversed"),
+                      height=max(320, 28 * len(methods) + 140), xaxis_title="cell (data set · forget set · seed)")
+    return fig
+
+
+def spread_bars(table: pd.DataFrame, column: str, methods: list[str] | None = None, title: str | None = None) -> go.Figure:
+    """`column` of a sweep's verdicts per method: mean over cells with the std as error bars, each cell's
+    value as a dot, and `retrain`'s mean as a dashed line."""
+    rows = table if methods is None else table[table["method"].isin(methods)]
+    stats = rows.groupby("method", sort=False)[column].agg(["mean", "std"])
+    order = method_order(stats.index)
+    fig = go.Figure(go.Bar(x=order, y=stats.loc[order, "mean"], name="mean over cells", marker_color=RETAIN_COLOR,
+                           error_y=dict(type="data", array=stats.loc[order, "std"].fillna(0))))
+    fig.add_trace(go.Scatter(x=rows["method"], y=rows[column], mode="markers", name="one cell",
+                             marker=dict(color="black", size=5)))
+    if "retrain" in stats.index:
+        fig.add_hline(y=stats.loc["retrain", "mean"], line_dash="dash", annotation_text="retrain")
+    fig.update_layout(title=title or column, yaxis_title=column, height=420)
+    return fig

@@ -38,7 +38,6 @@ from pathlib import Path
 os.environ.setdefault("ECNB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ecnb  # noqa: E402

@@ -91,12 +91,14 @@ def test_sample_is_seeded_capped_and_labelled(digits, fake_run):
     assert not np.array_equal(other.positions["test_retain"], sample.positions["test_retain"])
 
 
-def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run, digits, fits):
+def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run, digits, fits, capsys):
     run, split, _ = fake_run
     sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
     models = embeddings.run_models(run, digits, 0, "cpu")
     taps = models["original"].taps
     atlas = embeddings.embed_layers(run, digits, split, 0, models, sample)
+    out, err = capsys.readouterr()
+    assert "UMAP" in out and "UMAP" not in err, "the bar is plain output: a notebook shows stderr as an error"
     assert len(fits["fit"]) == len(METHODS) * len(taps)
     assert {n for n, _ in fits["fit"]} == {len(sample.y)}, "one row per sample point"
     files = sorted((run.seed_dir(0) / "embeddings").iterdir())
@@ -264,8 +266,16 @@ def test_embedding_figure_has_a_frame_and_fixed_axes_per_layer(atlas):
     assert fig.frames[2].layout.xaxis.range != fig.frames[0].layout.xaxis.range, "each layer has its own axes"
 
 
+def test_panels_zoom_together_without_matching_an_axis_to_itself(atlas):
+    fig = explorer.embedding_figure(atlas)
+    assert fig.layout.xaxis.matches is None and fig.layout.yaxis.matches is None
+    for i in range(2, len(METHODS) + 1):
+        assert (fig.layout[f"xaxis{i}"].matches, fig.layout[f"yaxis{i}"].matches) == ("x", "y")
+
+
 def test_embedding_figure_keeps_atlas_order_and_one_layer_has_no_slider(atlas):
     fig = explorer.embedding_figure(atlas, methods=["ga", "original"], layers=["l2"], menus=False)
+    assert fig.layout.title.text == "UMAP of test images at l2"
     assert [a.text for a in fig.layout.annotations] == ["original", "ga"]
     assert not fig.frames and not fig.layout.sliders and not fig.layout.updatemenus
     np.testing.assert_array_equal(fig.data[0].x, atlas.coords["original"]["l2"][atlas.sample.y == 0][:, 0])
@@ -332,6 +342,33 @@ def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
     assert drawn[-1][0][1:] == (METHODS, ["l1"], "both", "class") and drawn[-1][1] == {"menus": False}
     layer.value, split.value, colouring.value, methods.value = "l3", "test_forget", "split", ("ga",)
     assert drawn[-1][0][1:] == (["ga"], ["l3"], "test_forget", "split")
+    count = len(drawn)
+    methods.value = ()
+    assert len(drawn) == count, "nothing to draw without a method"
+
+
+def attack_results() -> pd.DataFrame:
+    rows = [result_row(0, m, "relearn_accuracy", 0.1 * i * step / 10, split="test_forget", layer=f"step{step}")
+            for i, m in enumerate(["original", "retrain", "ga", "scrub", "ec"]) for step in (0, 5, 10)]
+    rows += [result_row(0, m, "fewshot_probe_accuracy", 0.5, split="test_forget", layer=layer)
+             for m in ["original", "retrain", "ga", "scrub", "ec"] for layer in LAYERS]
+    return pd.DataFrame(rows)
+
+
+def test_attack_explorer_draws_the_chosen_attack_with_both_references(monkeypatch):
+    df = attack_results()
+    drawn = []
+    monkeypatch.setattr(explorer, "relearn_curves", lambda rows, methods: drawn.append(("relearn", methods)))
+    monkeypatch.setattr(explorer, "layer_curves", lambda rows, metric, split, layers, title: drawn.append(
+        ("probe", sorted(set(rows["method"])), metric, split, layers)))
+    box = explorer.attack_explorer(df, LAYERS)
+    methods, view = box.children[0].children
+    assert list(methods.options) == ["ga", "scrub", "ec"] and methods.value == ("ga", "scrub")
+    assert drawn == [("relearn", ["original", "retrain", "ga", "scrub"])]
+    view.value = "few-shot probe"
+    assert drawn[-1] == ("probe", ["ga", "original", "retrain", "scrub"], "fewshot_probe_accuracy", "test_forget", LAYERS)
+    methods.value = ("ec",)
+    assert drawn[-1][1] == ["ec", "original", "retrain"]
     count = len(drawn)
     methods.value = ()
     assert len(drawn) == count, "nothing to draw without a method"

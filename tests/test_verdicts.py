@@ -6,7 +6,7 @@ import pytest
 
 from ecnb import verdicts
 from ecnb.results import read_results, result_row, write_results
-from ecnb.verdicts import CKA, FEWSHOT, FORGET, RELEARN, RETAIN
+from ecnb.verdicts import CKA, FEWSHOT, RELEARN
 
 TAPS = ["layer1", "layer2", "pool"]
 

@@ -1,0 +1,312 @@
+"""Sweeps: the study over a grid of data sets x forget sets x seeds, each cell an ordinary study, on Ray.
+
+One forget class and one seed can mislead (STUDY.md section 8), so the verdicts are read over cells. A
+cell is one study (the same notebooks, executed headlessly) with one data set, one forget set and one
+seed, in its own run directory `<sweep>/cells/<cell>/`: it can be opened, re-run and reported like any
+study. Ray runs the cells (a local Ray started and stopped here, or an existing cluster at `address`),
+each with a fixed CPU (and GPU) share and as many BLAS/OpenMP threads as CPUs, so two cells never fight
+over the same cores. A cell that finished is reused (its `cell.json` records the configuration it ran);
+a failing cell is reported and the others go on; Ctrl-C cancels the running cells, whose files are each
+complete or absent (every write in a study is atomic), and the next run resumes.
+
+At the top of the sweep directory: `results.csv` (every cell's rows plus `dataset` and `forget_set`;
+`seed` is already a column), `verdicts.csv` (each method's verdict and evidence per cell), `summary.csv`
+(per method, mean +- std over cells and how often it is superficial / erased), `claims.csv` (STUDY.md
+section 7's claims read over the cells), notebook 05 executed, and `report.html`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .artifacts import ArtifactError, atomic_write
+from .attacks import check_shots
+from .config import ConfigError, StudyConfig, resolve_device
+from .data import check_available, load_dataset
+from .ec import baselines
+from .results import read_results
+from .study import (
+    NOTEBOOKS_DIR,
+    SWEEP_NOTEBOOKS,
+    StudyError,
+    check_selection,
+    execute_notebook,
+    render_report,
+    run_study,
+)
+from .verdicts import CKA, ERASED, FEWSHOT, FORGET, RELEARN, RETAIN, SUPERFICIAL, claims, evidence, judge
+
+SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
+CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
+HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One study of the grid: a data set, a forget set (one class or several forgotten together), a seed."""
+
+    dataset: str
+    forget_set: tuple[int, ...]
+    seed: int
+
+    @property
+    def forget_label(self) -> str:
+        return "+".join(map(str, self.forget_set))
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-forget{self.forget_label}-seed{self.seed}"
+
+
+def parse_forget_sets(values: list[str]) -> list[tuple[int, ...]]:
+    """`["3,8", "1"]` -> `[(3, 8), (1,)]`; one line naming the bad value otherwise."""
+    sets = []
+    for value in values:
+        try:
+            sets.append(tuple(int(part) for part in value.split(",")))
+        except ValueError:
+            raise ConfigError(f"forget set {value!r} must be class numbers separated by commas, e.g. 3,8") from None
+    return sets
+
+
+def grid(datasets: list[str], forget_sets: list[tuple[int, ...]], seeds: list[int]) -> list[Cell]:
+    """Every (data set, forget set, seed), refusing empty or repeated entries before any work."""
+    for values, what in ((datasets, "data set"), (forget_sets, "forget set"), (seeds, "seed")):
+        if not values:
+            raise ConfigError(f"the sweep needs at least one {what}")
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            shown = ",".join(map(str, repeated[0])) if isinstance(repeated[0], tuple) else repeated[0]
+            raise ConfigError(f"{what} {shown} is given twice")
+    return [Cell(d, f, s) for d in datasets for f in forget_sets for s in seeds]
+
+
+def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cell, StudyConfig]:
+    """Each cell's study configuration: the sweep's options with the cell's data set, forget set and seed.
+    Every one is validated here (an unknown class, a bad option), so a bad grid stops before any work."""
+    configs = {}
+    for cell in cells:
+        configs[cell] = StudyConfig.from_options(
+            **options, dataset=cell.dataset, forget_classes=list(cell.forget_set), seeds=[cell.seed],
+            run_dir=str(sweep_dir / "cells" / cell.name))
+    return configs
+
+
+def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple[int, ...]], seeds: list[int]) -> Path:
+    sets = "_".join("+".join(map(str, f)) for f in forget_sets)
+    return Path("runs") / f"sweep-{profile}-{'_'.join(datasets)}-forget{sets}-seed{'_'.join(map(str, seeds))}"
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line, before any work, when nothing listens at a Ray cluster's `host:port`."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} must be host:port (or ray://host:port)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); "
+                          "start one with `ray start --head` or leave --address out for a local one") from None
+
+
+def _selection(methods: list[str] | None, ablations: list[str] | None, notebooks: list[Path] | None) -> dict:
+    return {"methods": methods, "ablations": ablations, "notebooks": [p.name for p in notebooks] if notebooks else None}
+
+
+def is_complete(config: StudyConfig, selection: dict) -> bool:
+    """A cell is reused when its study finished with this configuration and this selection of methods."""
+    path = Path(config.run_dir) / CELL_FILE
+    if not path.exists():
+        return False
+    done = json.loads(path.read_text())
+    return _portable(done["config"]) == _portable(config.to_dict()) and done["selection"] == selection
+
+
+def _portable(config: dict) -> dict:
+    """A cell's configuration without where it ran: the same cell reached through another path, or run on
+    another kind of device, is the same cell."""
+    return {k: v for k, v in config.items() if k not in ("run_dir", "device")}
+
+
+def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -> dict:
+    """One cell's study, in a Ray worker: `threads` BLAS/OpenMP threads here and in its notebook kernels.
+    Returns {"ok", "seconds", "error"}; an error is reported as text so that one cell cannot stop the sweep."""
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    study = StudyConfig.from_dict(config)
+    notebooks = [NOTEBOOKS_DIR / name for name in selection["notebooks"]] if selection["notebooks"] else None
+    try:
+        run_study(study, force=force, notebooks=notebooks, log=lambda _: None, methods=selection["methods"],
+                  ablations=selection["ablations"])
+    except (StudyError, ConfigError, ArtifactError) as e:
+        return {"ok": False, "seconds": time.perf_counter() - start, "error": str(e)}
+    except Exception as e:  # a bug in one cell is that cell's failure, reported with the others
+        return {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
+    seconds = time.perf_counter() - start
+    record = {"config": config, "selection": selection, "seconds": seconds}
+    atomic_write(Path(study.run_dir) / CELL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    return {"ok": True, "seconds": seconds, "error": None}
+
+
+def run_sweep(
+    configs: dict[Cell, StudyConfig],
+    sweep_dir: Path,
+    address: str | None = None,
+    cpus_per_cell: int = 1,
+    force: bool = False,
+    methods: list[str] | None = None,
+    ablations: list[str] | None = None,
+    notebooks: list[Path] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Run every cell not yet complete on Ray, then merge the tables and execute notebook 05.
+
+    Returns the failed cells' errors by cell name (empty when every cell finished).
+    """
+    check_selection(methods, ablations)
+    for config in configs.values():
+        check_available(config.dataset)
+        config.check_writable()
+    for dataset in {c.dataset for c in configs}:
+        first = next(cfg for c, cfg in configs.items() if c.dataset == dataset)
+        ds = load_dataset(dataset, train_per_class=first.train_per_class, test_per_class=first.test_per_class)
+        for cell, config in configs.items():
+            if cell.dataset == dataset:
+                check_shots(ds.y_train, config.forget_classes, config.attacks)
+    if address is not None:
+        check_address(address)
+    selection = _selection(methods, ablations, notebooks)
+    pending = {c: cfg for c, cfg in configs.items() if force or not is_complete(cfg, selection)}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    record = {"cells": [c.name for c in configs], "selection": selection, "address": address,
+              "cpus_per_cell": cpus_per_cell}
+    atomic_write(sweep_dir / "sweep.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    log(f"{len(configs)} cells: {len(configs) - len(pending)} complete and reused, {len(pending)} to run")
+    failures = _run_on_ray(pending, selection, address, cpus_per_cell, force, log) if pending else {}
+    finished = [c for c, cfg in configs.items() if c.name not in failures and is_complete(cfg, selection)]
+    write_tables(sweep_dir, {c: Path(configs[c].run_dir) for c in finished}, baselines_of(methods),
+                 next(iter(configs.values())).attacks.reference_step)
+    if finished:
+        executed = sweep_dir / "notebooks" / SWEEP_NOTEBOOK.name
+        execute_notebook(SWEEP_NOTEBOOK, executed, {"sweep_dir": str(sweep_dir.absolute())})
+        report = render_report(sweep_dir / "report.html", [executed], _report_intro(sweep_dir, configs, failures))
+        log(f"\nreport: {report.absolute()}")
+    for name, error in failures.items():
+        log(f"cell {name} failed: {error}")
+    return failures
+
+
+def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str | None, cpus_per_cell: int,
+                force: bool, log: Callable[[str], None]) -> dict[str, str]:
+    import ray
+
+    for config in pending.values():
+        (Path(config.run_dir) / CELL_FILE).unlink(missing_ok=True)  # complete again only when it finishes
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address is None:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    gpus = {c: 1 if resolve_device(cfg.device).type == "cuda" else 0 for c, cfg in pending.items()}
+    task = ray.remote(run_cell)
+    refs = {task.options(num_cpus=cpus_per_cell, num_gpus=gpus[c], max_retries=0).remote(
+        cfg.to_dict(), selection, cpus_per_cell, force): c for c, cfg in pending.items()}
+    failures: dict[str, str] = {}
+    start = time.perf_counter()
+    try:
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            cell = refs[done[0]]
+            outcome = ray.get(done[0])
+            status = "done" if outcome["ok"] else "FAILED"
+            if not outcome["ok"]:
+                failures[cell.name] = outcome["error"]
+            log(f"[{len(refs) - len(waiting)}/{len(refs)}] {cell.name} {status} in {outcome['seconds']:.0f} s; "
+                f"{len(waiting)} left, {time.perf_counter() - start:.0f} s so far")
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    return failures
+
+
+def baselines_of(methods: list[str] | None) -> list[str]:
+    return list(methods) if methods is not None else baselines()
+
+
+def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], reference_step: int) -> None:
+    """The sweep's merged tables from the finished cells' own `results.csv`."""
+    frames, judged = [], {}
+    for cell, run_dir in runs.items():
+        rows = read_results(run_dir)
+        frames.append(rows.assign(dataset=cell.dataset, forget_set=cell.forget_label))
+        judged[cell] = judge(evidence(rows, cell.seed, reference_step))
+    columns = ["dataset", "forget_set", "seed", "method", "metric", "layer", "split", "value"]
+    merged = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    verdicts = pd.concat([t.assign(dataset=c.dataset, forget_set=c.forget_label, seed=c.seed)
+                          for c, t in judged.items()]).rename_axis("method").reset_index() if judged else pd.DataFrame()
+    tables = {"results.csv": merged, "verdicts.csv": verdicts, "summary.csv": summarize_cells(verdicts),
+              "claims.csv": claims({c.name: t for c, t in judged.items()}, base).reset_index() if judged else pd.DataFrame()}
+    for name, table in tables.items():
+        atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
+
+
+def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean and std over cells of the headline figures, and in how many cells it is
+    superficial / erased."""
+    if verdicts.empty:
+        return pd.DataFrame()
+    grouped = verdicts.groupby("method", sort=False)
+    stats = grouped[HEADLINE].agg(["mean", "std"])
+    stats.columns = [f"{col} {stat}" for col, stat in stats.columns]
+    counts = grouped["verdict"].agg(cells="size", superficial=lambda v: int((v == SUPERFICIAL).sum()),
+                                    erased=lambda v: int((v == ERASED).sum()))
+    return pd.concat([counts, stats], axis=1).reset_index()
+
+
+def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The tables a sweep wrote, by name (`results`, `verdicts`, `summary`, `claims`); `results` keeps its
+    empty `layer` and `split` fields as empty strings, as `ecnb.read_results` does."""
+    root = Path(sweep_dir)
+    if not (root / "sweep.json").exists():
+        raise ArtifactError(f"{root} is not a sweep directory (no sweep.json): run `python -m ecnb sweep` first")
+    tables = {}
+    for name in ("results", "verdicts", "summary", "claims"):
+        path = root / f"{name}.csv"
+        if not path.exists() or path.stat().st_size <= 1:  # a table with no rows is written as one newline
+            tables[name] = pd.DataFrame()
+        elif name == "results":
+            tables[name] = pd.read_csv(path, keep_default_na=False, dtype={c: str for c in _TEXT_COLUMNS})
+        else:
+            tables[name] = pd.read_csv(path, dtype={"forget_set": str})
+    return tables
+
+
+_TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
+
+
+def _report_intro(sweep_dir: Path, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
+    summary = pd.read_csv(sweep_dir / "summary.csv") if (sweep_dir / "summary.csv").stat().st_size > 1 else None
+    first = next(iter(configs.values()))
+    lines = [f"# ecnb sweep: {len(configs)} cells ({first.profile} profile, {first.model})",
+             "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
+    lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
+    if summary is not None:
+        lines += ["", summary.round(3).to_html(index=False)]
+    return "\n".join(lines)

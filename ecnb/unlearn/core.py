@@ -1,0 +1,201 @@
+"""The parts every unlearning method is made of: the data, a step, a phase, a hyperparameter rule, the
+`Method` spec the driver runs, and `compose` (how EC plugs into a baseline). See `ecnb.unlearn`."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+
+from ..config import ConfigError
+from ..models import TappedNet
+
+Split = Literal["forget", "retain"]
+Batches = Literal["forget", "retain", "both"]
+
+
+class UnlearningError(RuntimeError):
+    """An unlearning run diverged (non-finite loss or weights); the message names method, epoch and step."""
+
+
+# ----------------------------------------------------------------------------- data and steps
+
+
+@dataclass
+class UnlearnData:
+    """What an unlearning method may see: D_f and D_r as tensors on `device`."""
+
+    forget_x: torch.Tensor
+    forget_y: torch.Tensor
+    retain_x: torch.Tensor
+    retain_y: torch.Tensor
+    num_classes: int
+    forget_classes: tuple[int, ...]
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        for name in ("forget_x", "forget_y", "retain_x", "retain_y"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        if not len(self.forget_y) or not len(self.retain_y):
+            raise ConfigError("unlearning needs a non-empty forget set and a non-empty retain set")
+
+    @classmethod
+    def from_splits(
+        cls,
+        splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        num_classes: int,
+        forget_classes: tuple[int, ...],
+        device: torch.device | str,
+    ) -> "UnlearnData":
+        """From `ecnb.split_tensors` output: its `forget_train` and `retain_train` splits."""
+        (fx, fy), (rx, ry) = splits["forget_train"], splits["retain_train"]
+        return cls(fx, fy, rx, ry, num_classes, tuple(forget_classes), torch.device(device))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A minibatch; `idx` are its rows in the set it was drawn from (D_f, or the possibly subsampled
+    D_r), to look up per-sample tables such as RL's labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """Everything a loss may depend on in one optimisation step."""
+
+    epoch: int
+    phase: str
+    index: int  # step within this phase of this epoch
+    t: int  # step over the whole run, 0 .. total - 1
+    total: int
+    forget: Batch | None
+    retain: Batch | None
+    hp: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One pass over `over` per epoch; each step receives the minibatches named by `batches`."""
+
+    name: str
+    over: Split
+    batches: Batches
+
+
+LossFn = Callable[[TappedNet, Any, Step], torch.Tensor]
+SetupFn = Callable[[TappedNet, UnlearnData, Mapping[str, Any]], Any]
+GradHook = Callable[[TappedNet, Any, Step], None]
+PhaseFn = Callable[[int, Mapping[str, Any]], tuple[Phase, ...]]
+
+
+def every_epoch(*phases: Phase) -> PhaseFn:
+    """The same phases in every epoch (every method but SCRUB)."""
+    return lambda epoch, hp: phases
+
+
+def _no_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> None:
+    return None
+
+
+# ----------------------------------------------------------------------------- hyperparameter rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What values a hyperparameter may take; `check` raises a one-line ConfigError otherwise."""
+
+    kind: type  # int or float
+    low: float = 0.0
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        if self.high == math.inf:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{what} in {left}{self.low:g}, {self.high:g}{right}"
+
+    def check(self, method: str, key: str, value: Any) -> None:
+        numeric = (int,) if self.kind is int else (int, float)
+        ok = isinstance(value, numeric) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > self.low if self.low_open else value >= self.low)
+        ok = ok and (value < self.high if self.high_open else value <= self.high)
+        if not ok:
+            raise ConfigError(f"{method}: hyperparameter {key}={value!r} is invalid; valid: {self.describe()}")
+
+
+FRACTION = Rule(float, 0.0, 1.0, low_open=True)
+POSITIVE = Rule(float, 0.0, low_open=True)
+NONNEGATIVE = Rule(float, 0.0)
+
+# Hyperparameters every method takes (the driver's).
+COMMON: dict[str, Rule] = {
+    "epochs": Rule(int, 1),
+    "lr": POSITIVE,
+    "momentum": Rule(float, 0.0, 1.0, high_open=True),
+    "weight_decay": NONNEGATIVE,
+    "batch_size": Rule(int, 1),  # retain minibatch size
+    "forget_batch_size": Rule(int, 1),
+    "retain_fraction": FRACTION,  # share of D_r the method may use (a seeded subset; Bad Teacher uses 0.3)
+    "seed": Rule(int, 0),
+}
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method as data for the shared driver; see the module docstring."""
+
+    name: str
+    loss: LossFn
+    phases: PhaseFn
+    setup: SetupFn = _no_setup
+    grad_hook: GradHook | None = None
+    params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+@dataclass
+class ComposedState:
+    """State of a composed method: the base's, and the added term's."""
+
+    base: Any
+    extra: Any
+
+
+def compose(
+    base: Method,
+    name: str,
+    term: LossFn,
+    setup: SetupFn = _no_setup,
+    params: Mapping[str, Rule] | None = None,
+) -> Method:
+    """`base`'s loss plus `term`, over the base's phases and steps, each step given both minibatches."""
+
+    def loss(model: TappedNet, state: ComposedState, step: Step) -> torch.Tensor:
+        return base.loss(model, state.base, step) + term(model, state.extra, step)
+
+    def both_setups(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> ComposedState:
+        return ComposedState(base.setup(model, data, hp), setup(model, data, hp))
+
+    def phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
+        return tuple(replace(p, batches="both") for p in base.phases(epoch, hp))
+
+    def hook(model: TappedNet, state: ComposedState, step: Step) -> None:
+        base.grad_hook(model, state.base, step)
+
+    return Method(name, loss, phases, both_setups, hook if base.grad_hook else None, {**base.params, **(params or {})},
+                  base.optimizer)

@@ -1,0 +1,165 @@
+"""The one driver loop every method runs in: minibatch streams, the update, divergence checks."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..models import TappedNet
+from ..train import autocast, batches, prepare_model
+from .core import Batch, Method, Phase, Step, UnlearnData, UnlearningError
+from .defaults import get_method, validate
+
+# ----------------------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True)
+class UnlearnStats:
+    """What a run measured: wall time in seconds, the number of steps, the mean loss of each epoch."""
+
+    method: str
+    wall_time: float
+    steps: int
+    losses: list[float]
+
+
+class _Stream:
+    """Minibatches of one set, drawn on its device, reshuffled pass after pass."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+        self.steps_per_pass = math.ceil(len(y) / batch_size)
+        self._order: Iterator[torch.Tensor] = iter(())
+
+    def new_pass(self) -> None:
+        self._order = batches(len(self.y), self.batch_size, self.generator, self.y.device)
+
+    def next(self) -> Batch:
+        idx = next(self._order, None)
+        if idx is None:
+            self.new_pass()
+            idx = next(self._order)
+        return Batch(self.x[idx], self.y[idx], idx)
+
+
+def _streams(data: UnlearnData, hp: Mapping[str, Any], generator: torch.Generator) -> dict[str, _Stream]:
+    n_retain = len(data.retain_y)
+    keep = torch.randperm(n_retain, generator=generator)[: math.ceil(hp["retain_fraction"] * n_retain)]
+    keep = keep.sort().values.to(data.device)
+    return {
+        "forget": _Stream(data.forget_x, data.forget_y, hp["forget_batch_size"], generator),
+        "retain": _Stream(data.retain_x[keep], data.retain_y[keep], hp["batch_size"], generator),
+    }
+
+
+def _optimise(
+    method: Method, model: TappedNet, state: Any, step: Step, opt: torch.optim.Optimizer, device: torch.device
+) -> torch.Tensor:
+    """One update: loss, backward, the method's gradient hook, weight decay added to the gradients, the
+    optimiser's step (decay after the hook, as an optimiser's own weight decay acts after SalUn's mask)."""
+    with autocast(device):
+        loss = method.loss(model, state, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if method.grad_hook is not None:
+        method.grad_hook(model, state, step)
+    decay = step.hp["weight_decay"]
+    if decay:
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.add_(p.detach(), alpha=decay)
+    opt.step()
+    return loss.detach().float()
+
+
+def make_optimizer(method: Method, model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam with `momentum` as its first-moment decay (0.9 is Adam's own default);
+    weight decay is added to the gradients by the driver, as both optimisers' own L2 decay would."""
+    if method.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=(hp["momentum"], 0.999))
+    return torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"])
+
+
+def run_method(
+    name: str, model: TappedNet, data: UnlearnData, config: Mapping[str, Any]
+) -> tuple[TappedNet, UnlearnStats]:
+    """Run method `name` on a deep copy of `model`; returns the unlearned model (eval mode) and its stats."""
+    method = get_method(name)
+    hp = validate(name, config)
+    student = prepare_model(copy.deepcopy(model), data.device)
+    generator = torch.Generator().manual_seed(hp["seed"])
+    streams = _streams(data, hp, generator)
+    start = time.perf_counter()
+    state = method.setup(student, data, hp)
+    plan = [method.phases(epoch, hp) for epoch in range(hp["epochs"])]
+    total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases)
+    opt = make_optimizer(method, student, hp)
+    student.train()
+    losses: list[float] = []
+    t = 0
+    for epoch in tqdm(range(hp["epochs"]), desc=name, unit="epoch", leave=False):
+        at = Step(epoch, "", 0, t, total, None, None, hp)  # where the epoch starts; its phases fill in the rest
+        t, mean = _epoch(method, student, state, streams, plan[epoch], opt, at)
+        losses.append(mean)
+    stats = UnlearnStats(name, time.perf_counter() - start, t, losses)
+    return student.eval(), stats
+
+
+def _epoch(
+    method: Method,
+    model: TappedNet,
+    state: Any,
+    streams: dict[str, _Stream],
+    phases: tuple[Phase, ...],
+    opt: torch.optim.Optimizer,
+    at: Step,
+) -> tuple[int, float]:
+    """Run one epoch's phases from step `at.t`; returns the next step counter and the epoch's mean loss.
+
+    Losses and the first non-finite step stay on the device; they are read once, at the end.
+    """
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1.0, device=device)
+    starts: list[tuple[int, Phase]] = []
+    t = at.t
+    for phase in phases:
+        starts.append((t, phase))
+        stream = streams[phase.over]
+        stream.new_pass()
+        for index in range(stream.steps_per_pass):
+            forget = streams["forget"].next() if phase.batches in ("forget", "both") else None
+            retain = streams["retain"].next() if phase.batches in ("retain", "both") else None
+            step = replace(at, phase=phase.name, index=index, t=t, forget=forget, retain=retain)
+            loss = _optimise(method, model, state, step, opt, device)
+            loss_sum += loss
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), float(t), first_bad)
+            t += 1
+    weights_ok = torch.stack([p.isfinite().all() for p in model.parameters()]).all().float()
+    mean, bad, ok = torch.stack([loss_sum / max(t - at.t, 1), first_bad, weights_ok]).tolist()
+    if bad >= 0 or not ok:
+        raise UnlearningError(_divergence(method.name, at, starts, int(bad)))
+    return t, mean
+
+
+def _divergence(name: str, at: Step, starts: list[tuple[int, Phase]], bad: int) -> str:
+    where = f"epoch {at.epoch + 1}/{at.hp['epochs']}"
+    if bad >= 0:
+        t0, phase = [(s, p) for s, p in starts if s <= bad][-1]
+        where += f", step {bad - t0 + 1} of phase {phase.name!r} (step {bad + 1} of the run)"
+        what = "the loss became non-finite"
+    else:
+        what = "the weights became non-finite"
+    return f"unlearning method {name!r} diverged: {what} at {where}; lower its learning rate (lr={at.hp['lr']})"
+
+
+def unlearn(name: str, model: TappedNet, data: UnlearnData, config: Mapping[str, Any]) -> TappedNet:
+    """Unlearn D_f from `model` (left unchanged) with method `name`; the unlearned copy, in eval mode."""
+    return run_method(name, model, data, config)[0]
