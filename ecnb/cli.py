@@ -78,7 +78,7 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablations", nargs="*", metavar="A",
                         help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
     parser.add_argument("--train-per-class", type=int, metavar="N",
-                        help="at most N training images per class (e.g. 600 for Fashion-MNIST on a CPU)")
+                        help="at most N training images per class (e.g. 150 for Fashion-MNIST on a CPU)")
     parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
     attacks = parser.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
     attacks.add_argument("--attack-shots", type=int, metavar="K", dest="shots",

@@ -198,6 +198,7 @@ def run_sweep(
     write_tables(sweep_dir, {c: Path(configs[c].run_dir) for c in finished}, baselines_of(methods),
                  next(iter(configs.values())).attacks.reference_step)
     if finished:
+        log("\n" + summary_text(load(sweep_dir)))
         executed = sweep_dir / "notebooks" / SWEEP_NOTEBOOK.name
         execute_notebook(SWEEP_NOTEBOOK, executed, {"sweep_dir": str(sweep_dir.absolute())})
         report = render_report(sweep_dir / "report.html", [executed], _report_intro(sweep_dir, configs, failures))
@@ -278,6 +279,22 @@ def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
     counts = grouped["verdict"].agg(cells="size", superficial=lambda v: int((v == SUPERFICIAL).sum()),
                                     erased=lambda v: int((v == ERASED).sum()))
     return pd.concat([counts, stats], axis=1).reset_index()
+
+
+def summary_text(tables: dict[str, pd.DataFrame]) -> str:
+    """What the sweep command prints: per method, mean ± std over cells of the headline figures and in how
+    many cells it is superficial / erased; then how many of the claims hold."""
+    summary, claims_table = tables["summary"], tables["claims"]
+    short = {FORGET: "forget_train", RETAIN: "test_retain", CKA: "mean int. CKA", FEWSHOT: "best int. few-shot",
+             RELEARN: "relearn@ref"}
+    table = pd.DataFrame({"method": summary["method"]})
+    for column, name in short.items():
+        mean, std = summary[f"{column} mean"], summary[f"{column} std"]
+        table[name] = [f"{m:.3f}" if pd.isna(d) else f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, std)]
+    for verdict in ("superficial", "erased"):
+        table[verdict] = [f"{k}/{n}" for k, n in zip(summary[verdict], summary["cells"])]
+    held = int(claims_table["holds"].astype(bool).sum()) if not claims_table.empty else 0
+    return f"{table.set_index('method').to_string()}\n\n{held} of {len(claims_table)} claims hold over the cells"
 
 
 def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:

@@ -57,6 +57,8 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert lines[0] == "4 cells: 0 complete and reused, 4 to run"
     assert sum(" done in " in line for line in lines) == 3 and sum(" FAILED in " in line for line in lines) == 1
     assert any(line.startswith("cell digits-forget8-seed1 failed: ") for line in lines)
+    printed = next(line for line in lines if "claims hold over the cells" in line)
+    assert "superficial" in printed and "ga" in printed, "the summary is printed"
 
     finished = {c: cfg for c, cfg in configs.items() if c.name not in failed}
     own = pd.concat([ecnb.read_results(cfg.run_dir).assign(dataset=c.dataset, forget_set=c.forget_label)
