@@ -79,12 +79,12 @@ def draw_attack_set(y_train: torch.Tensor | np.ndarray, split: ForgetSplit, sett
     """`probe_draws` seeded draws of k D_f images per forgotten class and m D_r images per retained class."""
     y = np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train)
     check_shots(y, split.forget_classes, settings)
+    kept = [c for c in np.unique(y) if c not in split.forget_classes]
     forget, retain = [], []
     for r in range(settings.probe_draws):
         rng = np.random.default_rng([seed, r])
         pick = lambda pool, c, n: rng.choice(pool[y[pool] == c], n, replace=False)  # noqa: E731
         forget.append(np.sort(np.concatenate([pick(split.forget_idx, c, settings.shots) for c in split.forget_classes])))
-        kept = [c for c in np.unique(y) if c not in split.forget_classes]
         retain.append(np.sort(np.concatenate([pick(split.retain_idx, c, settings.retain_shots) for c in kept])))
     return AttackSet(forget, retain)
 

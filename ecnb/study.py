@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import numpy as np
+import pandas as pd
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
@@ -175,13 +178,7 @@ def run_study(
     ablations: list[str] | None = None,
 ) -> Path:
     """Execute the notebook sequence for every seed, write `report.html`, print the summary."""
-    config.validate()
-    check_selection(methods, ablations)
-    check_available(config.dataset)
-    config.check_writable()
-    if config.scenario == "class":
-        ds = load_dataset(config.dataset, train_per_class=config.train_per_class, test_per_class=config.test_per_class)
-        check_shots(ds.y_train, config.forget_classes, config.attacks)
+    preflight(config, methods, ablations)
     notebooks = notebook_paths() if notebooks is None else notebooks
     root = Path(config.run_dir)
     with study_lock(root):
@@ -194,13 +191,31 @@ def run_study(
                 params = notebook_parameters(config, seed, methods, ablations)
                 execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params)
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
-        report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks])
-    table = summary(read_results(root), config.seeds, config.attacks.reference_step)
+        table = summary(read_results(root), config.seeds, config.attacks.reference_step)
+        report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks], table)
     log("\n" + (table.to_string() if not table.empty else "(no results)"))
     for line in run.failure_lines():
         log(line)
     log(f"\nreport: {report.absolute()}")
     return report
+
+
+def preflight(config: StudyConfig, methods: list[str] | None = None, ablations: list[str] | None = None) -> None:
+    """Every check a study makes before any work (a sweep makes them for each of its cells): the
+    configuration, the method selection, the data, the run directory, and the attacker's shots."""
+    config.validate()
+    check_selection(methods, ablations)
+    check_available(config.dataset)
+    config.check_writable()
+    if config.scenario == "class":
+        labels = _train_labels(config.dataset, config.train_per_class, config.test_per_class)
+        check_shots(labels, config.forget_classes, config.attacks)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_labels(dataset: str, train_per_class: int | None, test_per_class: int | None) -> np.ndarray:
+    """The training labels of a data set as a study loads it; a sweep's cells share one read per data set."""
+    return load_dataset(dataset, train_per_class=train_per_class, test_per_class=test_per_class).y_train.numpy()
 
 
 def _remove_partial_files(root: Path) -> None:
@@ -214,10 +229,12 @@ def _remove_partial_files(root: Path) -> None:
         path.unlink()
 
 
-def build_report(run: Run, executed: list[Path]) -> Path:
-    """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests."""
+def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = None) -> Path:
+    """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests.
+    `table` is the run's summary when the caller already has it."""
     config = run.config
-    table = summary(read_results(run.root), config.seeds, config.attacks.reference_step)
+    if table is None:
+        table = summary(read_results(run.root), config.seeds, config.attacks.reference_step)
     intro = (
         f"# ecnb study: {config.dataset}, {config.model}, "
         + (f"forgetting class(es) {list(config.forget_classes)}" if config.scenario == "class"

@@ -28,17 +28,15 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ArtifactError, atomic_write
-from .attacks import check_shots
 from .config import ConfigError, StudyConfig, resolve_device
-from .data import check_available, load_dataset
 from .ec import baselines
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
     SWEEP_NOTEBOOKS,
     StudyError,
-    check_selection,
     execute_notebook,
+    preflight,
     render_report,
     run_study,
 )
@@ -174,16 +172,8 @@ def run_sweep(
 
     Returns the failed cells' errors by cell name (empty when every cell finished).
     """
-    check_selection(methods, ablations)
     for config in configs.values():
-        check_available(config.dataset)
-        config.check_writable()
-    for dataset in {c.dataset for c in configs}:
-        first = next(cfg for c, cfg in configs.items() if c.dataset == dataset)
-        ds = load_dataset(dataset, train_per_class=first.train_per_class, test_per_class=first.test_per_class)
-        for cell, config in configs.items():
-            if cell.dataset == dataset:
-                check_shots(ds.y_train, config.forget_classes, config.attacks)
+        preflight(config, methods, ablations)
     if address is not None:
         check_address(address)
     selection = _selection(methods, ablations, notebooks)
@@ -195,13 +185,13 @@ def run_sweep(
     log(f"{len(configs)} cells: {len(configs) - len(pending)} complete and reused, {len(pending)} to run")
     failures = _run_on_ray(pending, selection, address, cpus_per_cell, force, log) if pending else {}
     finished = [c for c, cfg in configs.items() if c.name not in failures and is_complete(cfg, selection)]
-    write_tables(sweep_dir, {c: Path(configs[c].run_dir) for c in finished}, baselines_of(methods),
-                 next(iter(configs.values())).attacks.reference_step)
+    tables = write_tables(sweep_dir, {c: Path(configs[c].run_dir) for c in finished}, baselines_of(methods),
+                          next(iter(configs.values())).attacks.reference_step)
     if finished:
-        log("\n" + summary_text(load(sweep_dir)))
+        log("\n" + summary_text(tables))
         executed = sweep_dir / "notebooks" / SWEEP_NOTEBOOK.name
         execute_notebook(SWEEP_NOTEBOOK, executed, {"sweep_dir": str(sweep_dir.absolute())})
-        report = render_report(sweep_dir / "report.html", [executed], _report_intro(sweep_dir, configs, failures))
+        report = render_report(sweep_dir / "report.html", [executed], _report_intro(tables["summary"], configs, failures))
         log(f"\nreport: {report.absolute()}")
     for name, error in failures.items():
         log(f"cell {name} failed: {error}")
@@ -251,8 +241,9 @@ def baselines_of(methods: list[str] | None) -> list[str]:
     return list(methods) if methods is not None else baselines()
 
 
-def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], reference_step: int) -> None:
-    """The sweep's merged tables from the finished cells' own `results.csv`."""
+def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], reference_step: int) -> dict[str, pd.DataFrame]:
+    """The sweep's merged tables from the finished cells' own `results.csv`, written and returned by name
+    (`results`, `verdicts`, `summary`, `claims`, as `load` reads them back)."""
     frames, judged = [], {}
     for cell, run_dir in runs.items():
         rows = read_results(run_dir)
@@ -266,6 +257,7 @@ def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], refer
               "claims.csv": claims({c.name: t for c, t in judged.items()}, base).reset_index() if judged else pd.DataFrame()}
     for name, table in tables.items():
         atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
+    return {name.removesuffix(".csv"): table for name, table in tables.items()}
 
 
 def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -318,12 +310,11 @@ def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
 _TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
 
 
-def _report_intro(sweep_dir: Path, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
-    summary = pd.read_csv(sweep_dir / "summary.csv") if (sweep_dir / "summary.csv").stat().st_size > 1 else None
+def _report_intro(summary: pd.DataFrame, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
     first = next(iter(configs.values()))
     lines = [f"# ecnb sweep: {len(configs)} cells ({first.profile} profile, {first.model})",
              "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
     lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
-    if summary is not None:
+    if not summary.empty:
         lines += ["", summary.round(3).to_html(index=False)]
     return "\n".join(lines)
