@@ -163,19 +163,22 @@ def attack_explorer(results: pd.DataFrame, layers: list[str]) -> ipywidgets.VBox
 
 
 def _redrawn(methods: ipywidgets.SelectMultiple, controls: list, figure: Callable[[], go.Figure]) -> ipywidgets.Output:
-    """An Output showing `figure()`, drawn again whenever one of `controls` changes."""
+    """An Output showing `figure()`, drawn again whenever one of `controls` changes.
+
+    The figure is set as the Output's `outputs` rather than displayed inside `with out:`. Capturing
+    makes nbclient (under Voila) mirror each captured output back to the kernel on the shell channel while
+    it waits there for the cell's reply, and now and then that reply is never seen: the app's page hung
+    in 3 of 6 visits on a busy machine. Setting the outputs sends nothing back."""
     import ipywidgets as widgets
-    from IPython.display import clear_output, display
 
     out = widgets.Output()
 
     def draw(_change: object = None) -> None:
-        with out:
-            clear_output(wait=True)
-            if methods.value:
-                display(figure())
-            else:
-                print("pick at least one method")
+        if methods.value:
+            bundle = figure()._repr_mimebundle_()  # what display() would show, by plotly's renderer (ecnb.viz)
+            out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        else:
+            out.outputs = ({"output_type": "stream", "name": "stdout", "text": "pick at least one method\n"},)
 
     for control in controls:
         control.observe(draw, names="value")

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 from scipy.stats import ortho_group
@@ -12,6 +13,7 @@ from scipy.stats import ortho_group
 import ecnb
 from ecnb import embeddings, explorer
 from ecnb.artifacts import ArtifactError, save_checkpoint
+from ecnb.study import PLOTLY_MIME
 from ecnb.config import StudyConfig
 from ecnb.embeddings import Atlas, Sample, UmapSettings
 from ecnb.results import result_row
@@ -334,7 +336,7 @@ def test_cka_figure_has_one_view_per_metric_and_split():
 
 def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
     drawn = []
-    monkeypatch.setattr(explorer, "embedding_figure", lambda *args, **kw: drawn.append((args, kw)))
+    monkeypatch.setattr(explorer, "embedding_figure", lambda *args, **kw: drawn.append((args, kw)) or go.Figure())
     box = explorer.explorer(atlas)
     methods, (layer, split, colouring) = box.children[0].children[0], box.children[0].children[1].children
     assert list(methods.options) == METHODS and list(layer.options) == LAYERS
@@ -358,9 +360,9 @@ def attack_results() -> pd.DataFrame:
 def test_attack_explorer_draws_the_chosen_attack_with_both_references(monkeypatch):
     df = attack_results()
     drawn = []
-    monkeypatch.setattr(explorer, "relearn_curves", lambda rows, methods: drawn.append(("relearn", methods)))
+    monkeypatch.setattr(explorer, "relearn_curves", lambda rows, methods: drawn.append(("relearn", methods)) or go.Figure())
     monkeypatch.setattr(explorer, "layer_curves", lambda rows, metric, split, layers, title: drawn.append(
-        ("probe", sorted(set(rows["method"])), metric, split, layers)))
+        ("probe", sorted(set(rows["method"])), metric, split, layers)) or go.Figure())
     box = explorer.attack_explorer(df, LAYERS)
     methods, view = box.children[0].children
     assert list(methods.options) == ["ga", "scrub", "ec"] and methods.value == ("ga", "scrub")
@@ -372,3 +374,20 @@ def test_attack_explorer_draws_the_chosen_attack_with_both_references(monkeypatc
     count = len(drawn)
     methods.value = ()
     assert len(drawn) == count, "nothing to draw without a method"
+
+
+def test_the_widgets_figure_is_the_outputs_state_not_captured_output(atlas):
+    """The Output holds exactly one figure, replaced on each redraw (never appended), set as its state:
+    nothing is captured, so nbclient never mirrors outputs back to the kernel (the Voila hang)."""
+    box = explorer.explorer(atlas)
+    methods, (layer, _, _) = box.children[0].children[0], box.children[0].children[1].children
+    out = box.children[1]
+    assert out.msg_id == ""
+    (shown,) = out.outputs
+    assert shown["output_type"] == "display_data" and PLOTLY_MIME in shown["data"]
+    assert shown["data"][PLOTLY_MIME]["layout"]["title"]["text"].endswith("l1")
+    layer.value = "l2"
+    (shown,) = out.outputs
+    assert shown["data"][PLOTLY_MIME]["layout"]["title"]["text"].endswith("l2")
+    methods.value = ()
+    assert out.outputs == ({"output_type": "stream", "name": "stdout", "text": "pick at least one method\n"},)
