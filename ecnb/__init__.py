@@ -31,6 +31,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "write_results": ("results", "write_results"),
     "predict": ("train", "predict"),
     "train_reference": ("train", "train_reference"),
+    "train_references": ("train", "train_references"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -19,8 +19,10 @@ from .features import remove_cached
 from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
 from .models import TappedNet
 from .results import read_results, remove_results, result_row, write_results
-from .train import model_from_state
+from .train import REFERENCES, model_from_state
 from .unlearn import UnlearnData, UnlearningError, hparams, run_method
+from .workers import one_thread, run_jobs, worker_count
+from .workers import shared as shared_objects
 
 # Conv taps are average-pooled to at most this many positions per side before CKA and UMAP. The quick
 # profile keeps the whole maps of inputs up to 16x16 (the digits; its largest tap is 16x16x16) and pools
@@ -121,42 +123,84 @@ def run_methods(
     references: dict[str, TappedNet], device: torch.device | str = "auto",
 ) -> dict[str, TappedNet]:
     """Unlearn (or load) each method from `references['original']`, measure it, and write its rows to
-    `results.csv` as soon as it is done, so an interrupted run keeps every finished method.
+    `results.csv` as soon as it and the methods before it are done, so an interrupted run keeps every
+    finished method. The methods run in parallel worker processes (`ecnb.workers`), with the same
+    results as one after another.
 
     Every name is checked before any work. A method that diverges (UnlearningError) gets no metrics:
     one line says so, the seed's `failures.json` records why, rows of an earlier run of it are removed,
     and the other methods go on. A method loaded from its checkpoint whose rows are all there (notebook
-    03 loads notebook 02's baselines) is not measured again. Returns the models that succeeded.
+    03 loads notebook 02's baselines) is not measured again. The references' own rows (`run_references`)
+    are measured with them when missing, as the last jobs. Returns the methods' models that succeeded.
     """
     for method in methods:
         hparams(method, run.config.profile, seed)  # an unknown name stops here, before any work
+    device = resolve_device(device) if isinstance(device, str) else device
     done = measured(read_results(run.root), seed, run.config.scenario)
+    references_todo = [name for name in REFERENCES if name in references and name not in done]
+    args = [(method, method in done) for method in [*methods, *references_todo]]
+    shared = (run, ds, split, seed, references, device)
     models = {}
-    bar = tqdm(methods, desc="methods", unit="method")
-    for method in bar:
+    bar = tqdm(total=len(args), desc="methods", unit="method")
+    for i, (rows, error) in run_jobs(_method_job, args, worker_count(device, len(args)), shared):
+        method = args[i][0]
         bar.set_postfix_str(method)
-        try:
-            model, wall_time, loaded = _unlearn_or_load(run, ds, split, method, seed, references["original"], device)
-        except UnlearningError as e:
-            run.record_failure(seed, method, str(e))
-            remove_results(run.root, seed, method)
-            bar.write(f"{method} failed and is left out of the results: {e}")
+        if method in REFERENCES:
+            write_results(run.root, rows)
+            bar.update()
             continue
-        if not (loaded and method in done):
-            write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
-        run.record_failure(seed, method, None)
-        models[method] = model
+        if error is not None:
+            run.record_failure(seed, method, error)
+            remove_results(run.root, seed, method)
+            bar.write(f"{method} failed and is left out of the results: {error}")
+        else:
+            if rows is not None:
+                write_results(run.root, rows)
+            run.record_failure(seed, method, None)
+            models[method] = _load_model(run, ds, method, seed, device)
+        bar.update()
+    bar.close()
     return models
+
+
+def _measure(
+    run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, references: dict[str, TappedNet],
+    device: torch.device, is_done: bool,
+) -> tuple[list[dict] | None, str | None]:
+    """One method of `run_methods`: its rows (None when loaded with its rows already written) or its
+    UnlearningError's message. A reference is measured as it is, with its training time."""
+    if method in REFERENCES:
+        wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
+        return method_rows(run, ds, split, method, references[method], seed, references, wall_time), None
+    try:
+        model, wall_time, loaded = _unlearn_or_load(run, ds, split, method, seed, references["original"], device)
+    except UnlearningError as e:
+        return None, str(e)
+    if loaded and is_done:
+        return None, None
+    return method_rows(run, ds, split, method, model, seed, references, wall_time), None
+
+
+def _method_job(method: str, is_done: bool) -> tuple[list[dict] | None, str | None]:
+    """`_measure` as a job of `ecnb.workers`, on the run, data and references `run_methods` shares."""
+    run, ds, split, seed, references, device = shared_objects()
+    return _measure(run, ds, split, method, seed, references, device, is_done)
+
+
+def _load_model(run: Run, ds: Dataset, method: str, seed: int, device: torch.device) -> TappedNet:
+    return model_from_state(run.config, ds, load_checkpoint(run.checkpoint_path(method, seed))["state_dict"], device)
 
 
 def run_references(
     run: Run, ds: Dataset, split: ForgetSplit, seed: int, references: dict[str, TappedNet]
 ) -> None:
     """The same metrics for `original` and `retrain`, the two yardsticks every method is read against
-    (once: their checkpoints are the run's, so rows that are all there stay)."""
+    (once: their checkpoints are the run's, so rows that are all there stay). In this process, at one
+    thread like every job of `ecnb.workers`: two evaluations do not repay starting workers."""
     done = measured(read_results(run.root), seed, run.config.scenario)
-    for method, model in references.items():
-        if method in done:
-            continue
-        wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
-        write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+    with one_thread():
+        for method, model in references.items():
+            if method in done:
+                continue
+            wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
+            write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))

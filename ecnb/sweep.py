@@ -135,9 +135,10 @@ def _portable(config: dict) -> dict:
 
 
 def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -> dict:
-    """One cell's study, in a Ray worker: `threads` BLAS/OpenMP threads here and in its notebook kernels.
-    Returns {"ok", "seconds", "error"}; an error is reported as text so that one cell cannot stop the sweep."""
-    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    """One cell's study, in a Ray worker: `threads` worker processes for its jobs (`ecnb.workers`, one
+    thread each) and as many BLAS/OpenMP threads here and in its notebook kernels. Returns {"ok",
+    "seconds", "error"}; an error is reported as text so that one cell cannot stop the sweep."""
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ECNB_WORKERS=str(threads))
     import torch
 
     torch.set_num_threads(threads)

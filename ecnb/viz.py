@@ -1,15 +1,35 @@
 """Plotly figures for the notebooks. Figures are returned, not shown, so tests can inspect them."""
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 
 from .data import Dataset, ForgetSplit
 from .results import method_order
 
+
+def _plotly_io() -> ModuleType:
+    """plotly.io, imported without jsonschema's IRI format checks. plotly.io imports nbformat (for its
+    notebook renderers), nbformat imports jsonschema, and jsonschema builds some 40 Earley parsers from
+    the optional rfc3987-syntax package at import: 2.5 s of the 7 s each notebook kernel spent importing
+    ecnb, for format checks nothing in a kernel uses. That package is hidden only while plotly.io imports."""
+    hide = "rfc3987_syntax" not in sys.modules
+    if hide:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # `import` of it raises ImportError
+    try:
+        import plotly.io
+    finally:
+        if hide:
+            del sys.modules["rfc3987_syntax"]
+    return plotly.io
+
+
+pio = _plotly_io()
 # JupyterLab renders plotly's own mime type natively, and it keeps executed notebooks small: the
 # report builder adds plotly.js once for the whole page.
 pio.renderers.default = "plotly_mimetype"

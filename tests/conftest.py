@@ -11,6 +11,9 @@ os.environ.setdefault("ECNB_OFFLINE", "1")
 # One OpenMP thread here and in every notebook kernel the tests start (they inherit the environment):
 # tiny models gain nothing from more, and on two cores several spinning thread pools slow everything down.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Jobs in this process (`ecnb.workers`): the test files already run in parallel, one per core, and the
+# worker path is tested on its own (test_workers.py), where its results are compared with this one.
+os.environ.setdefault("ECNB_WORKERS", "1")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 torch.set_num_threads(1)  # tiny models: one thread is as fast and does not fight other processes
 

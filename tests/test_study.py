@@ -106,7 +106,7 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
 def test_study_command_end_to_end(tmp_path):
     run_dir = tmp_path / "study"
     cmd = [sys.executable, "-m", "ecnb", "study", "--epochs", "2", "--seeds", "0", "1", "--run-dir", str(run_dir),
-           "--methods", "ga", "--ablations"]
+           "--methods", "ga", "--ablations", "--train-per-class", "40", "--test-per-class", "20"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "report: " in first.stdout and "±" in first.stdout, "summary with mean ± std over two seeds"

@@ -1,0 +1,121 @@
+"""Independent jobs of a study (training the two references, one method's unlearning and metrics, one
+model's UMAP fits) spread over worker processes, one per CPU core, each with one thread.
+
+Why one thread per process: the embedded model is small, so a second torch/BLAS thread mostly waits
+(docs/benchmarks.md: two 1-thread processes do 1.6x the steps of one 2-thread process on 2 cores), and
+a thread count changes the order of floating-point sums, so a study run with 2 threads and one with 1
+differ in the last bits and, through the attacks' thresholds, sometimes in a verdict. Every job runs at
+one thread whether it runs here or in a worker, so a study's numbers do not depend on how many workers
+ran it: `ECNB_WORKERS=1` (everything in the calling process) writes the same results as the default.
+
+Workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once each,
+the objects the caller's jobs share (its run, data set, split, models), so a job in a worker works on
+exactly what it would work on in the caller, even a data set the caller transformed.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+WORKERS_ENV = "ECNB_WORKERS"
+# Set in a worker before anything imports tqdm: the workers' own progress bars would interleave on the
+# caller's output; the caller shows one bar over the jobs instead.
+_QUIET_ENV = {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def worker_count(device: torch.device | str, jobs: int) -> int:
+    """How many processes run `jobs` jobs: `ECNB_WORKERS` if set, else one per CPU core available to this
+    process; 1 on an accelerator (its jobs share one device, and its kernels are not thread-bound), and
+    never more than the jobs."""
+    if torch.device(device).type != "cpu":
+        return 1
+    requested = os.environ.get(WORKERS_ENV)
+    if requested is not None:
+        try:
+            n = int(requested)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV}={requested!r} is not a whole number of worker processes") from None
+        if n < 1:
+            raise ValueError(f"{WORKERS_ENV}={requested!r}: at least one worker process is needed")
+    else:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n, jobs))
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch and the BLAS libraries at one thread for the duration (then as they were)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_SHARED: Any = None
+
+
+def shared() -> Any:
+    """The objects the jobs of the running `run_jobs` share: its `shared` argument, in a worker and here."""
+    return _SHARED
+
+
+def _start_worker(objects: Any) -> None:
+    global _SHARED
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    _SHARED = objects
+
+
+def run_jobs(job: Callable[..., Any], args: Sequence[tuple], workers: int, objects: Any = None) -> Iterator[tuple[int, Any]]:
+    """`job(*a)` for each `a` in `args`, yielded as (index, result) in the order of `args`; `shared()`
+    returns `objects` while a job runs.
+
+    With one worker the jobs run here, one after another; otherwise in `workers` spawned processes, each
+    given its own copy of `objects`, and each result is yielded as soon as it and every earlier one are
+    done, so a caller writing them keeps the same order (and the same file) whatever finished first. A
+    job's exception is raised here, when its turn comes. `job` must be a module-level function (workers
+    receive it by name), and a script that gets here needs the `if __name__ == "__main__":` guard.
+    """
+    global _SHARED
+    if workers <= 1:
+        before, _SHARED = _SHARED, objects
+        try:
+            with one_thread():
+                for i, a in enumerate(args):
+                    yield i, job(*a)
+        finally:
+            _SHARED = before
+        return
+    context = multiprocessing.get_context("spawn")
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)  # a spawned worker starts with the environment of the moment it starts
+    try:
+        executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                          initargs=(objects,))
+        futures = [executor.submit(job, *a) for a in args]  # starts the workers (at most one per job)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with executor:
+        try:
+            for i, future in enumerate(futures):
+                yield i, future.result()
+        finally:
+            for future in futures:
+                future.cancel()

@@ -1,0 +1,78 @@
+"""Jobs in worker processes: how many, in which order, and the same results as in one process."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ecnb
+from ecnb import evaluate, workers
+from ecnb.artifacts import load_checkpoint
+from ecnb.config import StudyConfig
+from ecnb.embeddings import UmapSettings, draw_sample, embed_layers, run_models
+
+
+def test_worker_count_follows_the_environment_the_device_and_the_jobs(monkeypatch):
+    monkeypatch.setenv(workers.WORKERS_ENV, "3")
+    assert workers.worker_count("cpu", 10) == 3
+    assert workers.worker_count(torch.device("cpu"), 2) == 2, "never more workers than jobs"
+    assert workers.worker_count("cuda", 10) == 1, "jobs on one accelerator run in the calling process"
+    assert workers.worker_count("cpu", 0) == 1
+    monkeypatch.delenv(workers.WORKERS_ENV)
+    assert workers.worker_count("cpu", 1000) == len(__import__("os").sched_getaffinity(0))
+    for bad in ("two", "0"):
+        monkeypatch.setenv(workers.WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=workers.WORKERS_ENV):
+            workers.worker_count("cpu", 4)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_jobs_come_back_in_order_and_a_failing_job_raises(n):
+    assert list(workers.run_jobs(pow, [(2, 10), (3, 2), (5, 0)], n)) == [(0, 1024), (1, 9), (2, 1)]
+    results = workers.run_jobs(int, [("7",), ("seven",)], n)
+    assert next(results) == (0, 7)
+    with pytest.raises(ValueError, match="seven"):
+        next(results)
+
+
+def test_one_thread_is_restored_afterwards():
+    before = torch.get_num_threads()
+    with workers.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def _study(root, monkeypatch, n: int) -> tuple[pd.DataFrame, dict, dict]:
+    """References, two methods with their metrics, and every model's UMAP of every layer, with `n` workers,
+    on a small slice of the digits."""
+    monkeypatch.setenv(workers.WORKERS_ENV, str(n))
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root), train_per_class=40, test_per_class=20)
+    run = ecnb.Run.open(config)
+    ds = ecnb.run_dataset(run, "cpu")
+    split = ecnb.forget_split(run, ds, 0)
+    ecnb.attacks.attack_set(run, ds, split, 0)
+    references = ecnb.train_references(run, ds, split, 0, "cpu")
+    evaluate.run_methods(run, ds, split, ["ga", "rl"], 0, references, "cpu")
+    models = run_models(run, ds, 0, "cpu")
+    atlas = embed_layers(run, ds, split, 0, models, draw_sample(ds, split, 40, 12, 0), UmapSettings(n_neighbors=5))
+    weights = {m: load_checkpoint(run.checkpoint_path(m, 0))["state_dict"] for m in models}
+    return ecnb.read_results(run.root), weights, atlas.coords
+
+
+def test_two_workers_write_what_one_process_writes(tmp_path, monkeypatch):
+    """Every number but the wall times: the same weights, rows (in the same order) and embeddings."""
+    one = _study(tmp_path / "one", monkeypatch, 1)
+    two = _study(tmp_path / "two", monkeypatch, 2)
+    timeless = [r[r["metric"] != "wall_time"].reset_index(drop=True) for r in (one[0], two[0])]
+    assert set(timeless[0]["method"]) == {"original", "retrain", "ga", "rl"}
+    pd.testing.assert_frame_equal(*timeless)
+    assert one[1].keys() == two[1].keys()
+    for m in one[1]:
+        assert all(torch.equal(a, b) for a, b in zip(one[1][m].values(), two[1][m].values())), m
+    for m in one[2]:
+        for layer in one[2][m]:
+            np.testing.assert_array_equal(one[2][m][layer], two[2][m][layer])
+    shutil.rmtree(tmp_path)
