@@ -1,10 +1,11 @@
 """Independent jobs of a study (training the two references, one method's unlearning and metrics, one
 model's UMAP fits) spread over worker processes, one per CPU core, each with one thread.
 
-Why one thread per process: the embedded model is small, so a second torch/BLAS thread mostly waits
-(docs/benchmarks.md: two 1-thread processes do 1.6x the steps of one 2-thread process on 2 cores), and
-a thread count changes the order of floating-point sums, so a study run with 2 threads and one with 1
-differ in the last bits and, through the attacks' thresholds, sometimes in a verdict. Every job runs at
+Why one thread per process: a thread count changes the order of floating-point sums, so a study run
+with 2 threads and one with 1 differ in the last bits and, through the attacks' thresholds, sometimes in
+a verdict; and one-thread processes do not collapse on a busy machine as spinning thread pools do
+(docs/benchmarks.md). It is not always faster: where two threads scale well, two one-thread workers
+match one two-thread process at best (docs/benchmarks.md, issue 17). Every job runs at
 one thread whether it runs here or in a worker, so a study's numbers do not depend on how many workers
 ran it: `ECNB_WORKERS=1` (everything in the calling process) writes the same results as the default.
 
