@@ -200,7 +200,7 @@ def run_references(
     done = measured(read_results(run.root), seed, run.config.scenario)
     with one_thread():
         for method, model in references.items():
-            if method in done:
-                continue
-            wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
-            write_results(run.root, method_rows(run, ds, split, method, model, seed, references, wall_time))
+            if method not in done:
+                device = next(model.parameters()).device
+                rows, _ = _measure(run, ds, split, method, seed, references, device, False)
+                write_results(run.root, rows)
