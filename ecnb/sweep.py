@@ -29,7 +29,7 @@ import pandas as pd
 
 from .artifacts import ArtifactError, atomic_write
 from .config import ConfigError, StudyConfig, resolve_device
-from .ec import baselines
+from .ec import baselines, variant_names
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
@@ -40,7 +40,7 @@ from .study import (
     render_report,
     run_study,
 )
-from .verdicts import CKA, ERASED, FEWSHOT, FORGET, RELEARN, RETAIN, SUPERFICIAL, claims, evidence, judge
+from .verdicts import CKA, ERASED, FEWSHOT, FORGET, RELEARN, RETAIN, SUPERFICIAL, claims, evidence, judge, variant_claims
 
 SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
 CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
@@ -254,8 +254,11 @@ def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], refer
     merged = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     verdicts = pd.concat([t.assign(dataset=c.dataset, forget_set=c.forget_label, seed=c.seed)
                           for c, t in judged.items()]).rename_axis("method").reset_index() if judged else pd.DataFrame()
+    cells = {c.name: t for c, t in judged.items()}
+    ran = [v for v in variant_names() if any(v in t.index for t in cells.values())]
+    claim_rows = pd.concat([claims(cells, base), variant_claims(cells, base, ran)]).reset_index() if judged else pd.DataFrame()
     tables = {"results.csv": merged, "verdicts.csv": verdicts, "summary.csv": summarize_cells(verdicts),
-              "claims.csv": claims({c.name: t for c, t in judged.items()}, base).reset_index() if judged else pd.DataFrame()}
+              "claims.csv": claim_rows}
     for name, table in tables.items():
         atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return {name.removesuffix(".csv"): table for name, table in tables.items()}

@@ -19,7 +19,7 @@ EC's claims likewise, and the plug-in criterion on CKA averaged over the cells.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,6 +182,39 @@ def claims(cells: Mapping[str, pd.DataFrame], baselines: list[str], ec: str = "e
         erased = sum(verdict(t, method) == ERASED for t in cells.values())
         rows.append((f"{method} is erased by the attacks (reported as measured)", f"{erased} of {n} cell(s)",
                      f">= {majority}", erased >= majority))
+    return pd.DataFrame(rows, columns=["claim", "measured", "target", "holds"]).set_index("claim")
+
+
+def attack_distance(table: pd.DataFrame) -> pd.Series:
+    """How far each method of a `judge` table is from `retrain` on the two attacks: |relearn gap| + |best
+    intermediate few-shot probe gap|. 0 is `retrain`'s own; an erased method is at most 2 x ERASED_TOL."""
+    ref = table.loc["retrain"]
+    return (table[RELEARN] - ref[RELEARN]).abs() + (table[FEWSHOT] - ref[FEWSHOT]).abs()
+
+
+def variant_claims(cells: Mapping[str, pd.DataFrame], baselines: list[str], variants: Sequence[str]) -> pd.DataFrame:
+    """Issue 16's goal for each EC variant over `cells` (name -> `judge` table), in `claims`' form: the
+    variant is erased in a majority of the cells, and each plug-in B+variant is nearer `retrain` on the
+    attacks (`attack_distance`, mean over the cells) than B, and than B+ec where it ran."""
+    n = len(cells)
+    majority = n // 2 + 1
+
+    def mean_distance(method: str) -> float:
+        values = [attack_distance(t)[method] for t in cells.values() if method in t.index]
+        return float(np.mean(values)) if len(values) == n else np.nan
+
+    rows = []
+    for variant in variants:
+        erased = sum(t.loc[variant, "verdict"] == ERASED for t in cells.values() if variant in t.index)
+        rows.append((f"{variant} is erased by the attacks", f"{erased} of {n} cell(s)", f">= {majority}",
+                     erased >= majority))
+        for b in baselines:
+            plugin = f"{b}+{variant}"
+            for other in (b, f"{b}+ec"):
+                mine, theirs = mean_distance(plugin), mean_distance(other)
+                if not np.isnan(theirs):
+                    rows.append((f"{plugin} is nearer retrain on the attacks than {other} (mean over cells)",
+                                 f"{mine:.3f}", f"< {theirs:.3f}", bool(mine < theirs)))
     return pd.DataFrame(rows, columns=["claim", "measured", "target", "holds"]).set_index("claim")
 
 

@@ -138,16 +138,18 @@ def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], tit
     return fig
 
 
-def plugin_bars(table: pd.DataFrame, baselines: list[str], column: str, title: str | None = None) -> go.Figure:
-    """`column` of `intermediate_summary` for each baseline B next to B+ec, with `ec` and `retrain` as lines.
-    A method missing from `table` (failed, or not run) leaves its bar out."""
+def plugin_bars(table: pd.DataFrame, baselines: list[str], column: str, title: str | None = None,
+                variant: str = "ec") -> go.Figure:
+    """`column` of a `judge` table for each baseline B next to its plug-in B+`variant`, with `variant`
+    alone (dotted) and `retrain` (dashed) as lines. A method missing from `table` (failed, or not run)
+    leaves its bar out."""
     values = table[column]
     fig = go.Figure([
         go.Bar(name="baseline", x=baselines, y=list(values.reindex(baselines)), marker_color=RETAIN_COLOR),
-        go.Bar(name="baseline + EC", x=baselines, y=list(values.reindex([f"{b}+ec" for b in baselines])),
+        go.Bar(name=f"baseline + {variant}", x=baselines, y=list(values.reindex([f"{b}+{variant}" for b in baselines])),
                marker_color=FORGET_COLOR),
     ])
-    for method, dash in (("retrain", "dash"), ("ec", "dot")):
+    for method, dash in (("retrain", "dash"), (variant, "dot")):
         if method in table.index:
             fig.add_hline(y=table.loc[method, column], line_dash=dash, annotation_text=method)
     fig.update_layout(barmode="group", title=title or column, yaxis_title=column, height=400)

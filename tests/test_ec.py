@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ecnb import ec
+from ecnb.ec import loss as ec_loss
 from ecnb.config import ConfigError
 from ecnb.unlearn import HPARAMS, METHODS, Batch, Step, UnlearnData, hparams, run_method
 
@@ -89,6 +90,22 @@ def test_register_is_idempotent_and_picks_up_new_baselines():
         assert {k: table[profile]["toy+ec"][k] for k in ec_table["term"]} == ec_table["term"]
 
 
+def test_variants_their_ablations_and_plugins_are_registered_with_their_terms():
+    assert ec.variant_names() == ["ec+proto"]
+    for profile in HPARAMS:
+        for variant, terms in ec.VARIANT_TERMS.items():
+            hp = hparams(variant, profile)
+            assert {k: hp[k] for k in terms} == terms
+            for b in ec.baselines():  # a variant's plug-in is B+ec with the variant's terms
+                assert hparams(ec.plugin_name(b, variant), profile) == {**hparams(f"{b}+ec", profile), **terms}
+        for name, (of, over) in ec.VARIANT_ABLATIONS.items():
+            assert hparams(name, profile) == {**hparams(of, profile), **over}
+    assert hparams("ec+proto")["ec_relabel_weight"] > 0 and hparams("ec+proto")["ec_pull"] == "target"
+    assert hparams("ec")["ec_pull"] == "retain" and hparams("ec")["ec_relabel_weight"] == 0, "ec stays the paper's"
+    assert all(ec.is_ec(n) for n in ["ec+proto", "ec+proto[pull]", "ga+ec+proto", "neggrad_plus+ec"])
+    assert not any(ec.is_ec(n) for n in ec.baselines())
+
+
 def test_a_plugins_own_ec_settings_override_the_term():
     for profile, ec_table in ec.EC_HPARAMS.items():
         for name, own in ec_table.get("plugins", {}).items():
@@ -113,6 +130,8 @@ def test_a_plugins_own_ec_settings_override_the_term():
         ({"ec_weights": "steep"}, r"ec_weights='steep' is invalid; valid: a number >= 0, 'uniform' or 'depth'"),
         ({"ec_points": ""}, r"ec_points='' is invalid"),
         ({"ec_points": 3}, r"ec_points=3 is invalid"),
+        ({"ec_pull": "centre"}, r"ec_pull='centre' is invalid; valid: 'retain' or 'target'"),
+        ({"ec_relabel_weight": -1.0}, r"ec_relabel_weight=-1.0 is invalid"),
     ],
 )
 def test_bad_settings_are_config_errors(overrides, message):
@@ -184,11 +203,11 @@ def test_a_warm_up_done_before_is_reused_and_a_changed_model_is_warmed_again(tra
     hp = _hp(ec_aux_epochs=1, seed=11)
     first = ec.ec_setup(copy.deepcopy(trained.original), data, hp).aux.state_dict()
     warmed = []
-    real_warm_up = ec.warm_up
-    monkeypatch.setattr(ec, "warm_up", lambda *a: warmed.append(1) or real_warm_up(*a))
+    real_warm_up = ec_loss.warm_up
+    monkeypatch.setattr(ec_loss, "warm_up", lambda *a: warmed.append(1) or real_warm_up(*a))
     again = ec.ec_setup(copy.deepcopy(trained.original), data, {**hp, "ec_weights": "depth"})
     assert warmed == [] and not again.aux.training and not any(p.requires_grad for p in again.aux.parameters())
-    monkeypatch.setattr(ec, "_WARMED", type(ec._WARMED)())
+    monkeypatch.setattr(ec_loss, "_WARMED", type(ec_loss._WARMED)())
     fresh = ec.ec_setup(copy.deepcopy(trained.original), data, hp).aux.state_dict()
     assert warmed == [1], "an empty store warms up"
     for reused in (again.aux.state_dict(), fresh):  # the warm-up is deterministic: reuse changes nothing
@@ -293,3 +312,70 @@ def test_negative_learning_loss():
     p = logits.softmax(1)[:, 0]
     assert torch.allclose(ec.negative_learning_loss(logits, y), -torch.log1p(-p).mean())
     assert torch.isfinite(ec.negative_learning_loss(torch.tensor([[200.0, 0.0]]), torch.tensor([0])))
+
+
+def test_target_pull_loss_by_hand():
+    """Anchor (1, 0) with target class 1; retain (1, 0) of class 0 and (0, 1) of class 1; tau 0.5: the
+    similarities are 1 and 0, so the loss is log(e^2 + e^0) - 0/0.5. An anchor whose target class has
+    no retain sample in the batch is left out of the mean; with none left the loss is 0."""
+    z_r, y_r = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    got = ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), z_r, y_r, 0.5)
+    assert torch.isclose(got, torch.log(torch.exp(torch.tensor(2.0)) + 1.0))
+    two = ec.target_pull_loss(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), torch.tensor([1, 7]), z_r, y_r, 0.5)
+    assert torch.isclose(two, got)
+    assert ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([7]), z_r, y_r, 0.5) == 0
+
+
+def test_forget_targets_are_the_originals_best_other_class(trained, data):
+    targets = ec.forget_targets(trained.original, data)
+    assert targets.shape == data.forget_y.shape
+    assert not set(targets.tolist()) & set(data.forget_classes)
+    with torch.no_grad():
+        logits = trained.original.eval()(data.forget_x)
+    ranked = logits.argsort(1, descending=True)
+    first_other = torch.where(torch.isin(ranked[:, 0], torch.tensor(data.forget_classes)), ranked[:, 1], ranked[:, 0])
+    assert torch.equal(targets, first_other)
+
+
+@pytest.mark.parametrize("point", ["layer2", "pool"])
+def test_target_pull_moves_each_anchor_onto_its_target_class(point, trained, data, batches):
+    """The target pull alone (no cross-entropy, no relabelling): each anchor of the trained minibatch comes
+    nearer (cosine) the prototype of its own target class (the mean embedding of that class's retain
+    images, as the model stands) than it was, while CU's pull sends every anchor to one shared place."""
+    model = copy.deepcopy(trained.original)
+    hp = _hp("ec+proto", ec_points=point, ec_ce_weight=0.0, ec_relabel_weight=0.0)
+    state = ec.ec_setup(model, data, hp)
+    target_of_batch = state.targets[batches[0].idx]
+
+    def nearness() -> float:
+        retain_z = _embeddings(model, point, state, data.retain_x)
+        prototypes = torch.stack([F.normalize(retain_z[data.retain_y == c].mean(0), dim=0) if (data.retain_y == c).any()
+                                  else torch.zeros(retain_z.shape[1]) for c in range(data.num_classes)])
+        z = _embeddings(model, point, state, batches[0].x)
+        return (z * prototypes[target_of_batch]).sum(1).mean().item()
+
+    before = nearness()
+    _train(model, lambda m, t: ec.ec_term(m, state, _step(hp, *batches, t=t)), steps=10, lr=0.01)
+    after = nearness()
+    assert after > before + 0.1, (before, after)
+
+
+def test_the_relabel_term_is_cross_entropy_of_the_forget_samples_towards_their_targets(trained, data, batches):
+    model = copy.deepcopy(trained.original).eval()
+    hp = _hp("ec+proto", ec_relabel_weight=2.0)
+    state = ec.ec_setup(model, data, hp)
+    f, r = batches
+    targets = state.targets[f.idx]
+    with torch.no_grad():
+        logits, taps = model.forward_taps(torch.cat([f.x, r.x]))
+        step = _step(hp, f, r)
+        with_relabel = ec.point_loss(taps["pool"], logits, len(f.y), step, targets)
+        without = ec.point_loss(taps["pool"], logits, len(f.y), _step({**hp, "ec_relabel_weight": 0.0}, f, r), targets)
+    assert torch.isclose(with_relabel - without, 2.0 * F.cross_entropy(logits[: len(f.y)], targets), atol=1e-5)
+
+
+def test_the_variant_forgets_at_the_head_into_retained_classes(trained, data):
+    model, _ = run_method("ec+proto", trained.original, data, _hp("ec+proto", epochs=3, retain_fraction=1.0))
+    with torch.no_grad():
+        predicted = model(data.forget_x).argmax(1)
+    assert not torch.isin(predicted, torch.tensor(data.forget_classes)).any()

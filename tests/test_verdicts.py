@@ -108,6 +108,32 @@ def test_claims_are_read_over_cells(tmp_path):
     assert checks.loc["hider+ec is erased by the attacks (reported as measured)", "measured"] == "2 of 3 cell(s)"
 
 
+def test_attack_distance_is_the_two_absolute_gaps_to_retrain(results):
+    table = verdicts.judge(verdicts.evidence(results))
+    distance = verdicts.attack_distance(table)
+    assert distance["retrain"] == 0
+    # hider: |0.80 - 0.05| + |0.45 - 0.40|; eraser: |0.10 - 0.05| + |0.48 - 0.40|
+    assert distance["hider"] == pytest.approx(0.80) and distance["eraser"] == pytest.approx(0.13)
+    # wreck reads *less* than retrain on both: |0.0 - 0.05| + |0.40 - 0.40|, a gap all the same
+    assert distance["wreck"] == pytest.approx(0.05)
+
+
+def test_variant_claims_read_erasure_and_each_plugin_against_its_baseline_and_b_plus_ec(tmp_path):
+    """`v` (the variant) erased in 2 of 3 cells; hider+v at eraser's figures (distance 0.13) against
+    hider's 0.80 and hider+ec's (between's figures: |0.25 - 0.05| + |0.60 - 0.40| = 0.40)."""
+    cells = {name: _cell(tmp_path, name, v=METHODS["eraser" if name != "c" else "between"],
+                         **{"hider+v": METHODS["eraser"], "hider+ec": METHODS["between"]}) for name in "abc"}
+    checks = verdicts.variant_claims(cells, ["hider", "keeper"], ["v"])
+    assert checks.loc["v is erased by the attacks", "measured"] == "2 of 3 cell(s)"
+    assert checks.loc["v is erased by the attacks", "holds"]
+    against_base = checks.loc["hider+v is nearer retrain on the attacks than hider (mean over cells)"]
+    assert against_base["measured"] == "0.130" and against_base["target"] == "< 0.800" and against_base["holds"]
+    assert checks.loc["hider+v is nearer retrain on the attacks than hider+ec (mean over cells)", "target"] == "< 0.400"
+    missing = checks.loc["keeper+v is nearer retrain on the attacks than keeper (mean over cells)"]
+    assert missing["measured"] == "nan" and not missing["holds"], "a plug-in that did not run does not hold"
+    assert "keeper+v is nearer retrain on the attacks than keeper+ec (mean over cells)" not in checks.index
+
+
 def test_ec_must_beat_only_the_baselines_that_keep_retain_accuracy(tmp_path):
     cell = _cell(tmp_path, "x")
     # "eraser" (CKA 0.775) as EC against baselines wreck (0.35, hurts retain: not counted) and hider (0.65)

@@ -1,0 +1,137 @@
+"""Erasure on the validation tasks (issue 16): which EC variant's model do the recovery attacks find as
+empty as `retrain`'s, and at what settings?
+
+The validation tasks of scripts/tune_quick.py (classes the study does not forget, drawn with a seeded
+generator: currently 4 and 1), each with its own `original` and `retrain`, and the attacker of the quick
+profile (`ecnb.config.PROFILES`, chosen by scripts/tune_attacks.py before any method was judged). For every
+method and setting of the grid it prints, averaged over the tasks:
+
+- `forget` / `retain`: accuracy on the task's D_f and on the validation split's images of the kept classes
+  (the verdicts' "forgets at the output": forget within 0.05 of `retrain`, retain within 0.03 of `original`);
+- the few-shot probe per tap and its best intermediate value (`probe`), and the relearning attack per
+  step (`relearn@N`), each read against `retrain`'s (`probe_gap`, `relearn_gap`, the verdicts' 0.1);
+- mean intermediate CKA to the original on D_f (the paper's measure, beside them).
+
+A setting *erases* on a task when it forgets at the output and both gaps are at most 0.1 there. Among
+the settings of a method, the one that erases on the most tasks wins, then the smallest sum of the two
+mean absolute gaps, then the higher retain accuracy. Nothing here reads the study's reported class.
+
+    python scripts/tune_erasure.py [--seed 0] [--tasks 2] [--methods ec ec+proto ...] [--grid]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("ECNB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import ecnb  # noqa: E402
+from ecnb.attacks import draw_attack_set, fewshot_probe, relearn_curve  # noqa: E402
+from ecnb.config import PROFILES, StudyConfig  # noqa: E402
+from ecnb.features import extract_features  # noqa: E402
+from ecnb.unlearn import hparams, run_method  # noqa: E402
+from ecnb.verdicts import ERASED_TOL, FORGET_TOL, RETAIN_TOL  # noqa: E402
+from tune_quick import intermediate_cka, make_task, scores, settings, validation_classes  # noqa: E402
+
+# The settings tried per method (every combination); a method not listed runs at its defaults.
+GRIDS: dict[str, dict[str, list]] = {
+    "ec+proto": {"ec_relabel_weight": [0.0, 1.0, 3.0], "ec_weights": [4.0, 8.0]},
+}
+
+
+def attack_figures(model: torch.nn.Module, task, drawn, attacks) -> dict[str, float]:
+    """The two attacks of the quick profile on one model of one task: probe per tap, relearn per step."""
+    ds, split = task.ds, task.split
+    train = extract_features(model, ds.x_train, global_pool=True)
+    test_x, test_y = task.test_forget
+    test = extract_features(model, test_x, global_pool=True)
+    y_train = ds.y_train.numpy()
+    out = {}
+    for tap in model.taps:
+        out[f"probe:{tap}"] = float(np.mean([
+            fewshot_probe(train[tap][np.concatenate([f, r])], y_train[np.concatenate([f, r])], test[tap],
+                          test_y.numpy(), attacks.probe_c)
+            for f, r in zip(drawn.forget, drawn.retain)]))
+    out["probe"] = max(out[f"probe:{tap}"] for tap in model.taps[:-1])
+    idx = torch.as_tensor(np.concatenate([drawn.forget[0], drawn.retain[0]]))
+    curve = relearn_curve(model, ds.x_train[idx], ds.y_train[idx], test_x, test_y, attacks.relearn_lr,
+                          attacks.relearn_momentum, attacks.relearn_steps)
+    out.update({f"relearn@{t}": v for t, v in curve.items()})
+    return out
+
+
+def measure(model: torch.nn.Module, task, drawn, attacks) -> dict[str, float]:
+    return {**scores(model, task.sets), "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
+            **attack_figures(model, task, drawn, attacks)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=["ec"])
+    parser.add_argument("--grid", action="store_true", help="try every setting of GRIDS, not the defaults alone")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides for every method, key=value (Python literals)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = {k: eval(v) for k, v in (s.split("=", 1) for s in args.set)}  # noqa: S307 (a developer's script)
+    ds = ecnb.load_dataset("digits")
+    attacks = PROFILES["quick"]["attacks"]
+    classes = validation_classes(ds.num_classes, StudyConfig.from_options().forget_classes, args.seed, args.tasks)
+    rows, tasks = [], []
+    for cls in classes:
+        task = make_task(ds, cls, args.seed, "cpu")
+        config = StudyConfig.from_options(run_dir=f"runs/validation-tasks/forget{cls}", forget_classes=cls, seeds=args.seed)
+        task.ds, task.split = ds, ecnb.forget_split(ecnb.Run.open(config), ds, args.seed)
+        task.test_forget = ecnb.split_tensors(ds, task.split)["test_forget"]
+        drawn = draw_attack_set(ds.y_train, task.split, attacks, args.seed)
+        retrain = ecnb.train_reference(ecnb.Run.open(config), ds, task.split, "retrain", args.seed, "cpu")
+        for name, model in (("original", task.original), ("retrain", retrain)):
+            rows.append({"method": name, "setting": "", "class": cls, **measure(model, task, drawn, attacks)})
+        tasks.append((task, drawn))
+    for method in args.methods:
+        grid = settings(GRIDS[method]) if args.grid and method in GRIDS else [{}]
+        for setting in grid:
+            setting = {**overrides, **setting}
+            hp = hparams(method, "quick", args.seed, **setting)
+            for task, drawn in tasks:
+                model, stats = run_method(method, task.original, task.data, hp)
+                rows.append({"method": method, "setting": str(setting), "class": task.cls,
+                             "seconds": round(stats.wall_time, 1), **measure(model, task, drawn, attacks)})
+                print(method, setting, task.cls, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)},
+                      flush=True)
+    per_task = pd.DataFrame(rows)
+    ref = per_task[per_task["method"] == "retrain"].set_index("class")
+    orig = per_task[per_task["method"] == "original"].set_index("class")
+    step = f"relearn@{attacks.reference_step}"
+    per_task["probe_gap"] = per_task["probe"] - per_task["class"].map(ref["probe"])
+    per_task["relearn_gap"] = per_task[step] - per_task["class"].map(ref[step])
+    at_output = ((per_task["forget"] - per_task["class"].map(ref["forget"])).abs() <= FORGET_TOL) & (
+        per_task["retain"] >= per_task["class"].map(orig["retain"]) - RETAIN_TOL)
+    per_task["erased"] = at_output & (per_task["probe_gap"].abs() <= ERASED_TOL) & (per_task["relearn_gap"].abs() <= ERASED_TOL)
+    columns = ["forget", "retain", "cka", *[c for c in per_task if c.startswith("probe:")], "probe",
+               *[c for c in per_task if c.startswith("relearn@")], "probe_gap", "relearn_gap", "erased"]
+    table = per_task.groupby(["method", "setting"], sort=False)[columns].mean().reset_index()
+    table["size"] = (table["probe_gap"].abs() + table["relearn_gap"].abs())
+    with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_columns", None,
+                           "display.max_colwidth", 60):
+        print(per_task.drop(columns=["erased"]).round(3).to_string(index=False))
+        print(f"\nmean over the tasks (forget classes {classes}); erased = fraction of tasks:")
+        print(table.round(3).to_string(index=False))
+        chosen = (table[~table["method"].isin(["original", "retrain"])]
+                  .sort_values(["erased", "size", "retain"], ascending=[False, True, False])
+                  .groupby("method", sort=False).head(1))
+        print("\nchosen per method:")
+        print(chosen[["method", "setting", "forget", "retain", "probe_gap", "relearn_gap", "erased"]].round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
