@@ -379,3 +379,16 @@ def test_the_variant_forgets_at_the_head_into_retained_classes(trained, data):
     with torch.no_grad():
         predicted = model(data.forget_x).argmax(1)
     assert not torch.isin(predicted, torch.tensor(data.forget_classes)).any()
+
+
+def test_a_plugins_own_budget_runs_the_ec_term_alone_at_its_own_rate_after_the_base(trained, data):
+    """ga+ec at a learning rate too small to move anything: without a budget the network stays where it
+    was; one epoch of the EC term at ec_lr 0.01 moves it, one step per retain minibatch more."""
+    hp = _hp("ga+ec", lr=1e-7, epochs=1, retain_fraction=1.0)
+    still, plain = run_method("ga+ec", trained.original, data, {**hp, "ec_epochs": 0})
+    moved, budget = run_method("ga+ec", trained.original, data, {**hp, "ec_epochs": 1, "ec_lr": 0.01})
+    retain_steps = -(-len(data.retain_y) // hp["batch_size"])
+    assert budget.steps == plain.steps + retain_steps and len(budget.losses) == len(plain.losses) + 1
+    key = "stages.layer1.0.weight"
+    assert _relative_change(still, trained.original, key) < 1e-4
+    assert _relative_change(moved, trained.original, key) > 100 * _relative_change(still, trained.original, key)

@@ -102,9 +102,10 @@ def target_pull_loss(z_forget: torch.Tensor, targets: torch.Tensor, z_retain: to
         l_i = -(1/|P(i)|) sum_{p in P(i)} s_ip / tau + log sum_{j in retain} exp(s_ij / tau),
     P(i) the retain samples of class targets[i]. Its minimum sits *inside* that class's cluster, where
     CU's pull towards every retain sample of another class has its minimum at one point between the
-    clusters, the same for every anchor: a place of its own, which a probe finds (issue 16). Anchors whose
-    target class has no sample in the batch are left out; 0 when none has one."""
-    logits = z_forget.float() @ z_retain.float().T / tau
+    clusters, the same for every anchor: a place of its own, which a probe finds (issue 16). The retain
+    embeddings are held fixed (detached): the forget sample goes to the class, the class does not come to
+    it. Anchors whose target class has no sample in the batch are left out; 0 when none has one."""
+    logits = z_forget.float() @ z_retain.detach().float().T / tau
     pos = (targets[:, None] == y_retain[None, :]).float()
     n_pos = pos.sum(1)
     has = n_pos > 0

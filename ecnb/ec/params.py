@@ -96,3 +96,7 @@ EC_PARAMS: dict[str, Rule] = {
     "ec_pull": ChoiceRule(choices=PULLS),
     "ec_relabel_weight": NONNEGATIVE,
 }
+# A plug-in's own budget for the EC term (issue 16): after B's epochs, `ec_epochs` more epochs of the EC loss
+# alone over D_r at learning rate `ec_lr`. Without it the term gets only B's learning rate x steps, which
+# leaves it nearly inert in short baselines (ga+ec: 0.003 x 15 steps = 0.045, ec: 0.01 x 180 = 1.8).
+BUDGET_PARAMS: dict[str, Rule] = {"ec_epochs": Rule(int, 0), "ec_lr": POSITIVE}

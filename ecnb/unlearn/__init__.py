@@ -19,7 +19,9 @@ How a method is written. Each method is a `Method` spec that the shared driver r
   reshuffled passes of its own. Most methods have one phase every epoch; RL and SalUn make a pass
   over D_f then one over D_r (SalUn's CIFAR-10 code); SCRUB runs a `max` phase over D_f then a
   `min` phase over D_r for its first `msteps` epochs and only `min` afterwards (the SCRUB paper's
-  schedule), so its alternation is plain data the driver understands.
+  schedule), so its alternation is plain data the driver understands. A phase runs at the learning
+  rate `hp["lr"]`, or at the hyperparameter its `lr` names; a method runs `epochs(hp)` epochs
+  (`hp["epochs"]` unless it says otherwise: a plug-in adds the EC term's own epochs, `ecnb.ec`).
 - `loss(model, state, step) -> Tensor` is the objective of one step; `step` carries the epoch, the
   phase, the step counters and the minibatches. Methods with several phases look at `step.phase`.
 - `grad_hook(model, state, step)` optionally edits the loss's gradients between backward and the

@@ -81,11 +81,13 @@ class Step:
 
 @dataclass(frozen=True)
 class Phase:
-    """One pass over `over` per epoch; each step receives the minibatches named by `batches`."""
+    """One pass over `over` per epoch; each step receives the minibatches named by `batches`, at the
+    learning rate of hyperparameter `lr` (the method's own `lr` when None)."""
 
     name: str
     over: Split
     batches: Batches
+    lr: str | None = None
 
 
 LossFn = Callable[[TappedNet, Any, Step], torch.Tensor]
@@ -101,6 +103,10 @@ def every_epoch(*phases: Phase) -> PhaseFn:
 
 def _no_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> None:
     return None
+
+
+def _own_epochs(hp: Mapping[str, Any]) -> int:
+    return hp["epochs"]
 
 
 # ----------------------------------------------------------------------------- hyperparameter rules
@@ -163,6 +169,7 @@ class Method:
     grad_hook: GradHook | None = None
     params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
     optimizer: Literal["sgd", "adam"] = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
+    epochs: Callable[[Mapping[str, Any]], int] = _own_epochs  # how many epochs a run has
 
 
 # ----------------------------------------------------------------------------- composition

@@ -98,15 +98,16 @@ def run_method(
     streams = _streams(data, hp, generator)
     start = time.perf_counter()
     state = method.setup(student, data, hp)
-    plan = [method.phases(epoch, hp) for epoch in range(hp["epochs"])]
+    epochs = method.epochs(hp)
+    plan = [method.phases(epoch, hp) for epoch in range(epochs)]
     total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases)
     opt = make_optimizer(method, student, hp)
     student.train()
     losses: list[float] = []
     t = 0
-    for epoch in tqdm(range(hp["epochs"]), desc=name, unit="epoch", leave=False):
+    for epoch in tqdm(range(epochs), desc=name, unit="epoch", leave=False):
         at = Step(epoch, "", 0, t, total, None, None, hp)  # where the epoch starts; its phases fill in the rest
-        t, mean = _epoch(method, student, state, streams, plan[epoch], opt, at)
+        t, mean = _epoch(method, student, state, streams, plan[epoch], opt, at, epochs)
         losses.append(mean)
     stats = UnlearnStats(name, time.perf_counter() - start, t, losses)
     return student.eval(), stats
@@ -120,6 +121,7 @@ def _epoch(
     phases: tuple[Phase, ...],
     opt: torch.optim.Optimizer,
     at: Step,
+    epochs: int,
 ) -> tuple[int, float]:
     """Run one epoch's phases from step `at.t`; returns the next step counter and the epoch's mean loss.
 
@@ -132,6 +134,8 @@ def _epoch(
     t = at.t
     for phase in phases:
         starts.append((t, phase))
+        for group in opt.param_groups:
+            group["lr"] = at.hp[phase.lr or "lr"]
         stream = streams[phase.over]
         stream.new_pass()
         for index in range(stream.steps_per_pass):
@@ -145,19 +149,21 @@ def _epoch(
     weights_ok = torch.stack([p.isfinite().all() for p in model.parameters()]).all().float()
     mean, bad, ok = torch.stack([loss_sum / max(t - at.t, 1), first_bad, weights_ok]).tolist()
     if bad >= 0 or not ok:
-        raise UnlearningError(_divergence(method.name, at, starts, int(bad)))
+        raise UnlearningError(_divergence(method.name, at, epochs, starts, int(bad)))
     return t, mean
 
 
-def _divergence(name: str, at: Step, starts: list[tuple[int, Phase]], bad: int) -> str:
-    where = f"epoch {at.epoch + 1}/{at.hp['epochs']}"
+def _divergence(name: str, at: Step, epochs: int, starts: list[tuple[int, Phase]], bad: int) -> str:
+    where = f"epoch {at.epoch + 1}/{epochs}"
+    phase = starts[-1][1]
     if bad >= 0:
         t0, phase = [(s, p) for s, p in starts if s <= bad][-1]
         where += f", step {bad - t0 + 1} of phase {phase.name!r} (step {bad + 1} of the run)"
         what = "the loss became non-finite"
     else:
         what = "the weights became non-finite"
-    return f"unlearning method {name!r} diverged: {what} at {where}; lower its learning rate (lr={at.hp['lr']})"
+    lr = phase.lr or "lr"
+    return f"unlearning method {name!r} diverged: {what} at {where}; lower its learning rate ({lr}={at.hp[lr]})"
 
 
 def unlearn(name: str, model: TappedNet, data: UnlearnData, config: Mapping[str, Any]) -> TappedNet:
