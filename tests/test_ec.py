@@ -392,3 +392,22 @@ def test_a_plugins_own_budget_runs_the_ec_term_alone_at_its_own_rate_after_the_b
     key = "stages.layer1.0.weight"
     assert _relative_change(still, trained.original, key) < 1e-4
     assert _relative_change(moved, trained.original, key) > 100 * _relative_change(still, trained.original, key)
+
+
+def test_the_ec_epochs_come_after_the_bases_schedule(trained, data, monkeypatch):
+    """A base that records what its loss sees: its steps see a `total` of its own steps only, so a schedule
+    such as L1-sparse's decay ends with the base's epochs; the plug-in's EC epochs come after them."""
+    from ecnb.unlearn import Method, Phase, every_epoch
+
+    seen = []
+
+    def recording(model, state, step):
+        seen.append((step.t, step.total))
+        return model(step.retain.x).sum() * 0.0
+
+    base = Method("rec", recording, every_epoch(Phase("train", "retain", "retain")))
+    monkeypatch.setitem(METHODS, "rec+ec", ec.ec_method(base, "rec+ec"))
+    _, stats = run_method("rec+ec", trained.original, data, {**_hp("ft+ec", epochs=2, retain_fraction=0.25), "ec_epochs": 1})
+    base_steps = len(seen)
+    assert [t for t, _ in seen] == list(range(base_steps)) and {total for _, total in seen} == {base_steps}
+    assert stats.steps == base_steps * 3 // 2, "one more epoch of the same length, for the EC term alone"

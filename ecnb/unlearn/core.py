@@ -72,8 +72,8 @@ class Step:
     epoch: int
     phase: str
     index: int  # step within this phase of this epoch
-    t: int  # step over the whole run, 0 .. total - 1
-    total: int
+    t: int  # step over the whole run, from 0
+    total: int  # steps of the phases at the method's own learning rate (all of them, but a plug-in's EC epochs)
     forget: Batch | None
     retain: Batch | None
     hp: Mapping[str, Any]

@@ -100,7 +100,9 @@ def run_method(
     state = method.setup(student, data, hp)
     epochs = method.epochs(hp)
     plan = [method.phases(epoch, hp) for epoch in range(epochs)]
-    total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases)
+    # The method's own schedule (L1-sparse's decay reads t / total): phases at a rate of their own, such as a
+    # plug-in's EC epochs after the base's, come after it and are not part of it.
+    total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases if p.lr is None)
     opt = make_optimizer(method, student, hp)
     student.train()
     losses: list[float] = []
