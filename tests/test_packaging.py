@@ -1,4 +1,4 @@
-"""The conda environment and the lock file stay in step with pyproject.toml."""
+"""The conda environment, the lock file and the package list stay in step with pyproject.toml."""
 from __future__ import annotations
 
 import json
@@ -34,6 +34,14 @@ def test_lock_file_pins_every_dependency_and_torch():
     for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
         assert _name(requirement) in pins, f"{requirement} is not pinned in constraints.txt"
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_every_subpackage_is_in_the_package_list():
+    """An installed (not editable) ecnb has only the packages pyproject lists: a new subpackage left out
+    would import here and be missing from a wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ecnb").rglob("__init__.py")}
+    assert listed == found
 
 
 def test_notebooks_are_committed_clean():
