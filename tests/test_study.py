@@ -87,7 +87,7 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
     execute_notebook(NOTEBOOKS_DIR / "03_erase_at_the_core.ipynb", executed, params)
     df = ecnb.read_results(config.run_dir)
     taps = ecnb.build_model(config.model, 1, 10).taps
-    for method in ["ec", "ga+ec", "rl+ec", "ec[last]"]:
+    for method in ["ec", "ga+ec", "rl+ec", "ec[last]", "ec+proto", "ga+ec+proto", "rl+ec+proto"]:
         rows = df[(df["method"] == method) & (df["seed"] == 1)]
         cka = rows[(rows["metric"] == "cka_to_original") & (rows["split"] == "forget_train")]
         assert list(cka["layer"]) == taps, method
@@ -99,8 +99,10 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
         assert {"fewshot_probe_accuracy", "relearn_accuracy"} <= set(rows["metric"]), method
     text = executed.read_text()
     assert "claims hold in this run" in text, "the verdict cell ran and printed its count"
-    # accuracy, relearning, few-shot, CKA; three plug-in bars; ablation CKA and relearning; evidence map; per layer
-    assert len(plotly_outputs(executed)) == 11
+    assert "claims about the variants hold in this run" in text
+    # accuracy, relearning, few-shot, CKA; three plug-in bars; ablation CKA and relearning; evidence map;
+    # the variant's relearning and few-shot, its plug-ins' two bars; per layer
+    assert len(plotly_outputs(executed)) == 15
 
 
 def test_study_command_end_to_end(tmp_path):
