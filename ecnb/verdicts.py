@@ -198,10 +198,11 @@ def variant_claims(cells: Mapping[str, pd.DataFrame], baselines: list[str], vari
     attacks (`attack_distance`, mean over the cells) than B, and than B+ec where it ran."""
     n = len(cells)
     majority = n // 2 + 1
+    distances = pd.DataFrame({name: attack_distance(t) for name, t in cells.items()})  # method x cell
 
     def mean_distance(method: str) -> float:
-        values = [attack_distance(t)[method] for t in cells.values() if method in t.index]
-        return float(np.mean(values)) if len(values) == n else np.nan
+        row = distances.loc[method] if method in distances.index else pd.Series([np.nan])
+        return float(row.mean()) if row.notna().all() else np.nan
 
     rows = []
     for variant in variants:

@@ -52,11 +52,10 @@ GRIDS.update({ecnb.ec.plugin_name(b, v): {"ec_epochs": BUDGETS} for v in ["ec", 
               for b in ecnb.ec.baselines()})
 
 
-def attack_figures(model: torch.nn.Module, task, drawn, attacks) -> dict[str, float]:
+def attack_figures(model: torch.nn.Module, ds: ecnb.Dataset, task, drawn, attacks) -> dict[str, float]:
     """The two attacks of the quick profile on one model of one task: probe per tap, relearn per step."""
-    ds, split = task.ds, task.split
     train = extract_features(model, ds.x_train, global_pool=True)
-    test_x, test_y = task.test_forget
+    test_x, test_y = ecnb.split_tensors(ds, task.split)["test_forget"]
     test = extract_features(model, test_x, global_pool=True)
     y_train = ds.y_train.numpy()
     out = {}
@@ -73,9 +72,9 @@ def attack_figures(model: torch.nn.Module, task, drawn, attacks) -> dict[str, fl
     return out
 
 
-def measure(model: torch.nn.Module, task, drawn, attacks) -> dict[str, float]:
+def measure(model: torch.nn.Module, ds: ecnb.Dataset, task, drawn, attacks) -> dict[str, float]:
     return {**scores(model, task.sets), "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
-            **attack_figures(model, task, drawn, attacks)}
+            **attack_figures(model, ds, task, drawn, attacks)}
 
 
 def main() -> None:
@@ -95,13 +94,9 @@ def main() -> None:
     rows, tasks = [], []
     for cls in classes:
         task = make_task(ds, cls, args.seed, "cpu")
-        config = StudyConfig.from_options(run_dir=f"runs/validation-tasks/forget{cls}", forget_classes=cls, seeds=args.seed)
-        task.ds, task.split = ds, ecnb.forget_split(ecnb.Run.open(config), ds, args.seed)
-        task.test_forget = ecnb.split_tensors(ds, task.split)["test_forget"]
         drawn = draw_attack_set(ds.y_train, task.split, attacks, args.seed)
-        retrain = ecnb.train_reference(ecnb.Run.open(config), ds, task.split, "retrain", args.seed, "cpu")
-        for name, model in (("original", task.original), ("retrain", retrain)):
-            rows.append({"method": name, "setting": "", "class": cls, **measure(model, task, drawn, attacks)})
+        for name, model in (("original", task.original), ("retrain", task.retrain)):
+            rows.append({"method": name, "setting": "", "class": cls, **measure(model, ds, task, drawn, attacks)})
         tasks.append((task, drawn))
     for method in args.methods:
         grid = settings(GRIDS[method]) if args.grid and method in GRIDS else [{}]
@@ -111,7 +106,7 @@ def main() -> None:
             for task, drawn in tasks:
                 model, stats = run_method(method, task.original, task.data, hp)
                 rows.append({"method": method, "setting": str(setting), "class": task.cls,
-                             "seconds": round(stats.wall_time, 1), **measure(model, task, drawn, attacks)})
+                             "seconds": round(stats.wall_time, 1), **measure(model, ds, task, drawn, attacks)})
                 print(method, setting, task.cls, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)},
                       flush=True)
     per_task = pd.DataFrame(rows)

@@ -99,6 +99,8 @@ class Task:
 
     cls: int
     original: torch.nn.Module
+    retrain: torch.nn.Module
+    split: ecnb.ForgetSplit
     data: UnlearnData
     sets: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "forget": D_f; "retain": validation images kept
     reference: dict[str, dict[str, float]]
@@ -114,7 +116,7 @@ def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str) -> Task:
     kept = ds.y_val != cls
     sets = {"forget": (data.forget_x, data.forget_y), "retain": (ds.x_val[kept], ds.y_val[kept])}
     reference = {"original": scores(original, sets), "retrain": scores(retrain, sets)}
-    return Task(cls, original, data, sets, reference)
+    return Task(cls, original, retrain, split, data, sets, reference)
 
 
 def scores(model: torch.nn.Module, sets: dict[str, tuple]) -> dict[str, float]:
