@@ -205,9 +205,9 @@ def plugin_name(base: str, variant: str = "ec") -> str:
 
 
 def register(methods: dict[str, Method] = METHODS, table: dict[str, dict[str, dict[str, Any]]] = HPARAMS) -> None:
-    """Add `ec`, its ablations and `B+ec` for every baseline B to the registry, with their defaults for
-    every profile that EC_HPARAMS covers. Idempotent; a baseline registered later gets its plug-in on
-    the next call."""
+    """Add `ec`, its ablations, the variants and theirs, and for every baseline B the plug-ins `B+ec` and
+    `B+<variant>`, to the registry, with their defaults for every profile that EC_HPARAMS covers.
+    Idempotent; a baseline registered later gets its plug-ins on the next call."""
     bases = baselines(methods)
     for name in ["ec", *ABLATIONS, *VARIANTS, *VARIANT_ABLATIONS]:
         methods[name] = ec_method(name=name)
@@ -223,10 +223,10 @@ def register(methods: dict[str, Method] = METHODS, table: dict[str, dict[str, di
         defaults.update({name: {**defaults[of], **over} for name, (of, over) in VARIANT_ABLATIONS.items()})
         for b in bases:
             if b in defaults:
-                own = ec_table.get("plugins", {}).get(f"{b}+ec", {})
-                defaults[f"{b}+ec"] = {**defaults[b], **ec_table["term"], **ec_table["budget"], **own}
+                own = ec_table.get("plugins", {}).get(plugin_name(b), {})
+                defaults[plugin_name(b)] = {**defaults[b], **ec_table["term"], **ec_table["budget"], **own}
                 for name in VARIANTS:
-                    defaults[plugin_name(b, name)] = {**defaults[f"{b}+ec"], **VARIANT_TERMS[name]}
+                    defaults[plugin_name(b, name)] = {**defaults[plugin_name(b)], **VARIANT_TERMS[name]}
 
 
 register()
