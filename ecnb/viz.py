@@ -23,6 +23,8 @@ def _plotly_io() -> ModuleType:
         sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # `import` of it raises ImportError
     try:
         import plotly.io
+
+        plotly.io.renderers  # plotly loads its submodules lazily: the renderers (and nbformat) import here
     finally:
         if hide:
             del sys.modules["rfc3987_syntax"]

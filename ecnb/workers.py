@@ -80,7 +80,10 @@ def _start_worker(objects: Any) -> None:
     _SHARED = objects
 
 
-def run_jobs(job: Callable[..., Any], args: Sequence[tuple], workers: int, objects: Any = None) -> Iterator[tuple[int, Any]]:
+def run_jobs(
+    job: Callable[..., Any], args: Sequence[tuple], workers: int, objects: Any = None,
+    start_order: Sequence[int] | None = None,
+) -> Iterator[tuple[int, Any]]:
     """`job(*a)` for each `a` in `args`, yielded as (index, result) in the order of `args`; `shared()`
     returns `objects` while a job runs.
 
@@ -89,8 +92,14 @@ def run_jobs(job: Callable[..., Any], args: Sequence[tuple], workers: int, objec
     done, so a caller writing them keeps the same order (and the same file) whatever finished first. A
     job's exception is raised here, when its turn comes. `job` must be a module-level function (workers
     receive it by name), and a script that gets here needs the `if __name__ == "__main__":` guard.
+
+    `start_order` (indices of `args`) is the order in which workers take the jobs: longest first keeps
+    every worker busy to the end instead of leaving one long job alone at the tail. It changes neither
+    what is yielded nor its order.
     """
     global _SHARED
+    if start_order is not None and sorted(start_order) != list(range(len(args))):
+        raise ValueError(f"start_order must name each of the {len(args)} jobs once: {list(start_order)}")
     if workers <= 1:
         before, _SHARED = _SHARED, objects
         try:
@@ -106,7 +115,9 @@ def run_jobs(job: Callable[..., Any], args: Sequence[tuple], workers: int, objec
     try:
         executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                                           initargs=(objects,))
-        futures = [executor.submit(job, *a) for a in args]  # starts the workers (at most one per job)
+        order = range(len(args)) if start_order is None else start_order
+        submitted = {i: executor.submit(job, *args[i]) for i in order}  # starts the workers (at most one per job)
+        futures = [submitted[i] for i in range(len(args))]
     finally:
         for k, v in saved.items():
             if v is None:

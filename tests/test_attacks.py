@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch.nn.functional as F
 
 import ecnb
 from ecnb import attacks
+from ecnb.cli import main
 from ecnb.config import AttackSettings, ConfigError, StudyConfig
 from ecnb.features import extract_features
 
@@ -121,13 +120,13 @@ def test_more_shots_than_the_forget_set_holds_is_refused(digits):
         attacks.check_shots(digits.y_train, (3,), settings)
 
 
-def test_the_study_command_refuses_bad_attacks_before_any_work(tmp_path):
+def test_the_study_command_refuses_bad_attacks_before_any_work(tmp_path, capsys):
     for args, match in ((["--attack-shots", "500"], "attack shots (k) 500 is more than"),
                         (["--relearn-steps", "0", "20", "10"], "must be strictly increasing")):
         run_dir = tmp_path / "run"
-        done = subprocess.run([sys.executable, "-m", "ecnb", "study", "--run-dir", str(run_dir), *args],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and match in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert main(["study", "--run-dir", str(run_dir), *args]) == 2
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1, err
         assert not run_dir.exists(), "nothing was written"
 
 

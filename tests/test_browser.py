@@ -56,11 +56,11 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, digits):
-    """Notebook 01 (2 epochs), `ga` and the metrics of every model, then notebook 04 on a small sample,
-    executed where the study puts them. Notebook 04 is a copy saved with `interactive = True`, as a person
-    would leave it after JupyterLab: the study must still run it headless."""
+    """Notebook 01 (2 epochs), `ga` and the metrics of every model (relearning scored up to step 10), then
+    notebook 04 on a small sample, executed where the study puts them. Notebook 04 is a copy saved with
+    `interactive = True`, as a person would leave it after JupyterLab: the study must still run it headless."""
     root = tmp_path_factory.mktemp("explore")
-    config = StudyConfig.from_options(epochs=2, run_dir=str(root / "run"))
+    config = StudyConfig.from_options(epochs=2, run_dir=str(root / "run"), relearn_steps=[0, 5, 10])
     executed = [Path(config.run_dir) / "notebooks" / "seed0" / name
                 for name in ("01_train_original.ipynb", "04_representations.ipynb")]
     execute_notebook(NOTEBOOKS_DIR / executed[0].name, executed[0], notebook_parameters(config, seed=0))

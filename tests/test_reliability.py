@@ -4,7 +4,8 @@ Faults are injected for real: studies are interrupted (SIGINT) and killed (SIGKI
 and run again, files are truncated, a kernel kills itself, a learning rate makes a method's loss
 overflow, and two studies race for one run directory. Studies that get signals run as subprocesses of
 the real command line (`python -m ecnb study`'s `main`); all of them are cut down to notebooks 01
-and 02, two epochs and one method (`ga`), so that the file stays within minutes on two cores.
+and 02, two epochs, one method (`ga`) and relearning scored up to its reference step, so that the file
+stays within minutes on two cores.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ INTERRUPTED = "ecnb: interrupted; complete artifacts are kept and the next run r
 
 
 def study_args(run_dir: Path, *extra: str) -> list[str]:
-    return ["study", "--epochs", "2", "--methods", "ga", "--run-dir", str(run_dir), *extra]
+    return ["study", "--epochs", "2", "--methods", "ga", "--relearn-steps", "0", "5", "10", "--run-dir", str(run_dir),
+            *extra]
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
@@ -194,7 +196,7 @@ def test_interrupted_studies_leave_complete_artifacts_and_resume_to_the_same_res
 
 
 def test_a_config_of_another_study_is_refused_through_the_cli(tmp_path):
-    ecnb.Run.open(StudyConfig.from_options(epochs=3, run_dir=str(tmp_path)))
+    ecnb.Run.open(StudyConfig.from_options(epochs=3, run_dir=str(tmp_path), relearn_steps=[0, 5, 10]))
     code, stderr = cli(study_args(tmp_path))
     assert code == 2
     assert one_error_line(stderr) == (f"ecnb: error: run directory {tmp_path} holds a study with a different "

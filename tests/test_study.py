@@ -16,10 +16,12 @@ from ecnb.study import NOTEBOOKS_DIR, execute_notebook, notebook_parameters, stu
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs); the kernel's
-    private socket folder goes to a temporary folder of the test's own: (config, executed, that folder)."""
+    """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs, 40 training and
+    20 test images per class, relearning scored up to the reference step); the kernel's private socket folder
+    goes to a temporary folder of the test's own: (config, executed, that folder)."""
     root = tmp_path_factory.mktemp("tiny")
-    config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5])
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5], train_per_class=40,
+                                      test_per_class=20, relearn_steps=[0, 5, 10])
     executed = root / "01.ipynb"
     sockets = root / "tmp"
     sockets.mkdir()
@@ -107,9 +109,14 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
 
 def test_study_command_end_to_end(tmp_path):
     run_dir = tmp_path / "study"
-    cmd = [sys.executable, "-m", "ecnb", "study", "--epochs", "2", "--seeds", "0", "1", "--run-dir", str(run_dir),
-           "--methods", "ga", "--ablations", "--train-per-class", "40", "--test-per-class", "20"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    def study(*seeds: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "ecnb", "study", "--epochs", "2", "--seeds", *seeds, "--run-dir", str(run_dir),
+               "--methods", "ga", "--ablations", "--train-per-class", "40", "--test-per-class", "20",
+               "--relearn-steps", "0", "5", "10"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    first = study("0", "1")
     assert first.returncode == 0, first.stderr[-2000:]
     assert "report: " in first.stdout and "±" in first.stdout, "summary with mean ± std over two seeds"
     df = ecnb.read_results(run_dir)
@@ -121,11 +128,12 @@ def test_study_command_end_to_end(tmp_path):
     html = (run_dir / "report.html").read_text()
     assert html.count("plotly.js v") >= 1 and 'src="http' not in html
 
-    checkpoint = run_dir / "seed0" / "models" / "original.pt"
-    stamp = checkpoint.stat().st_mtime_ns
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # The same study again for one of its seeds: every notebook runs again, every model comes from its checkpoint.
+    checkpoints = {p: p.stat().st_mtime_ns for p in (run_dir / "seed1" / "models").glob("*.pt")}
+    assert {"original.pt", "ga.pt", "ec.pt", "ga+ec.pt"} <= {p.name for p in checkpoints}
+    second = study("1")
     assert second.returncode == 0, second.stderr[-2000:]
-    assert checkpoint.stat().st_mtime_ns == stamp, "a second study reuses the checkpoints"
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints, "a second study reuses the checkpoints"
     assert ecnb.read_results(run_dir).drop(columns="value").equals(df.drop(columns="value"))
 
 

@@ -28,6 +28,7 @@ from ecnb.unlearn import (
     make_optimizer,
     random_labels,
     random_teacher,
+    planned_steps,
     run_method,
     saliency_mask,
     unlearn,
@@ -73,6 +74,18 @@ def test_every_baseline_keeps_the_architecture_and_leaves_the_original_alone(nam
     assert not any(m.training for m in model.modules()), "the unlearned model must be in eval mode"
     assert all(torch.equal(v, trained.original.state_dict()[k]) for k, v in before.items()), "input model modified"
     assert stats.method == name and stats.steps > 0 and stats.wall_time > 0 and len(stats.losses) == 1
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("rl", {}),  # a pass over D_f, then one over D_r
+    ("scrub", {"msteps": 2}),  # max and min phases, then min only
+    ("bad_teacher", {"retain_fraction": 0.3}),  # a seeded share of D_r
+    ("ga+ec", {"ec_epochs": 1}),  # the base's epochs, then the EC term's own
+])
+def test_planned_steps_are_the_steps_a_run_takes(trained, data, name, overrides):
+    hp = {**_short(name), "epochs": 3, **overrides}
+    _, stats = run_method(name, trained.original, data, hp)
+    assert planned_steps(name, len(data.forget_y), len(data.retain_y), hp) == stats.steps
 
 
 def test_every_registered_method_has_valid_defaults_in_every_profile():

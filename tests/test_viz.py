@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ecnb import viz
@@ -18,6 +21,14 @@ def table(tmp_path):
                 rows.append(result_row(seed, method, "cka_to_original", 1 - 0.1 * i - shift, split="forget_train", layer=layer))
     write_results(tmp_path, rows)
     return read_results(tmp_path)
+
+
+def test_importing_the_figures_does_not_build_jsonschemas_iri_parsers():
+    """plotly loads its renderers (and through them nbformat and jsonschema) lazily; ecnb.viz must load them
+    while the optional rfc3987-syntax package is hidden, or every notebook kernel pays about 2 s for it."""
+    code = "import sys, ecnb.viz, plotly.io; print('rfc3987_syntax' in sys.modules, plotly.io.renderers.default)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "plotly_mimetype"]
 
 
 def test_split_bars_average_seeds_and_put_references_first(table):

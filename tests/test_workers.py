@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,26 @@ def test_jobs_come_back_in_order_and_a_failing_job_raises(n):
         next(results)
 
 
+def _timed(path: str, i: int) -> int:
+    """A job that takes a moment and notes when it started and ended (one line per job in a shared file)."""
+    start = time.monotonic()
+    time.sleep(0.3)
+    with open(path, "a") as f:
+        f.write(f"{i} {start} {time.monotonic()}\n")
+    return i
+
+
+def test_workers_take_the_jobs_in_the_start_order_and_results_keep_theirs(tmp_path):
+    log = str(tmp_path / "times")
+    args = [(log, i) for i in range(4)]
+    assert list(workers.run_jobs(_timed, args, 2, start_order=[3, 2, 1, 0])) == [(i, i) for i in range(4)]
+    times = {int(i): (float(start), float(end)) for i, start, end in (line.split() for line in open(log))}
+    ended_before_job_0 = [i for i, (_, end) in times.items() if end <= times[0][0]]
+    assert len(ended_before_job_0) >= 2, "two workers: the job started last waits for two others to end"
+    with pytest.raises(ValueError, match="each of the 2 jobs once"):
+        next(workers.run_jobs(_timed, args[:2], 2, start_order=[0, 0]))
+
+
 def test_one_thread_is_restored_afterwards():
     before = torch.get_num_threads()
     with workers.one_thread():
@@ -49,7 +70,8 @@ def _study(root, monkeypatch, n: int) -> tuple[pd.DataFrame, dict, dict]:
     """References, two methods with their metrics, and every model's UMAP of every layer, with `n` workers,
     on a small slice of the digits."""
     monkeypatch.setenv(workers.WORKERS_ENV, str(n))
-    config = StudyConfig.from_options(epochs=3, run_dir=str(root), train_per_class=40, test_per_class=20)
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root), train_per_class=40, test_per_class=20,
+                                      relearn_steps=[0, 5, 10])
     run = ecnb.Run.open(config)
     ds = ecnb.run_dataset(run, "cpu")
     split = ecnb.forget_split(run, ds, 0)

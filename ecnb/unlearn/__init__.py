@@ -74,7 +74,7 @@ from .core import (
     every_epoch,
 )
 from .defaults import HPARAMS, get_method, hparams, validate
-from .driver import UnlearnStats, make_optimizer, run_method, unlearn
+from .driver import UnlearnStats, make_optimizer, planned_steps, run_method, unlearn
 
 __all__ = [
     "METHODS",
@@ -105,6 +105,7 @@ __all__ = [
     "validate",
     "UnlearnStats",
     "make_optimizer",
+    "planned_steps",
     "run_method",
     "unlearn",
 ]

@@ -59,6 +59,15 @@ def _streams(data: UnlearnData, hp: Mapping[str, Any], generator: torch.Generato
     }
 
 
+def planned_steps(name: str, n_forget: int, n_retain: int, config: Mapping[str, Any]) -> int:
+    """How many optimisation steps `run_method(name, ...)` takes on a D_f and a D_r of these sizes (every
+    phase, at every rate): what a scheduler needs to start the longest runs first."""
+    method, hp = get_method(name), validate(name, config)
+    per_pass = {"forget": math.ceil(n_forget / hp["forget_batch_size"]),
+                "retain": math.ceil(math.ceil(hp["retain_fraction"] * n_retain) / hp["batch_size"])}
+    return sum(per_pass[p.over] for epoch in range(method.epochs(hp)) for p in method.phases(epoch, hp))
+
+
 def _optimise(
     method: Method, model: TappedNet, state: Any, step: Step, opt: torch.optim.Optimizer, device: torch.device
 ) -> torch.Tensor:
