@@ -95,7 +95,7 @@ def run_jobs(
 
     `start_order` (indices of `args`) is the order in which workers take the jobs: longest first keeps
     every worker busy to the end instead of leaving one long job alone at the tail. It changes neither
-    what is yielded nor its order.
+    what is yielded nor its order; with one worker the jobs run in the order of `args`, as they are needed.
     """
     global _SHARED
     if start_order is not None and sorted(start_order) != list(range(len(args))):
