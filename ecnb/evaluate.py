@@ -134,8 +134,8 @@ def run_methods(
     03 loads notebook 02's baselines) is not measured again. The references' own rows (`run_references`)
     are measured with them when missing, as the last jobs. Returns the methods' models that succeeded.
     """
-    for method in methods:
-        hparams(method, run.config.profile, seed)  # an unknown name stops here, before any work
+    # an unknown name stops here, before any work
+    settings = {method: hparams(method, run.config.profile, seed) for method in methods}
     device = resolve_device(device) if isinstance(device, str) else device
     done = measured(read_results(run.root), seed, run.config.scenario)
     references_todo = [name for name in REFERENCES if name in references and name not in done]
@@ -143,7 +143,7 @@ def run_methods(
     shared = (run, ds, split, seed, references, device)
     models = {}
     bar = tqdm(total=len(args), desc="methods", unit="method")
-    longest_first = _longest_first(run, split, seed, args)
+    longest_first = _longest_first(split, settings, args)
     for i, (rows, error) in run_jobs(_method_job, args, worker_count(device, len(args)), shared, longest_first):
         method = args[i][0]
         bar.set_postfix_str(method)
@@ -171,14 +171,14 @@ def run_methods(
 EC_STEP_COST = 2.0
 
 
-def _longest_first(run: Run, split: ForgetSplit, seed: int, args: list[tuple[str, bool]]) -> list[int]:
+def _longest_first(split: ForgetSplit, settings: dict[str, dict[str, Any]], args: list[tuple[str, bool]]) -> list[int]:
     """The jobs of `run_methods` by their expected unlearning work, most first (those with rows already
-    written, or a reference's, have none): the order in which workers should take them."""
+    written, or a reference's, have none): the order in which workers should take them. `settings` holds
+    each method's hyperparameters."""
     def work(method: str, is_done: bool) -> float:
         if is_done or method in REFERENCES:
             return 0.0
-        steps = planned_steps(method, len(split.forget_idx), len(split.retain_idx),
-                              hparams(method, run.config.profile, seed))
+        steps = planned_steps(method, len(split.forget_idx), len(split.retain_idx), settings[method])
         return steps * (EC_STEP_COST if is_ec(method) else 1.0)
 
     costs = [work(*a) for a in args]

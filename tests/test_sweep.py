@@ -1,7 +1,8 @@
 """Sweeps on a local Ray: merged tables, a failing cell, an interrupted sweep that resumes, bad grids.
 
 The cells are tiny studies (digits capped to 40 training / 20 test images per class, 1 epoch, `ga` only,
-relearning scored up to step 10, notebooks 01 and 02), so that the Ray path, the resumption and notebook 05 run for real in a minute or two.
+relearning scored up to step 10, notebooks 01 and 02), so that the Ray path, the resumption and notebook
+05 run for real in a minute or two.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ class _Stream:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
         self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
-        self.steps_per_pass = math.ceil(len(y) / batch_size)
+        self.steps_per_pass = _steps_per_pass(len(y), batch_size)
         self._order: Iterator[torch.Tensor] = iter(())
 
     def new_pass(self) -> None:
@@ -49,9 +49,23 @@ class _Stream:
         return Batch(self.x[idx], self.y[idx], idx)
 
 
+def _steps_per_pass(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def _retain_used(n_retain: int, hp: Mapping[str, Any]) -> int:
+    """How many D_r images a method may use (`retain_fraction`, rounded up)."""
+    return math.ceil(hp["retain_fraction"] * n_retain)
+
+
+def _plan(method: Method, hp: Mapping[str, Any]) -> list[tuple[Phase, ...]]:
+    """The phases of every epoch of a run, in order."""
+    return [method.phases(epoch, hp) for epoch in range(method.epochs(hp))]
+
+
 def _streams(data: UnlearnData, hp: Mapping[str, Any], generator: torch.Generator) -> dict[str, _Stream]:
     n_retain = len(data.retain_y)
-    keep = torch.randperm(n_retain, generator=generator)[: math.ceil(hp["retain_fraction"] * n_retain)]
+    keep = torch.randperm(n_retain, generator=generator)[: _retain_used(n_retain, hp)]
     keep = keep.sort().values.to(data.device)
     return {
         "forget": _Stream(data.forget_x, data.forget_y, hp["forget_batch_size"], generator),
@@ -63,9 +77,9 @@ def planned_steps(name: str, n_forget: int, n_retain: int, config: Mapping[str, 
     """How many optimisation steps `run_method(name, ...)` takes on a D_f and a D_r of these sizes (every
     phase, at every rate): what a scheduler needs to start the longest runs first."""
     method, hp = get_method(name), validate(name, config)
-    per_pass = {"forget": math.ceil(n_forget / hp["forget_batch_size"]),
-                "retain": math.ceil(math.ceil(hp["retain_fraction"] * n_retain) / hp["batch_size"])}
-    return sum(per_pass[p.over] for epoch in range(method.epochs(hp)) for p in method.phases(epoch, hp))
+    per_pass = {"forget": _steps_per_pass(n_forget, hp["forget_batch_size"]),
+                "retain": _steps_per_pass(_retain_used(n_retain, hp), hp["batch_size"])}
+    return sum(per_pass[p.over] for phases in _plan(method, hp) for p in phases)
 
 
 def _optimise(
@@ -107,8 +121,8 @@ def run_method(
     streams = _streams(data, hp, generator)
     start = time.perf_counter()
     state = method.setup(student, data, hp)
-    epochs = method.epochs(hp)
-    plan = [method.phases(epoch, hp) for epoch in range(epochs)]
+    plan = _plan(method, hp)
+    epochs = len(plan)
     # The method's own schedule (L1-sparse's decay reads t / total): phases at a rate of their own, such as a
     # plug-in's EC epochs after the base's, come after it and are not part of it.
     total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases if p.lr is None)
