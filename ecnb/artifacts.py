@@ -1,6 +1,6 @@
 """The run directory and its artifacts, each written atomically so a crash leaves it complete or absent.
 
-Layout (STUDY.md section 6):
+Layout (docs/study.md, "The results contract"):
 
     runs/<name>/config.json            the resolved configuration
     runs/<name>/results.csv            tidy results, all seeds
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import ATTACK_METRICS, ConfigError, StudyConfig, check_seed
+from .config import ATTACK_METRICS, NOT_IN_CACHE_KEY, ConfigError, StudyConfig, check_seed
 
 
 _UMASK = os.umask(0)
@@ -97,7 +97,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 class Run:
-    """A study's run directory: where every artifact of STUDY.md section 6 lives."""
+    """A study's run directory: where every artifact of the results contract (docs/study.md) lives."""
 
     def __init__(self, config: StudyConfig):
         self.config = config
@@ -207,7 +207,7 @@ def _load_config(path: Path) -> StudyConfig:
 def _diff(old: dict, new: dict, prefix: str = "") -> str:
     parts = []
     for key in sorted(set(old) | set(new)):
-        if key in ("device", "run_dir", "seeds", "attacks"):
+        if key in NOT_IN_CACHE_KEY:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):

@@ -1,4 +1,4 @@
-"""Recovery attacks (STUDY.md section 5): does a model that forgot at the output give the class back?
+"""Recovery attacks (docs/study.md, "Metrics"): does a model that forgot at the output give the class back?
 
 Both attacks hold what a real attacker might: a few training images of each forgotten class (`shots`,
 k, from D_f) and of each retained class (`retain_shots`, m, from D_r), never a test image.

@@ -13,7 +13,7 @@ import sys
 from typing import NoReturn
 
 from .artifacts import ArtifactError
-from .config import DEVICES, PROFILES, ConfigError, StudyConfig
+from .config import DEVICES, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig, parse_overrides
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,16 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--forget-fraction", type=float, metavar="F", help="random-sample forgetting of this fraction")
     study.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="one or more seeds (default: 0)")
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
+    study.add_argument("--scope", choices=list(SCOPES), default="walkthrough",
+                       help="walkthrough: what a lab needs, in minutes (default); full: every ablation and plug-in")
     _study_options(study)
 
     sweep = sub.add_parser("sweep", help="the study over forget classes x seeds (x data sets), one study per cell, on Ray")
     sweep.add_argument("--datasets", nargs="+", metavar="D", help="data sets (default: the profile's)")
     sets = sweep.add_mutually_exclusive_group()
     sets.add_argument("--forget-classes", type=int, nargs="+", metavar="C",
-                      help="each class is its own cell (default: 3 5 8)")
+                      help=f"each class is its own cell (default: {' '.join(map(str, REPORTED_CLASSES))})")
     sets.add_argument("--forget-sets", nargs="+", metavar="C,C",
                       help='cells that forget several classes together, e.g. "3,8" "1"')
-    sweep.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS), metavar="S",
+                       help=f"seeds (default: {' '.join(map(str, SWEEP_SEEDS))})")
+    sweep.add_argument("--scope", choices=list(SCOPES), default="full",
+                       help="full: every ablation and plug-in, which the claims are read over (default); walkthrough")
     sweep.add_argument("--run-dir", help="the sweep directory (default: runs/sweep-<profile>-<data>-<sets>-<seeds>)")
     sweep.add_argument("--address", help="an existing Ray cluster (host:port); default: a local Ray for this command")
     sweep.add_argument("--cpus-per-cell", type=int, default=1, metavar="N",
@@ -74,9 +79,9 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
     parser.add_argument("--methods", nargs="+", metavar="M",
-                        help="baseline methods to run (default: all); EC and each one's plug-in follow them")
+                        help="baseline methods to run (default: every baseline); the scope's plug-ins of EC follow them")
     parser.add_argument("--ablations", nargs="*", metavar="A",
-                        help="EC ablation variants for notebook 03 (default: all; give none to skip them)")
+                        help="EC ablations for notebook 03 (default: the scope's; give none to skip them)")
     parser.add_argument("--train-per-class", type=int, metavar="N",
                         help="at most N training images per class (e.g. 150 for Fashion-MNIST on a CPU)")
     parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
@@ -89,14 +94,18 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
                          help="seeded draws the few-shot probe is averaged over (R)")
     attacks.add_argument("--relearn-steps", type=int, nargs="+", metavar="N", dest="relearn_steps",
                          help="steps after which the relearning attack is scored, increasing (e.g. 0 5 10 20 50)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.PARAM=VALUE",
+                        dest="overrides", help="change a method's hyperparameter, e.g. ga.lr=0.01 "
+                        "(recorded in config.json; only the methods it names are recomputed)")
     parser.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
 
 def _shared(args: argparse.Namespace) -> dict:
     """The shared options as `StudyConfig.from_options` keywords."""
     return dict(profile=args.profile, model=args.model, epochs=args.epochs, device=args.device,
-                train_per_class=args.train_per_class, test_per_class=args.test_per_class, shots=args.shots,
-                retain_shots=args.retain_shots, probe_draws=args.probe_draws, relearn_steps=args.relearn_steps)
+                train_per_class=args.train_per_class, test_per_class=args.test_per_class, scope=args.scope,
+                overrides=parse_overrides(args.overrides), shots=args.shots, retain_shots=args.retain_shots,
+                probe_draws=args.probe_draws, relearn_steps=args.relearn_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.forget_sets is not None:
                 sets = sweep.parse_forget_sets(args.forget_sets)
             else:
-                sets = [(c,) for c in (args.forget_classes if args.forget_classes is not None else [3, 5, 8])]
+                sets = [(c,) for c in (args.forget_classes if args.forget_classes is not None else REPORTED_CLASSES)]
             cells = sweep.grid(datasets, sets, args.seeds)
             if args.cpus_per_cell < 1:
                 raise ConfigError(f"--cpus-per-cell {args.cpus_per_cell} must be at least 1")
@@ -142,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         elif args.command == "summary":
             from .artifacts import Run
-            from .results import read_results
+            from .study import study_results
             from .verdicts import summary
 
             run = Run.load(args.run_dir)
-            print(summary(read_results(run.root), run.config.seeds, run.config.attacks.reference_step).to_string())
+            print(summary(study_results(run), run.config.seeds).to_string())
             for line in run.failure_lines():
                 print(line)
         elif args.command in ("lab", "explore"):

@@ -6,6 +6,7 @@ what would be valid.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,17 @@ DATASET_CLASSES = {
     "svhn": 10,
 }
 MODEL_NAMES = ("smallcnn", "resnet18")
+# The forget classes the study reports on the embedded digits, and the validation tasks: every
+# hyperparameter (of the methods and of the attacks) is chosen on tasks that forget a validation class,
+# never by looking at a reported one (scripts/tune_*.py).
+REPORTED_CLASSES = (3, 5, 8)
+VALIDATION_CLASSES = (1, 2, 4, 7, 9)
+SWEEP_SEEDS = (0, 1)  # the default sweep: the reported classes x these seeds
 DEVICES = ("auto", "cpu", "cuda")
+# What a study runs (`ecnb.scopes`): the walkthrough a lab needs (the default), or every method, ablation and
+# plug-in. The scope chooses which models exist, never how any of them is computed, so it is not part of the
+# models' key: the two scopes share one run directory and every model they have in common.
+SCOPES = ("walkthrough", "full")
 
 
 class ConfigError(ValueError):
@@ -49,7 +60,7 @@ ATTACK_METRICS = ("fewshot_probe_accuracy", "relearn_accuracy")
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """The recovery attacks of STUDY.md section 5, the same for every model of a run.
+    """The recovery attacks of docs/study.md, "Metrics", the same for every model of a run.
 
     The attacker holds `shots` (k) training images of each forgotten class, drawn from D_f, and
     `retain_shots` (m) of each retained class, from D_r. The few-shot probe fits a logistic regression
@@ -57,7 +68,7 @@ class AttackSettings:
     the forgotten classes' test images, averaged over `probe_draws` (R) seeded draws. The relearning
     attack fine-tunes every weight of a copy of the model on draw 0's images, full-batch SGD at
     `relearn_lr` with `relearn_momentum`, and records the forgotten classes' test accuracy after each
-    step of `relearn_steps`; `reference_step` is the one the verdicts read.
+    step of `relearn_steps`; the verdicts read the whole curve against `retrain`'s.
     """
 
     shots: int
@@ -67,7 +78,6 @@ class AttackSettings:
     relearn_lr: float
     relearn_momentum: float
     relearn_steps: tuple[int, ...]
-    reference_step: int
 
     def validate(self) -> None:
         """One line naming the first value that makes no sense and what is valid."""
@@ -87,8 +97,6 @@ class AttackSettings:
             _check_int(step, "relearn step", minimum=0)
         if any(b <= a for a, b in zip(steps, steps[1:])):
             raise ConfigError(f"relearn steps {steps} must be strictly increasing, e.g. 0 5 10 20 50")
-        if self.reference_step not in steps:
-            raise ConfigError(f"reference step {self.reference_step!r} is not in the relearn steps {steps}")
 
 
 # Hyperparameters per profile, in one place. `quick` is tuned for the embedded digits on a laptop CPU;
@@ -103,7 +111,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # step 10 gives 0.812 for a model that hides the class (the original's features under a head trained
         # on D_r alone) against 0.000 for `retrain` (0.862 at step 50). Means over the two tasks.
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
-                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50), reference_step=10),
+                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50)),
     },
     "paper": {
         "dataset": "cifar10",
@@ -111,7 +119,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": TrainRecipe(epochs=182, batch_size=256, lr=0.1, augment=True),
         # The quick profile's choice, unchecked at this scale (no validation tasks were run on CIFAR).
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
-                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50), reference_step=10),
+                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50)),
     },
 }
 
@@ -132,6 +140,10 @@ class StudyConfig:
     attacks: AttackSettings = field(default_factory=lambda: PROFILES["quick"]["attacks"])
     train_per_class: int | None = None  # at most this many training images per class (seeded), or all
     test_per_class: int | None = None  # the same for the test images
+    scope: str = "walkthrough"  # which methods the study runs (`SCOPES`)
+    # Method hyperparameters changed from the registry's defaults: {method: {name: value}} (`--set`). A
+    # model's checkpoint is keyed by its hyperparameters, so a change recomputes only the methods it names.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_options(
@@ -147,6 +159,8 @@ class StudyConfig:
         run_dir: str | None = None,
         train_per_class: int | None = None,
         test_per_class: int | None = None,
+        scope: str = "walkthrough",
+        overrides: dict[str, dict[str, Any]] | None = None,
         **attacks: Any,
     ) -> "StudyConfig":
         """Fill unset options from the profile, validate everything, and name the run directory.
@@ -178,7 +192,7 @@ class StudyConfig:
             caps = "".join(f"-{name}{n}" for name, n in (("train", train_per_class), ("test", test_per_class)) if n)
             run_dir = f"runs/{profile}-{dataset}{caps}-{what}"
         config = cls(profile, dataset, model, classes, forget_fraction, seed_tuple, train, device, str(run_dir),
-                     attack_settings, train_per_class, test_per_class)
+                     attack_settings, train_per_class, test_per_class, scope, dict(overrides or {}))
         config.validate()
         resolve_device(device)  # asking for CUDA on a machine without it stops here, before any work
         return config
@@ -219,6 +233,20 @@ class StudyConfig:
         self.attacks.validate()
         if self.device not in DEVICES:  # only the name: a run made on a GPU still loads on a CPU
             raise ConfigError(f"unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"unknown scope {self.scope!r}; valid: {', '.join(SCOPES)}")
+        for method in self.overrides:
+            self.hparams(method, self.seeds[0])  # an unknown method, name or value stops here
+
+    def hparams(self, method: str, seed: int, **extra: Any) -> dict[str, Any]:
+        """`method`'s hyperparameters in this study: the profile's defaults with the study's `overrides` (and
+        `extra` on top), validated."""
+        from .methods import hparams
+
+        given = self.overrides.get(method, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"overrides of {method!r} must map hyperparameter names to values, not {given!r}")
+        return hparams(method, self.profile, seed, **{**given, **extra})
 
     @property
     def scenario(self) -> str:
@@ -239,10 +267,11 @@ class StudyConfig:
         return config
 
     def cache_key(self) -> str:
-        """What the models depend on: not the device, the run directory, the seeds or the attack settings
-        (a run whose attacks change keeps its models, see `Run.open`)."""
+        """What the models depend on: not the device, the run directory, the seeds, the attack settings (a
+        run whose attacks change keeps its models, see `Run.open`), the scope or the overrides (each
+        unlearned model's checkpoint is keyed by its own hyperparameters, `ecnb.evaluate`)."""
         d = self.to_dict()
-        for k in ("device", "run_dir", "seeds", "attacks"):
+        for k in NOT_IN_CACHE_KEY:
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -256,6 +285,26 @@ class StudyConfig:
             raise ConfigError(f"run directory {self.run_dir!r} cannot be created: {probe} is not a directory")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise ConfigError(f"run directory {self.run_dir!r} is not writable (no write permission on {probe})")
+
+
+NOT_IN_CACHE_KEY = ("device", "run_dir", "seeds", "attacks", "scope", "overrides")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`["ga.lr=0.01", "ec.ec_points=layer2,pool"]` -> {"ga": {"lr": 0.01}, "ec": {"ec_points": "layer2,pool"}}.
+    A value is read as a Python literal (a number, a list, a quoted string), else taken as the text given."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise ConfigError(f"--set {item!r} must be method.hyperparameter=value, e.g. ga.lr=0.01")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        out.setdefault(method, {})[name] = value
+    return out
 
 
 def check_seed(seed: Any) -> None:

@@ -320,7 +320,7 @@ SPLITS = ("forget_train", "retain_train", "test_retain", "test_forget")
 
 
 def split_tensors(ds: Dataset, split: ForgetSplit) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The four evaluation splits of STUDY.md section 5, as (x, y) pairs on the data set's device.
+    """The four evaluation splits of docs/study.md, "Metrics", as (x, y) pairs on the data set's device.
 
     For random-sample forgetting every test image is a `test_retain` one and `test_forget` is empty.
     """

@@ -101,13 +101,16 @@ def draw_sample(ds: Dataset, split: ForgetSplit, n_retain: int, n_forget: int, s
     return Sample(positions, y)
 
 
-def run_models(run: Run, ds: Dataset, seed: int, device: torch.device | str = "auto") -> dict[str, TappedNet]:
-    """Every model of `seed` that `results.csv` names and whose checkpoint is in the run directory,
-    `original` and `retrain` first; `original` is required, as the reference the others are aligned to."""
+def run_models(run: Run, ds: Dataset, seed: int, device: torch.device | str = "auto",
+               methods: list[str] | None = None) -> dict[str, TappedNet]:
+    """Every model of `seed` (or of `methods` among them) that `results.csv` names and whose checkpoint is in the
+    run directory, `original` and `retrain` first; `original` is required, as the reference the others are
+    aligned to."""
     device = resolve_device(device) if isinstance(device, str) else device
     results = read_results(run.root)
     named = method_order(results.loc[results["seed"] == seed, "method"])
-    methods = [m for m in named if run.checkpoint_path(m, seed).exists()]
+    wanted = named if methods is None else [m for m in named if m in methods]
+    methods = [m for m in wanted if run.checkpoint_path(m, seed).exists()]
     if "original" not in methods:
         raise ArtifactError(
             f"{run.root} has no checkpoint of 'original' for seed {seed}: run notebook 01 with this run_dir first"
@@ -181,13 +184,13 @@ def _embedding_job(method: str, todo: list[tuple[str, str]]) -> int:
 
 
 def run_atlas(run: Run, seed: int, device: torch.device | str, n_retain: int, n_forget: int,
-              settings: UmapSettings = UmapSettings()) -> Atlas:
-    """Every model of a finished run embedded at every layer, in one call: what the explorer app needs
-    (notebook 04 takes the same steps one by one, to show them)."""
+              settings: UmapSettings = UmapSettings(), methods: list[str] | None = None) -> Atlas:
+    """Every model of a finished run (or of `methods`) embedded at every layer, in one call: what the explorer
+    app needs (notebook 04 takes the same steps one by one, to show them)."""
     device = resolve_device(device) if isinstance(device, str) else device
     ds = run_dataset(run, device)
     split = forget_split(run, ds, seed)
-    models = run_models(run, ds, seed, device)
+    models = run_models(run, ds, seed, device, methods)
     sample = draw_sample(ds, split, n_retain, n_forget, seed)
     return embed_layers(run, ds, split, seed, models, sample, settings)
 

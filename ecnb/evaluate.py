@@ -1,4 +1,4 @@
-"""Turning models into result rows: unlearning with cached checkpoints, and every metric of STUDY.md
+"""Turning models into result rows: unlearning with cached checkpoints, and every metric of docs/study.md
 section 5 gathered per method, so notebooks 02 and 03 share one evaluation path. What the rows say
 (the verdicts of section 7) is `ecnb.verdicts`' business.
 """
@@ -13,15 +13,17 @@ from tqdm.auto import tqdm
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
-from .config import resolve_device
+from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import remove_cached
-from .metrics import accuracy_rows, cka_rows, mia_rows, probe_rows
+from .metrics import accuracy_rows, cka_rows, mia_rows, output_rows, probe_rows
 from .models import TappedNet
 from .results import read_results, remove_results, result_row, write_results
+from .ec import for_scenario, is_ec
 from .train import REFERENCES, model_from_state
-from .ec import is_ec
-from .unlearn import UnlearnData, UnlearningError, hparams, planned_steps, run_method
+from .methods import planned_steps, run_method
+from .unlearn import UnlearnData, UnlearningError
+from .weights import weight_rows
 from .workers import one_thread, run_jobs, worker_count
 from .workers import shared as shared_objects
 
@@ -32,7 +34,8 @@ from .workers import shared as shared_objects
 MAX_SPATIAL = {"quick": 8, "paper": 4}
 WHOLE_MAPS_UP_TO = {"quick": 16, "paper": 0}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
-METHOD_METRICS = {"accuracy", "mia_efficacy", "cka_to_original", "cka_to_retrain", "wall_time"}
+METHOD_METRICS = {"accuracy", "split_size", "mia_efficacy", "output_entropy", "output_ks_to_retrain", "cka_to_original",
+                  "cka_to_retrain", "weight_distance", "interpolation_accuracy", "wall_time"}
 # Metrics that read a forgotten class's test images: none for random-sample forgetting.
 CLASS_METRICS = {"probe_accuracy", "fewshot_probe_accuracy", "relearn_accuracy"}
 
@@ -52,7 +55,8 @@ def unlearn_or_load(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
     device: torch.device | str = "auto", **overrides: Any,
 ) -> tuple[TappedNet, float]:
-    """Unlearn `method` from `original`, or load its checkpoint when one with the same settings exists.
+    """Unlearn `method` from `original` with the study's hyperparameters (`StudyConfig.hparams`, `overrides`
+    on top), or load its checkpoint when one with the same settings exists.
 
     Returns the model and its wall time in seconds (measured when it was computed). A recomputed model
     drops its cached features, which belonged to the previous weights.
@@ -67,7 +71,7 @@ def _unlearn_or_load(
 ) -> tuple[TappedNet, float, bool]:
     """`unlearn_or_load`, and whether the model came from its checkpoint."""
     device = resolve_device(device) if isinstance(device, str) else device
-    hp = hparams(method, run.config.profile, seed, **overrides)
+    hp = run.config.hparams(method, seed, **overrides)
     key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
     path = run.checkpoint_path(method, seed)
     if path.exists():
@@ -104,13 +108,16 @@ def method_rows(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, model: TappedNet, seed: int,
     references: dict[str, TappedNet], wall_time: float | None = None,
 ) -> list[dict]:
-    """Every metric of one model: accuracy per split, MIA efficacy, per-layer CKA to the original and to
-    the retrained model, per-layer full-data and few-shot probe accuracy, the relearning curve, and its
-    wall time."""
+    """Every metric of one model: accuracy per split, MIA efficacy, its outputs on the forgotten images
+    against `retrain`'s, per-layer CKA to the original and to the retrained model, its weight distance to the
+    original and the line between the two, per-layer full-data and few-shot probe accuracy, the relearning
+    curve, and its wall time."""
     splits = split_tensors(ds, split)
     spatial = max_spatial(run.config.profile, ds.input_shape)
     cka_splits = {name: splits[name] for name in CKA_SPLITS}
     rows = accuracy_rows(model, splits, method, seed) + mia_rows(model, splits, method, seed)
+    rows += output_rows(model, splits, method, seed, references["retrain"])
+    rows += weight_rows(model, references["original"], splits, method, seed)
     rows += cka_rows(run, model, method, seed, references, cka_splits, spatial)
     rows += probe_rows(run, model, method, seed, ds, split, spatial)
     rows += attack_rows(run, model, method, seed, ds, split, spatial)
@@ -134,8 +141,12 @@ def run_methods(
     03 loads notebook 02's baselines) is not measured again. The references' own rows (`run_references`)
     are measured with them when missing, as the last jobs. Returns the methods' models that succeeded.
     """
-    # an unknown name stops here, before any work
-    settings = {method: hparams(method, run.config.profile, seed) for method in methods}
+    # an unknown name, or one the forgetting scenario cannot run, stops here, before any work
+    settings = {method: run.config.hparams(method, seed) for method in methods}
+    unrunnable = [m for m in methods if m not in for_scenario(methods, run.config)]
+    if unrunnable:
+        raise ConfigError(f"{', '.join(unrunnable)} move each forget sample to another class, which needs class-wise "
+                          "forgetting; leave them out of a random-sample study")
     device = resolve_device(device) if isinstance(device, str) else device
     done = measured(read_results(run.root), seed, run.config.scenario)
     references_todo = [name for name in REFERENCES if name in references and name not in done]

@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from .embeddings import Atlas
 from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves, relearn_curves
+from .viz.style import groups
 
 if TYPE_CHECKING:  # imported when a widget is made, so `import ecnb` does not pay for it
     import ipywidgets
@@ -28,11 +29,27 @@ COLOURINGS = ("class", "split")
 CKA_METRICS = ("cka_to_original", "cka_to_retrain")
 # Kept classes cycle through D3's palette without its red, which marks the forgotten classes alone.
 KEPT_COLORS = [c for c in qualitative.D3 if c.lower() != FORGET_COLOR]
-PANEL_COLUMNS = 4
-# Pixels: a row of panels, the margins, and how far above the panels the dropdowns sit (clear of the
-# panel titles below them and the figure title above).
-ROW_HEIGHT, MARGIN_TOP, MARGIN_BOTTOM, MENU_LIFT = 300, 120, 80, 45
+PANELS = 6  # panels of the embedding figure: `original`, `retrain` and four other methods at a time
+PANEL_COLUMNS = 3
+# Pixels: a row of panels, the space above the panels (the title, the menus, then the layer slider), below.
+ROW_HEIGHT, MARGIN_TOP, MARGIN_BOTTOM = 290, 200, 30
 PADDING = 0.05  # fraction of a layer's extent added around its points
+
+
+def pages(methods: list[str]) -> list[tuple[str, list[str]]]:
+    """The methods of an embedding figure in pages of at most `PANELS` panels, each (label, methods): one
+    page when they fit, otherwise `original` and `retrain` on every page, the others by group (baselines,
+    Erase at the Core, plug-ins), so a grid stays a handful of panels."""
+    if len(methods) <= PANELS:
+        return [("all", list(methods))]
+    references = [m for m in methods if m in ("original", "retrain")]
+    per_page = PANELS - len(references)
+    out = []
+    for label, members in groups(methods).items():
+        chunks = [members[i:i + per_page] for i in range(0, len(members), per_page)]
+        for k, chunk in enumerate(chunks):
+            out.append((label if len(chunks) == 1 else f"{label} ({k + 1}/{len(chunks)})", references + chunk))
+    return out
 
 
 def embedding_figure(
@@ -46,8 +63,10 @@ def embedding_figure(
     """One panel per method (in `atlas` order), one trace per class, forgotten classes on top in red.
 
     Every panel of a layer shares the same fixed axes, so positions compare across methods. With several
-    layers the figure has one frame per layer and a slider over them; `menus` adds dropdowns over
-    `SPLIT_VIEWS` and `COLOURINGS`, which start at `split` and `colouring`.
+    layers the figure has one frame per layer and a slider over them, above the panels. With more methods
+    than `PANELS`, a menu shows one page of them at a time (`pages`). `menus` adds dropdowns over
+    `SPLIT_VIEWS` and `COLOURINGS`, which start at `split` and `colouring`; they change the points' opacity
+    and colour, never which page is shown.
     """
     methods = atlas.methods if methods is None else [m for m in atlas.methods if m in methods]
     layers = atlas.layers if layers is None else [layer for layer in atlas.layers if layer in layers]
@@ -55,42 +74,50 @@ def embedding_figure(
         raise ValueError("the embedding figure needs at least one method and one layer")
     _check_choice(split, SPLIT_VIEWS, "split")
     _check_choice(colouring, COLOURINGS, "colouring")
-    groups = _class_groups(atlas)
-    cols = min(PANEL_COLUMNS, len(methods))
-    rows = math.ceil(len(methods) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=methods, horizontal_spacing=0.02,
-                        vertical_spacing=0.08 / rows)
-    for i, method in enumerate(methods):
-        for g in groups:
-            xy = atlas.coords[method][layers[0]][g.mask]
-            name = atlas.classes[g.cls] + (" (forgotten)" if g.forgotten else "")
-            fig.add_trace(go.Scatter(
-                x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, legendgroup=str(g.cls), showlegend=i == 0,
-                legendrank=1 if g.forgotten else 1000,  # the forgotten class heads the legend
-                visible=_shown(g.forgotten, split), marker=_marker(g, colouring),
-                hovertemplate=f"{method}: class {atlas.classes[g.cls]}<extra></extra>",
-            ), row=i // cols + 1, col=i % cols + 1)
+    groups_ = _class_groups(atlas)
+    book = pages(methods)
+    slots = max(len(page) for _, page in book)
+    cols = min(PANEL_COLUMNS, slots)
+    rows = math.ceil(slots / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=_titles(book[0][1], slots),
+                        horizontal_spacing=0.02, vertical_spacing=0.08 / rows)
+    owner: list[int] = []  # the page of each trace
+    for p, (_, page) in enumerate(book):
+        for k, method in enumerate(page):
+            for g in groups_:
+                xy = _points(atlas, method, layers[0], g)
+                name = atlas.classes[g.cls] + (" (forgotten)" if g.forgotten else "")
+                fig.add_trace(go.Scatter(
+                    x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, legendgroup=str(g.cls),
+                    showlegend=k == 0, legendrank=1 if g.forgotten else 1000,  # the forgotten class first
+                    visible=p == 0, marker=_marker(g, colouring, split),
+                    hoverinfo="text" if _shown(g.forgotten, split) else "skip",
+                    hovertext=f"{method}: class {atlas.classes[g.cls]}",
+                ), row=k // cols + 1, col=k % cols + 1)
+                owner.append(p)
     fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False)
     fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False)
     _match_axes(fig)
-    fig.update_layout(_axis_ranges(atlas, methods, layers[0], len(methods)))
+    fig.update_layout(_axis_ranges(atlas, methods, layers[0], slots))
     title = f"UMAP of test images at {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
     fig.update_layout(
-        title=dict(text=title, y=0.99, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
+        title=dict(text=title, y=0.995, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
         height=MARGIN_TOP + MARGIN_BOTTOM + ROW_HEIGHT * rows, margin=dict(t=MARGIN_TOP, b=MARGIN_BOTTOM),
     )
     if len(layers) > 1:
+        traces = [(m, g) for _, page in book for m in page for g in groups_]
         fig.frames = [
             go.Frame(name=layer, data=[
-                go.Scatter(x=atlas.coords[m][layer][g.mask][:, 0], y=atlas.coords[m][layer][g.mask][:, 1])
-                for m in methods for g in groups
-            ], layout=_axis_ranges(atlas, methods, layer, len(methods)))
+                go.Scatter(x=_points(atlas, m, layer, g)[:, 0], y=_points(atlas, m, layer, g)[:, 1]) for m, g in traces
+            ], layout=_axis_ranges(atlas, methods, layer, slots))
             for layer in layers
         ]
-        fig.update_layout(sliders=[_layer_slider(layers)])
+        fig.update_layout(sliders=[_layer_slider(layers, above=55 / (ROW_HEIGHT * rows))])
+    menu_y = 1 + 125 / (ROW_HEIGHT * rows)
     if menus:
-        menu_y = 1 + MENU_LIFT / (ROW_HEIGHT * rows)
-        fig.update_layout(updatemenus=_menus(groups, len(methods), split, colouring, menu_y))
+        fig.update_layout(updatemenus=_menus(groups_, len(owner) // len(groups_), split, colouring, menu_y))
+    if len(book) > 1:
+        fig.update_layout(updatemenus=[*fig.layout.updatemenus, _page_menu(book, owner, slots, menu_y)])
     return fig
 
 
@@ -102,7 +129,7 @@ def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
         raise ValueError("no CKA rows in the results: run notebook 02 with this run_dir first")
     present = set(zip(rows["metric"], rows["split"]))
     combos = [(m, s) for m in CKA_METRICS for s in dict.fromkeys(rows["split"]) if (m, s) in present]
-    parts = [layer_curves(rows, metric, split, layers) for metric, split in combos]
+    parts = [layer_curves(rows, metric, split, layers, group_menu=False) for metric, split in combos]
     fig = go.Figure()
     for k, part in enumerate(parts):
         fig.add_traces([trace.update(visible=k == 0) for trace in part.data])
@@ -113,9 +140,8 @@ def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
                    {"title.text": f"{metric} on {split}", "yaxis.title.text": metric}])
         for k, (metric, split) in enumerate(combos)
     ]
-    fig.update_layout(parts[0].layout)
-    fig.update_layout(updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")],
-                      margin=dict(t=110))
+    fig.update_layout(parts[0].layout, margin=dict(t=110))
+    fig.layout.updatemenus = [dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")]
     return fig
 
 
@@ -127,7 +153,7 @@ def explorer(atlas: Atlas) -> ipywidgets.VBox:
     """
     import ipywidgets as widgets
 
-    methods = widgets.SelectMultiple(options=atlas.methods, value=tuple(atlas.methods[:PANEL_COLUMNS]),
+    methods = widgets.SelectMultiple(options=atlas.methods, value=tuple(atlas.methods[:4]),
                                      description="methods", rows=min(8, len(atlas.methods)))
     layer = widgets.SelectionSlider(options=atlas.layers, description="layer")
     split = widgets.ToggleButtons(options=SPLIT_VIEWS, description="split")
@@ -220,14 +246,24 @@ def _class_groups(atlas: Atlas) -> list[_Group]:
     ]
 
 
+def _points(atlas: Atlas, method: str, layer: str, group: _Group) -> np.ndarray:
+    """A class's points in one model's embedding of a layer, rounded to what a plot can show (the saved figures
+    and the report carry every layer of every model)."""
+    return np.round(atlas.coords[method][layer][group.mask].astype(np.float64), 3)
+
+
 def _shown(forgotten: bool, split: str) -> bool:
     return split == "both" or (split == "test_forget") == forgotten
 
 
-def _marker(group: _Group, colouring: str) -> dict:
+OPACITY = {True: 0.75, False: 0.0}  # a class's points shown, or hidden by the split menu
+
+
+def _marker(group: _Group, colouring: str, split: str = "both") -> dict:
+    shown = _shown(group.forgotten, split)
     if group.forgotten:
-        return dict(color=group.color, size=8, line=dict(color="black", width=1))
-    return dict(color=group.color if colouring == "class" else RETAIN_COLOR, size=5, opacity=0.7)
+        return dict(color=group.color, size=8, line=dict(color="black", width=1), opacity=1.0 if shown else 0.0)
+    return dict(color=group.color if colouring == "class" else RETAIN_COLOR, size=5, opacity=OPACITY[shown])
 
 
 def _axis_ranges(atlas: Atlas, methods: list[str], layer: str, n_panels: int) -> dict:
@@ -243,22 +279,38 @@ def _axis_ranges(atlas: Atlas, methods: list[str], layer: str, n_panels: int) ->
     return ranges
 
 
-def _layer_slider(layers: list[str]) -> dict:
+def _layer_slider(layers: list[str], above: float) -> dict:
+    """The slider over layers, just above the panels (`above`: its height above them, in paper units)."""
     step_args = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     return dict(
-        active=0, currentvalue=dict(prefix="layer: "), pad=dict(t=30),
+        active=0, currentvalue=dict(prefix="layer: "), pad=dict(t=0, b=0), x=0, len=1.0, y=1 + above, yanchor="bottom",
         steps=[dict(label=layer, method="animate", args=[[layer], step_args]) for layer in layers],
     )
 
 
-def _menus(groups: list[_Group], n_methods: int, split: str, colouring: str, y: float) -> list[dict]:
-    """Dropdowns at height `y` (paper coordinates) that restyle the traces, never their data, which the
-    layer frames own."""
-    traces = [g for _ in range(n_methods) for g in groups]
+def _titles(page: list[str], slots: int) -> list[str]:
+    """A page's panel titles, one per slot; an empty slot's is a space, so that its title exists to be set."""
+    return page + [" "] * (slots - len(page))
+
+
+def _page_menu(book: list[tuple[str, list[str]]], owner: list[int], slots: int, y: float) -> dict:
+    """A dropdown over the pages of methods: which traces are visible, and the panels' titles."""
+    buttons = []
+    for p, (label, page) in enumerate(book):
+        titles = {f"annotations[{k}].text": title for k, title in enumerate(_titles(page, slots))}
+        buttons.append(dict(label=label, method="update", args=[{"visible": [o == p for o in owner]}, titles]))
+    return dict(buttons=buttons, active=0, x=1.0, xanchor="right", y=y, yanchor="bottom")
+
+
+def _menus(groups: list[_Group], n_panels: int, split: str, colouring: str, y: float) -> list[dict]:
+    """Dropdowns at height `y` (paper coordinates) that restyle the traces' markers, never their data (which the
+    layer frames own) nor their visibility (which the page menu owns)."""
+    traces = [g for _ in range(n_panels) for g in groups]
     kept = [i for i, g in enumerate(traces) if not g.forgotten]
     split_buttons = [
         dict(label="both splits" if view == "both" else f"{view} only", method="restyle",
-             args=[{"visible": [_shown(g.forgotten, view) for g in traces]}])
+             args=[{"marker.opacity": [_marker(g, colouring, view)["opacity"] for g in traces],
+                    "hoverinfo": ["text" if _shown(g.forgotten, view) else "skip" for g in traces]}])
         for view in SPLIT_VIEWS
     ]
     colour_buttons = [

@@ -5,7 +5,7 @@ Two views of every tap come out of one forward pass:
 - *flat*: the activation flattened per sample, (N, C*H*W), for CKA. At ResNet/CIFAR scale a conv tap
   is first average-pooled to at most `max_spatial` x `max_spatial` positions, or layer1 alone would be
   64k numbers per image; the quick profile keeps everything (`max_spatial=None`).
-- *pooled*: the global average over H and W, (N, C), for the linear probe (STUDY.md section 5 asks
+- *pooled*: the global average over H and W, (N, C), for the linear probe (docs/study.md, "Metrics", asks
   for pooled features there). It does not depend on `max_spatial`.
 
 The `pool` tap is already (N, D) and is the same in both views. The logits come along under "logits".

@@ -1,4 +1,4 @@
-"""The study's metrics (STUDY.md section 5), each defined here once; the recovery attacks are `ecnb.attacks`."""
+"""The study's metrics (docs/study.md, "Metrics"), each defined here once; the attacks are `ecnb.attacks`."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import torch
 import torch.nn as nn
+from scipy.stats import ks_2samp
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -39,11 +40,14 @@ def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) 
 def accuracy_rows(
     model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
 ) -> list[dict]:
-    """`accuracy` rows for every non-empty split (random-sample forgetting has no `test_forget`)."""
+    """`accuracy` and `split_size` (its number of images: the n of the accuracy's Wilson interval) for every
+    non-empty split (random-sample forgetting has no `test_forget`)."""
     return [
-        result_row(seed, method, "accuracy", accuracy(predict(model, x), y), split=name)
+        row
         for name, (x, y) in splits.items()
         if len(y)
+        for row in (result_row(seed, method, "accuracy", accuracy(predict(model, x), y), split=name),
+                    result_row(seed, method, "split_size", len(y), split=name))
     ]
 
 
@@ -182,13 +186,11 @@ def _hsic_u(s_ab: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor, n: int) -> t
 
 
 @torch.no_grad()
-def true_label_confidence(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
-) -> np.ndarray:
-    """Softmax probability of the true label per sample, float64, in eval mode on the raw images.
+def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax outputs per sample, float64 on the CPU, in eval mode on the raw images.
 
-    No augmentation and no autocast: members' confidences crowd just below 1, where the differences
-    the attack reads would drown in bf16 logits (about three significant digits).
+    No augmentation and no autocast: confidences crowd just below 1 (members, in the membership attack)
+    or near 1/C, where the differences read here would drown in bf16 logits (about three significant digits).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -197,7 +199,12 @@ def true_label_confidence(
         chunks = [model(x[s : s + batch_size].to(device)).double().cpu() for s in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.softmax(torch.cat(chunks), 1).gather(1, y.cpu().long().view(-1, 1)).squeeze(1).numpy()
+    return torch.softmax(torch.cat(chunks), 1)
+
+
+def true_label_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """Softmax probability of the true label per sample, float64 (`probabilities`)."""
+    return probabilities(model, x, batch_size).gather(1, y.cpu().long().view(-1, 1)).squeeze(1).numpy()
 
 
 def mia_efficacy(
@@ -246,6 +253,44 @@ def mia_rows(
     """
     value = mia_efficacy(model, splits["retain_train"], splits["test_retain"], splits["forget_train"], seed=seed)
     return [result_row(seed, method, "mia_efficacy", value, split="forget_train")]
+
+
+# --- outputs on the forgotten images -------------------------------------------------------------
+
+# What the outputs on the forgotten images look like, against `retrain`'s on the same images.
+OUTPUT_SPLITS = ("forget_train", "test_forget")
+
+
+def output_entropy(probs: torch.Tensor | np.ndarray) -> float:
+    """Mean prediction entropy in nats: 0 for certain answers, ln C for uniform ones over C classes."""
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    return float(-(p * torch.log(p.clamp_min(1e-300))).sum(1).mean())
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical distribution functions
+    of `a` and `b` (0: the same distribution of values; 1: no overlap at all)."""
+    return float(ks_2samp(np.asarray(a, np.float64), np.asarray(b, np.float64)).statistic)
+
+
+def output_rows(
+    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int, retrain: nn.Module
+) -> list[dict]:
+    """`output_entropy` and `output_ks_to_retrain` on the splits of `OUTPUT_SPLITS` that hold images: the
+    model's mean prediction entropy, and the KS distance between its top-class probabilities and
+    `retrain`'s on the same images. A model that never saw the class answers a forgotten image with a
+    fairly confident guess at a similar class; near-uniform answers (the most common way an unlearned
+    model "forgets") or certain ones give it away to anyone who can query it."""
+    rows = []
+    for name in OUTPUT_SPLITS:
+        x = splits[name][0]
+        if not len(x):
+            continue
+        probs, reference = probabilities(model, x), probabilities(retrain, x)
+        top, reference_top = probs.max(1).values.numpy(), reference.max(1).values.numpy()
+        rows += [result_row(seed, method, "output_entropy", output_entropy(probs), split=name),
+                 result_row(seed, method, "output_ks_to_retrain", ks_distance(top, reference_top), split=name)]
+    return rows
 
 
 # --- linear probe ----------------------------------------------------------------------------------

@@ -29,11 +29,15 @@ from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
 from .attacks import check_shots
 from .data import check_available, load_dataset
-from .ec import ablation_names, baselines
+from .scopes import selection
 from .results import read_results
 from .verdicts import summary
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+RUNS_DIR = NOTEBOOKS_DIR.parent / "runs"
+# The run directory notebook 01 prepared last when it was given none (JupyterLab): notebooks 02 to 04 read it
+# when they are given none either, so changing the forget class in notebook 01 is the only edit needed.
+LATEST_RUN = RUNS_DIR / "LATEST"
 RUNNING_SUFFIX = ".running.ipynb"  # a notebook being executed, renamed into place only when it succeeds
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 KERNEL_DIR_PREFIX = "ecnb-kernel-"  # each kernel's private folder for its IPC sockets, removed at shutdown
@@ -72,12 +76,28 @@ def notebook_paths(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if re.match(r"\d\d_", p.name) and p.name not in SWEEP_NOTEBOOKS)
 
 
-def check_selection(methods: list[str] | None, ablations: list[str] | None) -> None:
-    """Fail before any work on a method or ablation name the registry does not know."""
-    for given, valid, what in ((methods, baselines(), "baseline method"), (ablations, ablation_names(), "ablation")):
-        for name in given or []:
-            if name not in valid:
-                raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
+def open_notebook_run(run_dir: str | None = None, **options: Any) -> Run:
+    """Notebook 01's run: `StudyConfig.from_options(**options)` opened at `run_dir`, or, when none is given,
+    at the directory the options name under the project's `runs/`, recorded in `LATEST_RUN` for the
+    notebooks that follow."""
+    config = StudyConfig.from_options(run_dir=run_dir, **options)
+    if run_dir is None:
+        config = dataclasses.replace(config, run_dir=str(RUNS_DIR.parent / config.run_dir))
+    run = Run.open(config)
+    if run_dir is None:
+        atomic_write(LATEST_RUN, lambda tmp: tmp.write_text(str(run.root) + "\n"))
+    return run
+
+
+def find_run(run_dir: str | None = None) -> Run:
+    """Notebooks 02 to 05's run: `run_dir`, or the one notebook 01 prepared last (`LATEST_RUN`)."""
+    if run_dir is None:
+        if not LATEST_RUN.exists():
+            raise ConfigError("no run_dir was given and notebook 01 has prepared none yet: run notebook 01 first, "
+                              "or give run_dir")
+        run_dir = LATEST_RUN.read_text().strip()
+        print(f"run_dir not given: reading the run notebook 01 prepared last, {run_dir}")
+    return Run.load(run_dir)
 
 
 def notebook_parameters(
@@ -86,11 +106,13 @@ def notebook_parameters(
     """The study's options as notebook parameters (plain literals, one seed per execution).
 
     `methods` (the baselines; EC's plug-ins follow them) and `ablations` are passed only when given,
-    so the notebooks' own defaults (every registered method) apply otherwise.
+    so the scope's selection (`ecnb.scopes`) applies otherwise.
     """
     selection = {k: list(v) for k, v in (("methods", methods), ("ablations", ablations)) if v is not None}
     return {
         **selection,
+        "scope": config.scope,
+        "overrides": config.overrides,
         "profile": config.profile,
         "dataset": config.dataset,
         "model": config.model,
@@ -191,7 +213,7 @@ def run_study(
                 params = notebook_parameters(config, seed, methods, ablations)
                 execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params)
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
-        table = summary(read_results(root), config.seeds, config.attacks.reference_step)
+        table = summary(study_results(run, methods, ablations), config.seeds)
         report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks], table)
     log("\n" + (table.to_string() if not table.empty else "(no results)"))
     for line in run.failure_lines():
@@ -204,7 +226,7 @@ def preflight(config: StudyConfig, methods: list[str] | None = None, ablations: 
     """Every check a study makes before any work (a sweep makes them for each of its cells): the
     configuration, the method selection, the data, the run directory, and the attacker's shots."""
     config.validate()
-    check_selection(methods, ablations)
+    selection(config.scope, methods, ablations, config)
     check_available(config.dataset)
     config.check_writable()
     if config.scenario == "class":
@@ -229,27 +251,44 @@ def _remove_partial_files(root: Path) -> None:
         path.unlink()
 
 
+def study_results(run: Run, methods: list[str] | None = None, ablations: list[str] | None = None) -> pd.DataFrame:
+    """The run's results for its seeds, limited to the references and the methods of its scope (a full study
+    run earlier in the same directory leaves rows a walkthrough does not show)."""
+    shown = {"original", "retrain", *selection(run.config.scope, methods, ablations, run.config).methods}
+    results = read_results(run.root)
+    return results[results["seed"].isin(run.config.seeds) & results["method"].isin(shown)]
+
+
+TITLE = "Superficial forgetting and Erase at the Core"
+
+
+def study_title(config: StudyConfig) -> str:
+    """The report's title: the study, its data and forget set, and its scope."""
+    what = (f"forgetting class{'es' if len(config.forget_classes) > 1 else ''} "
+            f"{', '.join(map(str, config.forget_classes))}" if config.scenario == "class"
+            else f"forgetting a random {config.forget_fraction:.0%} of the training set")
+    return f"{TITLE}: {config.dataset}, {config.model}, {what} ({config.scope})"
+
+
 def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = None) -> Path:
     """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests.
     `table` is the run's summary when the caller already has it."""
     config = run.config
     if table is None:
-        table = summary(read_results(run.root), config.seeds, config.attacks.reference_step)
+        table = summary(study_results(run), config.seeds)
     intro = (
-        f"# ecnb study: {config.dataset}, {config.model}, "
-        + (f"forgetting class(es) {list(config.forget_classes)}" if config.scenario == "class"
-           else f"forgetting a random {config.forget_fraction:.0%} of the training set")
-        + f"\n\nSeeds: {list(config.seeds)}; the notebooks below are those of seed {config.seeds[0]}. "
-        "Accuracy is reported as is (not 1 - accuracy).\n\n"
+        f"# {study_title(config)}\n\nSeeds: {list(config.seeds)}; the notebooks below are those of seed "
+        f"{config.seeds[0]}. Accuracy is reported as is (not 1 - accuracy); every accuracy on the forgotten "
+        "class's test images comes with its Wilson 95% interval.\n\n"
         + (table.to_html() if not table.empty else "")
         + "".join(f"\n\n**{line}**" for line in run.failure_lines())
     )
-    return render_report(run.root / "report.html", executed, intro)
+    return render_report(run.root / "report.html", executed, intro, study_title(config))
 
 
-def render_report(target: Path, executed: list[Path], intro: str) -> Path:
+def render_report(target: Path, executed: list[Path], intro: str, title: str) -> Path:
     """`intro` (Markdown) and the executed notebooks as one offline HTML page at `target` (a study's report
-    and a sweep's): plotly.js embedded once, no outside requests."""
+    and a sweep's) titled `title`: plotly.js embedded once, no outside requests."""
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     from plotly.offline import get_plotlyjs
@@ -261,7 +300,7 @@ def render_report(target: Path, executed: list[Path], intro: str) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
     # A text progress bar is stored as one stream output per update; show only its last state.
     exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)
-    html, _ = exporter.from_notebook_node(merged)
+    html, _ = exporter.from_notebook_node(merged, resources={"metadata": {"name": title}})
     html = _strip_remote_scripts(html)
     html = html.replace("</head>", f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>', 1)
     return atomic_write(target, lambda tmp: tmp.write_text(html))

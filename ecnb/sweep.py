@@ -1,6 +1,6 @@
 """Sweeps: the study over a grid of data sets x forget sets x seeds, each cell an ordinary study, on Ray.
 
-One forget class and one seed can mislead (STUDY.md section 8), so the verdicts are read over cells. A
+One forget class and one seed can mislead (docs/study.md), so the verdicts are read over cells. A
 cell is one study (the same notebooks, executed headlessly) with one data set, one forget set and one
 seed, in its own run directory `<sweep>/cells/<cell>/`: it can be opened, re-run and reported like any
 study. Ray runs the cells (a local Ray started and stopped here, or an existing cluster at `address`),
@@ -11,7 +11,7 @@ complete or absent (every write in a study is atomic), and the next run resumes.
 
 At the top of the sweep directory: `results.csv` (every cell's rows plus `dataset` and `forget_set`;
 `seed` is already a column), `verdicts.csv` (each method's verdict and evidence per cell), `summary.csv`
-(per method, mean +- std over cells and how often it is superficial / erased), `claims.csv` (STUDY.md
+(per method, mean +- std over cells and how often it is superficial / erased), `claims.csv` (docs/study.md
 section 7's claims read over the cells), notebook 05 executed, and `report.html`.
 """
 from __future__ import annotations
@@ -28,23 +28,46 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ArtifactError, atomic_write
-from .config import ConfigError, StudyConfig, resolve_device
+from .config import PROFILES, REPORTED_CLASSES, SWEEP_SEEDS, ConfigError, StudyConfig, resolve_device
 from .ec import baselines, variant_names
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
+    RUNS_DIR,
     SWEEP_NOTEBOOKS,
+    TITLE,
     StudyError,
     execute_notebook,
     preflight,
     render_report,
     run_study,
 )
-from .verdicts import CKA, ERASED, FEWSHOT, FORGET, RELEARN, RETAIN, SUPERFICIAL, claims, evidence, judge, variant_claims
+from .methods import table_digest
+from .unlearn import TAMPER_RESISTANT
+from .verdicts import (
+    CKA,
+    DEPTH,
+    DEPTHS,
+    ERASED,
+    FEWSHOT,
+    FEWSHOT_GAP,
+    FORGET,
+    OUTPUT_KS,
+    RELEARN_GAP,
+    RETAIN,
+    SUCCEEDS,
+    SUPERFICIAL,
+    TELLS,
+    VERDICT,
+    claims,
+    evidence,
+    judge,
+    variant_claims,
+)
 
 SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
 CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
-HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN]
+HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_KS]
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,14 @@ def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple
     return Path("runs") / f"sweep-{profile}-{'_'.join(datasets)}-forget{sets}-seed{'_'.join(map(str, seeds))}"
 
 
+def find_sweep(sweep_dir: str | Path | None = None) -> Path:
+    """Notebook 05's sweep: `sweep_dir`, or the default sweep's directory under the project's `runs/`."""
+    if sweep_dir is not None:
+        return Path(sweep_dir)
+    default = default_sweep_dir("quick", [PROFILES["quick"]["dataset"]], [(c,) for c in REPORTED_CLASSES], list(SWEEP_SEEDS))
+    return RUNS_DIR.parent / default
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """Fail in one line, before any work, when nothing listens at a Ray cluster's `host:port`."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -116,16 +147,28 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def _selection(methods: list[str] | None, ablations: list[str] | None, notebooks: list[Path] | None) -> dict:
-    return {"methods": methods, "ablations": ablations, "notebooks": [p.name for p in notebooks] if notebooks else None}
+    return {"methods": methods, "ablations": ablations,
+            "notebooks": [str(Path(p).absolute()) for p in notebooks] if notebooks else None}
+
+
+def record_cell(config: StudyConfig, selection: dict, seconds: float) -> None:
+    """Mark a cell's study as finished: `cell.json` with the configuration, the selection of methods and
+    notebooks, and the digest of every method's hyperparameters it ran under."""
+    record = {"config": config.to_dict(), "selection": selection, "hparams": table_digest(config.profile),
+              "seconds": seconds}
+    atomic_write(Path(config.run_dir) / CELL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
 def is_complete(config: StudyConfig, selection: dict) -> bool:
-    """A cell is reused when its study finished with this configuration and this selection of methods."""
+    """A cell is reused when its study finished with this configuration, this selection and the methods'
+    hyperparameters as they are now (a retuned method runs the cell again; the study then recomputes only
+    the models whose settings changed, as their checkpoints are keyed by them)."""
     path = Path(config.run_dir) / CELL_FILE
     if not path.exists():
         return False
     done = json.loads(path.read_text())
-    return _portable(done["config"]) == _portable(config.to_dict()) and done["selection"] == selection
+    return (_portable(done["config"]) == _portable(config.to_dict()) and done["selection"] == selection
+            and done.get("hparams") == table_digest(config.profile))
 
 
 def _portable(config: dict) -> dict:
@@ -144,7 +187,7 @@ def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -
     torch.set_num_threads(threads)
     start = time.perf_counter()
     study = StudyConfig.from_dict(config)
-    notebooks = [NOTEBOOKS_DIR / name for name in selection["notebooks"]] if selection["notebooks"] else None
+    notebooks = [Path(p) for p in selection["notebooks"]] if selection["notebooks"] else None
     try:
         run_study(study, force=force, notebooks=notebooks, log=lambda _: None, methods=selection["methods"],
                   ablations=selection["ablations"])
@@ -153,8 +196,7 @@ def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -
     except Exception as e:  # a bug in one cell is that cell's failure, reported with the others
         return {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - start
-    record = {"config": config, "selection": selection, "seconds": seconds}
-    atomic_write(Path(study.run_dir) / CELL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    record_cell(study, selection, seconds)
     return {"ok": True, "seconds": seconds, "error": None}
 
 
@@ -185,14 +227,15 @@ def run_sweep(
     atomic_write(sweep_dir / "sweep.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     log(f"{len(configs)} cells: {len(configs) - len(pending)} complete and reused, {len(pending)} to run")
     failures = _run_on_ray(pending, selection, address, cpus_per_cell, force, log) if pending else {}
-    finished = [c for c, cfg in configs.items() if c.name not in failures and is_complete(cfg, selection)]
-    tables = write_tables(sweep_dir, {c: Path(configs[c].run_dir) for c in finished}, baselines_of(methods),
-                          next(iter(configs.values())).attacks.reference_step)
-    if finished:
+    runs = {c: Path(cfg.run_dir) if c.name not in failures and is_complete(cfg, selection) else None
+            for c, cfg in configs.items()}
+    tables = write_tables(sweep_dir, runs, baselines_of(methods))
+    if any(path is not None for path in runs.values()):
         log("\n" + summary_text(tables))
         executed = sweep_dir / "notebooks" / SWEEP_NOTEBOOK.name
         execute_notebook(SWEEP_NOTEBOOK, executed, {"sweep_dir": str(sweep_dir.absolute())})
-        report = render_report(sweep_dir / "report.html", [executed], _report_intro(tables["summary"], configs, failures))
+        intro = _report_intro(tables["summary"], configs, failures)
+        report = render_report(sweep_dir / "report.html", [executed], intro, f"{TITLE}: a sweep of {len(configs)} cells")
         log(f"\nreport: {report.absolute()}")
     for name, error in failures.items():
         log(f"cell {name} failed: {error}")
@@ -222,7 +265,12 @@ def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str 
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             cell = refs[done[0]]
-            outcome = ray.get(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except ray.exceptions.RayError as e:  # the cell's process died (killed, out of memory, a crash)
+                what = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                outcome = {"ok": False, "seconds": time.perf_counter() - start,
+                           "error": f"its process died ({type(e).__name__}{': ' + what if what else ''})"}
             status = "done" if outcome["ok"] else "FAILED"
             if not outcome["ok"]:
                 failures[cell.name] = outcome["error"]
@@ -242,55 +290,83 @@ def baselines_of(methods: list[str] | None) -> list[str]:
     return list(methods) if methods is not None else baselines()
 
 
-def write_tables(sweep_dir: Path, runs: dict[Cell, Path], base: list[str], reference_step: int) -> dict[str, pd.DataFrame]:
-    """The sweep's merged tables from the finished cells' own `results.csv`, written and returned by name
-    (`results`, `verdicts`, `summary`, `claims`, as `load` reads them back)."""
+def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]) -> dict[str, pd.DataFrame]:
+    """The sweep's merged tables from the finished cells' own `results.csv` (a failed cell's run is None),
+    written and returned by name (`results`, `verdicts`, `summary`, `claims`, as `load` reads them back).
+    The claims are read per data set, over every cell of it: a failed cell counts as one where no claim holds."""
     frames, judged = [], {}
     for cell, run_dir in runs.items():
+        if run_dir is None:
+            continue
         rows = read_results(run_dir)
         frames.append(rows.assign(dataset=cell.dataset, forget_set=cell.forget_label))
-        judged[cell] = judge(evidence(rows, cell.seed, reference_step))
+        judged[cell] = judge(evidence(rows, cell.seed))
     columns = ["dataset", "forget_set", "seed", "method", "metric", "layer", "split", "value"]
     merged = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     verdicts = pd.concat([t.assign(dataset=c.dataset, forget_set=c.forget_label, seed=c.seed)
                           for c, t in judged.items()]).rename_axis("method").reset_index() if judged else pd.DataFrame()
-    cells = {c.name: t for c, t in judged.items()}
-    ran = [v for v in variant_names() if any(v in t.index for t in cells.values())]
-    claim_rows = pd.concat([claims(cells, base), variant_claims(cells, base, ran)]).reset_index() if judged else pd.DataFrame()
     tables = {"results.csv": merged, "verdicts.csv": verdicts, "summary.csv": summarize_cells(verdicts),
-              "claims.csv": claim_rows}
+              "claims.csv": claims_by_dataset(runs, judged, base)}
     for name, table in tables.items():
         atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return {name.removesuffix(".csv"): table for name, table in tables.items()}
 
 
+def claims_by_dataset(runs: dict[Cell, Path | None], judged: dict[Cell, pd.DataFrame], base: list[str]) -> pd.DataFrame:
+    """The claims (`ecnb.verdicts.claims` and, for the variants that ran, `variant_claims`) of each data set
+    over all of its cells, failed ones included, with a `dataset` column."""
+    frames = []
+    for dataset in dict.fromkeys(c.dataset for c in runs):
+        cells = {c.name: judged.get(c) for c in runs if c.dataset == dataset}
+        tables = [t for t in cells.values() if t is not None]
+        ran = [v for v in variant_names() if any(v in t.index for t in tables)]
+        anchors = [a for a in TAMPER_RESISTANT if any(a in t.index for t in tables)]
+        table = pd.concat([claims(cells, base), variant_claims(cells, base, ran, anchors)]).reset_index()
+        frames.append(table.assign(dataset=dataset, cells=len(cells), failed=len(cells) - len(tables)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean and std over cells of the headline figures, and in how many cells it is
-    superficial / erased."""
+    """Per data set and method: mean and std over cells of the headline figures, in how many cells it was
+    measured, and in how many it is superficial, erased, and succeeds."""
     if verdicts.empty:
         return pd.DataFrame()
-    grouped = verdicts.groupby("method", sort=False)
+    grouped = verdicts.groupby(["dataset", "method"], sort=False)
     stats = grouped[HEADLINE].agg(["mean", "std"])
     stats.columns = [f"{col} {stat}" for col, stat in stats.columns]
-    counts = grouped["verdict"].agg(cells="size", superficial=lambda v: int((v == SUPERFICIAL).sum()),
-                                    erased=lambda v: int((v == ERASED).sum()))
+    counts = grouped.agg(cells=(DEPTH, "size"), superficial=(DEPTH, lambda v: int((v == SUPERFICIAL).sum())),
+                         erased=(DEPTH, lambda v: int((v == ERASED).sum())),
+                         succeeds=(SUCCEEDS, lambda v: int(v.astype(bool).sum())))
     return pd.concat([counts, stats], axis=1).reset_index()
 
 
+def agreement(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per data set and method: how many cells give each depth, the most common whole verdict and in how many
+    cells: which verdicts are stable over forget classes and seeds, and which flip."""
+    rows = []
+    for (dataset, method), part in verdicts.groupby(["dataset", "method"], sort=False):
+        lines = part[VERDICT].value_counts()
+        rows.append({"dataset": dataset, "method": method, "cells": len(part),
+                     **{d: int((part[DEPTH] == d).sum()) for d in DEPTHS},
+                     "most common verdict": lines.index[0], "in cells": int(lines.iloc[0])})
+    return pd.DataFrame(rows)
+
+
 def summary_text(tables: dict[str, pd.DataFrame]) -> str:
-    """What the sweep command prints: per method, mean ± std over cells of the headline figures and in how
-    many cells it is superficial / erased; then how many of the claims hold."""
+    """What the sweep command prints: per data set and method, mean ± std over cells of the headline figures
+    and in how many cells it is superficial / erased / succeeds; then how many claims hold."""
     summary, claims_table = tables["summary"], tables["claims"]
-    short = {FORGET: "forget_train", RETAIN: "test_retain", CKA: "mean int. CKA", FEWSHOT: "best int. few-shot",
-             RELEARN: "relearn@ref"}
-    table = pd.DataFrame({"method": summary["method"]})
+    short = {FORGET: "forget_train", RETAIN: "test_retain", FEWSHOT_GAP: "few-shot gap", RELEARN_GAP: "relearning gap",
+             OUTPUT_KS: "output KS", CKA: "mean int. CKA"}
+    table = summary[["dataset", "method"]].copy()
     for column, name in short.items():
         mean, std = summary[f"{column} mean"], summary[f"{column} std"]
         table[name] = [f"{m:.3f}" if pd.isna(d) else f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, std)]
-    for verdict in ("superficial", "erased"):
-        table[verdict] = [f"{k}/{n}" for k, n in zip(summary[verdict], summary["cells"])]
+    for counted in ("superficial", "erased", "succeeds"):
+        table[counted] = [f"{k}/{n}" for k, n in zip(summary[counted], summary["cells"])]
     held = int(claims_table["holds"].astype(bool).sum()) if not claims_table.empty else 0
-    return f"{table.set_index('method').to_string()}\n\n{held} of {len(claims_table)} claims hold over the cells"
+    return (f"{table.set_index(['dataset', 'method']).to_string()}\n\n"
+            f"{held} of {len(claims_table)} claims hold over the cells")
 
 
 def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -307,7 +383,7 @@ def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
         elif name == "results":
             tables[name] = pd.read_csv(path, keep_default_na=False, dtype={c: str for c in _TEXT_COLUMNS})
         else:
-            tables[name] = pd.read_csv(path, dtype={"forget_set": str})
+            tables[name] = pd.read_csv(path, dtype={"forget_set": str, TELLS: str}).fillna({TELLS: ""})
     return tables
 
 
@@ -316,7 +392,7 @@ _TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
 
 def _report_intro(summary: pd.DataFrame, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
     first = next(iter(configs.values()))
-    lines = [f"# ecnb sweep: {len(configs)} cells ({first.profile} profile, {first.model})",
+    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({first.profile} profile, {first.model}, {first.scope} scope)",
              "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
     lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
     if not summary.empty:

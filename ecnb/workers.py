@@ -5,19 +5,22 @@ Why one thread per process: a thread count changes the order of floating-point s
 with 2 threads and one with 1 differ in the last bits and, through the attacks' thresholds, sometimes in
 a verdict; and one-thread processes do not collapse on a busy machine as spinning thread pools do
 (docs/benchmarks.md). It is not always faster: where two threads scale well, two one-thread workers
-match one two-thread process at best (docs/benchmarks.md, issue 17). Every job runs at
+match one two-thread process at best (docs/benchmarks.md). Every job runs at
 one thread whether it runs here or in a worker, so a study's numbers do not depend on how many workers
 ran it: `ECNB_WORKERS=1` (everything in the calling process) writes the same results as the default.
 
 Workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once each,
 the objects the caller's jobs share (its run, data set, split, models), so a job in a worker works on
-exactly what it would work on in the caller, even a data set the caller transformed.
+exactly what it would work on in the caller, even a data set the caller transformed. A worker ends as soon
+as the process that started it is gone, however that process ended.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -71,8 +74,18 @@ def shared() -> Any:
     return _SHARED
 
 
-def _start_worker(objects: Any) -> None:
+def _exit_with(parent: int, interval: float = 0.5) -> None:
+    """Poll until the process that started this worker is gone, then end this one at once. A killed parent
+    (a notebook kernel stopped by Ctrl-C, a sweep's cancelled cell) takes no worker pool down with it: its
+    workers would otherwise run their jobs to the end, writing checkpoints and features nobody waits for."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _start_worker(objects: Any, parent: int) -> None:
     global _SHARED
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="ecnb-parent-watch").start()
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
 
@@ -114,7 +127,7 @@ def run_jobs(
     os.environ.update(_QUIET_ENV)  # a spawned worker starts with the environment of the moment it starts
     try:
         executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                          initargs=(objects,))
+                                                          initargs=(objects, os.getpid()))
         order = range(len(args)) if start_order is None else start_order
         submitted = {i: executor.submit(job, *args[i]) for i in order}  # starts the workers (at most one per job)
         futures = [submitted[i] for i in range(len(args))]

@@ -5,7 +5,7 @@
 On Fashion-MNIST (read offline: Debian's dataset-fashion-mnist, or the same four idx files in
 data/fashion-mnist/), 28x28 padded to 32x32, the CIFAR-style ResNet-18 of the paper profile: trains
 `original` and `retrain`, runs every baseline, `ec` and every plug-in with the paper profile's settings,
-measures every metric of STUDY.md section 5 through the study's own evaluation path (attacks included;
+measures every metric of docs/study.md, "Metrics" through the study's own evaluation path (attacks included;
 UMAP is not), and writes a normal run directory (config.json, checkpoints, results.csv). Then it prints,
 and writes to `gpu_check.md` / `gpu_check.json` in the run directory:
 
@@ -98,7 +98,7 @@ def ec_against_ft(data: UnlearnData, device: torch.device, batch: int, steps: in
     on the same forget + retain images, as the study runs them (its autocast and memory format)."""
     seed_everything(0)
     model = prepare_model(ecnb.build_model("resnet18", data.retain_x.shape[1], data.num_classes), device).train()
-    hp = ecnb.unlearn.hparams("ec", "paper", 0, ec_aux_epochs=0)
+    hp = ecnb.methods.hparams("ec", "paper", 0, ec_aux_epochs=0)
     state = ec.ec_setup(model, data, hp)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     n = min(batch, len(data.forget_y), len(data.retain_y))
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     batch, steps = 512, 20
     if args.tiny:
         args.epochs, args.train_per_class, args.test_per_class = 1, 6, 4
-        attacks = {"shots": 2, "retain_shots": 1, "probe_draws": 2, "relearn_steps": [0, 1], "reference_step": 1}
+        attacks = {"shots": 2, "retain_shots": 1, "probe_draws": 2, "relearn_steps": [0, 1]}
         batch, steps = 8, 1
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_times": {m: float(s) for m, s in wall.items()},
         "failures": run.failure_lines(),
     }
-    table = verdicts.summary(results, [0], config.attacks.reference_step).to_string()
+    table = verdicts.summary(results, [0]).to_string()
     figures["total_s"] = time.perf_counter() - start
     text = markdown(figures, table)
     ecnb.artifacts.save_json(run.root / "gpu_check.json", json.loads(json.dumps(figures, default=float)))

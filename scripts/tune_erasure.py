@@ -1,145 +1,202 @@
-"""Erasure on the validation tasks (issue 16): which EC variant's model do the recovery attacks find as
-empty as `retrain`'s, and at what settings?
+"""Erasure on the validation tasks: which settings of an EC variant (or any method) does the study's verdict
+call erased, with no tell and retain accuracy kept, and how near `retrain` do the attacks find it?
 
-The validation tasks of scripts/tune_quick.py (classes the study does not forget, drawn with a seeded
-generator: currently 4 and 1), each with its own `original` and `retrain`, and the attacker of the quick
-profile (`ecnb.config.PROFILES`, chosen by scripts/tune_attacks.py before any method was judged). For every
-method and setting of the grid it prints, averaged over the tasks:
+Every run is read as the study reads it (scripts/validation.py: `ecnb.evaluate.method_rows`, then
+`ecnb.verdicts.judge` against the task's own `retrain`), with retain accuracy on the validation split. Per
+method and setting it prints, averaged over the tasks: forget and retain accuracy, the relearning and
+few-shot gaps, the lowest relearning difference (over-resistance), the output KS distance and entropy on
+D_f, mean intermediate CKA, the weight distance, the attack distance to `retrain`
+(`ecnb.verdicts.attack_distance`), and the share of tasks on which it is erased, keeps retain, shows each
+tell and succeeds. Among a method's settings the one that succeeds on the most tasks wins, then the one
+erased on the most, then the smallest attack distance, then the smallest retain drop. Nothing here reads
+a reported class.
 
-- `forget` / `retain`: accuracy on the task's D_f and on the validation split's images of the kept classes
-  (the verdicts' "forgets at the output": forget within 0.05 of `retrain`, retain within 0.03 of `original`);
-- the few-shot probe per tap and its best intermediate value (`probe`), and the relearning attack per
-  step (`relearn@N`), each read against `retrain`'s (`probe_gap`, `relearn_gap`, the verdicts' 0.1);
-- mean intermediate CKA to the original on D_f (the paper's measure, beside them).
+    python scripts/tune_erasure.py [--tasks 3] [--methods ec ec+proto ...] [--grid] [--set key=value ...]
+                                   [--workers 2] [--out runs/tuning/erasure.csv]
 
-A setting *erases* on a task when it forgets at the output and both gaps are at most 0.1 there. Among
-the settings of a method, the one that erases on the most tasks wins, then the smallest attack distance
-(`size`: |probe gap| + |relearn gap|, `ecnb.verdicts.attack_distance`, averaged over the tasks), then the
-higher retain accuracy. Nothing here reads the study's reported class.
-
-    python scripts/tune_erasure.py [--seed 0] [--tasks 2] [--methods ec ec+proto ...] [--grid]
+`--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
+literals). The raw rows of every run go to `--out`, so a table can be read again without running anything.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import itertools
 import os
 import sys
+from pathlib import Path
 
-os.environ.setdefault("ECNB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+from validation import judge_task, make_task, measure, validation_classes  # noqa: E402  (sets the environment first)
+
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 import ecnb  # noqa: E402
-from ecnb.attacks import draw_attack_set, fewshot_probe, relearn_curve  # noqa: E402
-from ecnb.config import PROFILES, StudyConfig  # noqa: E402
-from ecnb.features import extract_features  # noqa: E402
-from ecnb.unlearn import hparams, run_method  # noqa: E402
-from ecnb.verdicts import ERASED_TOL, FORGET_TOL, RETAIN_TOL  # noqa: E402
-from tune_quick import intermediate_cka, make_task, scores, settings, validation_classes  # noqa: E402
+from ecnb.methods import hparams, run_method  # noqa: E402
+from ecnb.unlearn import UnlearningError  # noqa: E402
+from ecnb.verdicts import (  # noqa: E402
+    CKA, DEPTH, ENTROPY, ERASED, FEWSHOT_GAP, FORGET, OUTPUT_KS, OUTPUT_TELL_NAME, RELEARN_GAP, RESISTANCE,
+    RESISTANCE_TELL_NAME, RETAIN, RETAIN_DROP, SUCCEEDS, WEIGHTS, attack_distance, attack_distances, keeps_retain,
+)
+from ecnb.workers import run_jobs, shared  # noqa: E402
 
-# The settings tried per method (every combination); a method not listed runs at its defaults.
-GRIDS: dict[str, dict[str, list]] = {
-    "ec+proto": {"ec_relabel_weight": [0.3, 1.0, 3.0], "ec_weights": [4.0, 8.0]},
+# The settings tried per method with --grid (every combination); a method not listed runs at its defaults.
+# The tamper-resistant baselines, the anchors the variants are read against, are chosen the same way as the
+# variants (their learning rates and epochs scaled to the data, their weights around the reference's).
+GRIDS: dict[str, dict[str, list] | list[dict[str, list]]] = {
+    "ec+proto": {"ec_relabel_weight": [0.3, 1.0, 3.0], "ec_weights": [2.0, 4.0]},
+    # Directions beyond the hard relabel: soft targets (the original's distribution over the retained classes, at
+    # a temperature), a retain-side anchor (distillation to the original on D_r), a push of the weights away
+    # from the original's (as weight_dist_reg's), each alone and together, at ec+proto's budget.
+    # A list of grids is tried one after the other, each following up the one before (`--round N` runs the Nth).
+    "ec+soft": [{"ec_target_temperature": [1.0, 2.0], "ec_anchor_weight": [0.0, 1.0], "ec_distance_weight": [0.0, 1.0]},
+                {"ec_target_temperature": [2.0, 4.0], "ec_relabel_weight": [3.0, 10.0], "ec_pull": ["target", "retain"]},
+                {"ec_target_temperature": [0.5, 1.0], "ec_relabel_weight": [10.0, 30.0], "ec_pull": ["retain"],
+                 "ec_weights": [2.0, 8.0]},
+                {"ec_targets": ["soft_relabel"], "ec_pull": ["target"], "ec_target_temperature": [0.5],
+                 "ec_relabel_weight": [3.0, 10.0]},
+                {"ec_target_temperature": [0.5], "ec_relabel_weight": [20.0], "ec_pull": ["retain"]}],
+    "weight_distortion": {"alpha": [0.01, 0.02, 0.05], "lr": [1e-4, 3e-4, 1e-3], "epochs": [5, 10]},
+    "weight_dist_reg": {"dist_alpha": [0.3, 1.0, 3.0], "dist_lr": [1e-4, 3e-4, 1e-3], "dist_epochs": [5, 10]},
 }
-# The plug-ins' own budget (epochs of the EC term alone after B's, at `ec_lr`), one value for every plug-in
-# of a family: `--methods` all of a family's plug-ins with `--grid`, then read the table per `ec_epochs`.
-BUDGETS = [0, 5]
-GRIDS.update({ecnb.ec.plugin_name(b, v): {"ec_epochs": BUDGETS} for v in ["ec", *ecnb.ec.variant_names()]
-              for b in ecnb.ec.baselines()})
+# The plug-ins' own budget for the EC term (epochs of it alone after B's, at `ec_lr`), one for every plug-in of a
+# family: `--methods` all of a family's plug-ins with `--grid`, then read the table per setting.
+BUDGETS = {"ec_epochs": [0, 5], "ec_lr": [0.003, 0.01]}
+GRIDS.update({ecnb.ec.plugin_name(b, v): BUDGETS for v in ["ec", *ecnb.ec.variant_names()] for b in ecnb.ec.baselines()})
+
+FIGURES = [FORGET, RETAIN, RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, RESISTANCE, OUTPUT_KS, ENTROPY, CKA, WEIGHTS]
 
 
-def attack_figures(model: torch.nn.Module, ds: ecnb.Dataset, task, drawn, attacks) -> dict[str, float]:
-    """The two attacks of the quick profile on one model of one task: probe per tap, relearn per step."""
-    train = extract_features(model, ds.x_train, global_pool=True)
-    test_x, test_y = ecnb.split_tensors(ds, task.split)["test_forget"]
-    test = extract_features(model, test_x, global_pool=True)
-    y_train = ds.y_train.numpy()
-    out = {}
-    for tap in model.taps:
-        out[f"probe:{tap}"] = float(np.mean([
-            fewshot_probe(train[tap][np.concatenate([f, r])], y_train[np.concatenate([f, r])], test[tap],
-                          test_y.numpy(), attacks.probe_c)
-            for f, r in zip(drawn.forget, drawn.retain)]))
-    out["probe"] = max(out[f"probe:{tap}"] for tap in model.taps[:-1])
-    idx = torch.as_tensor(np.concatenate([drawn.forget[0], drawn.retain[0]]))
-    curve = relearn_curve(model, ds.x_train[idx], ds.y_train[idx], test_x, test_y, attacks.relearn_lr,
-                          attacks.relearn_momentum, attacks.relearn_steps)
-    out.update({f"relearn@{t}": v for t, v in curve.items()})
+def settings(grid: dict[str, list] | list[dict[str, list]]) -> list[dict]:
+    """Every combination of the grid(s), without repeats that only differ in a rate a zero budget never uses."""
+    out = []
+    grids = grid if isinstance(grid, list) else [grid]
+    for setting in (dict(zip(g, values)) for g in grids for values in itertools.product(*g.values())):
+        if setting.get("ec_epochs") == 0:
+            setting.pop("ec_lr", None)
+        if setting not in out:
+            out.append(setting)
     return out
 
 
-def measure(model: torch.nn.Module, ds: ecnb.Dataset, task, drawn, attacks) -> dict[str, float]:
-    return {**scores(model, task.sets), "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
-            **attack_figures(model, ds, task, drawn, attacks)}
+def _grids(grid: dict[str, list] | list[dict[str, list]], round_: int | None) -> dict | list[dict]:
+    """The grid(s) of one round of a method's list, or all of them."""
+    if round_ is None or not isinstance(grid, list):
+        return grid
+    return grid[round_ - 1]
+
+
+def _job(method: str, setting: dict, t: int, label: str) -> tuple[list[dict], float] | str:
+    """One method and setting on task `t` (of the shared tasks): its rows and wall time, or why it diverged."""
+    task = shared()[t]
+    hp = hparams(method, "quick", task.seed, **setting)
+    try:
+        model, stats = run_method(method, task.references["original"], task.data, hp)
+    except UnlearningError as e:
+        return str(e)
+    return measure(task, label, model), stats.wall_time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="+", default=["ec"])
     parser.add_argument("--grid", action="store_true", help="try every setting of GRIDS, not the defaults alone")
+    parser.add_argument("--round", type=int, help="with --grid, only the Nth (from 1) of a method's list of grids")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every method, key=value (Python literals)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each")
+    parser.add_argument("--out", default="runs/tuning/erasure.csv", help="where the raw rows of every run go")
+    parser.add_argument("--read", help="judge the raw rows of an earlier run (its --out) instead of running anything")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = {k: eval(v) for k, v in (s.split("=", 1) for s in args.set)}  # noqa: S307 (a developer's script)
+    overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
     ds = ecnb.load_dataset("digits")
-    attacks = PROFILES["quick"]["attacks"]
-    classes = validation_classes(ds.num_classes, StudyConfig.from_options().forget_classes, args.seed, args.tasks)
-    rows, tasks = [], []
-    for cls in classes:
-        task = make_task(ds, cls, args.seed, "cpu")
-        drawn = draw_attack_set(ds.y_train, task.split, attacks, args.seed)
-        for name, model in (("original", task.original), ("retrain", task.retrain)):
-            rows.append({"method": name, "setting": "", "class": cls, **measure(model, ds, task, drawn, attacks)})
-        tasks.append((task, drawn))
+    tasks = [make_task(ds, cls, args.seed) for cls in validation_classes(args.seed, args.tasks)]
+    if args.read:
+        judged = read_back(args.read, tasks)
+    else:
+        judged = run_all(args, overrides, tasks)
+    report(pd.DataFrame(judged), tasks)
+
+
+def judge_run(task, label: str, rows: list[dict], method: str, setting: str, seconds: float) -> dict:
+    """One run's figures, read against its task's `retrain` by the study's own verdicts."""
+    table = judge_task(task, rows)
+    distances = attack_distances(table)
+    r = table.loc[label]
+    return {"method": method, "setting": setting, "class": task.cls, "seconds": seconds,
+            **{c: r[c] for c in FIGURES}, "distance": attack_distance(table)[label],
+            "relearning distance": distances.loc[label, "relearning"], "few-shot distance": distances.loc[label, "few-shot"],
+            "erased": r[DEPTH] == ERASED, "keeps retain": bool(keeps_retain(table)[label]),
+            "output tell": bool(r[OUTPUT_TELL_NAME]), "over-resistance": bool(r[RESISTANCE_TELL_NAME]),
+            "succeeds": bool(r[SUCCEEDS]), "verdict": r["verdict"]}
+
+
+def run_all(args: argparse.Namespace, overrides: dict, tasks: list) -> list[dict]:
+    """Every method and setting on every task, in worker processes; the raw rows go to `args.out`."""
+    jobs, labels = [], {}
     for method in args.methods:
-        grid = settings(GRIDS[method]) if args.grid and method in GRIDS else [{}]
-        for setting in grid:
+        for setting in (settings(_grids(GRIDS[method], args.round)) if args.grid and method in GRIDS else [{}]):
             setting = {**overrides, **setting}
-            hp = hparams(method, "quick", args.seed, **setting)
-            for task, drawn in tasks:
-                model, stats = run_method(method, task.original, task.data, hp)
-                rows.append({"method": method, "setting": str(setting), "class": task.cls,
-                             "seconds": round(stats.wall_time, 1), **measure(model, ds, task, drawn, attacks)})
-                print(method, setting, task.cls, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)},
-                      flush=True)
-    per_task = pd.DataFrame(rows)
-    ref = per_task[per_task["method"] == "retrain"].set_index("class")
-    orig = per_task[per_task["method"] == "original"].set_index("class")
-    step = f"relearn@{attacks.reference_step}"
-    per_task["probe_gap"] = per_task["probe"] - per_task["class"].map(ref["probe"])
-    per_task["relearn_gap"] = per_task[step] - per_task["class"].map(ref[step])
-    at_output = ((per_task["forget"] - per_task["class"].map(ref["forget"])).abs() <= FORGET_TOL) & (
-        per_task["retain"] >= per_task["class"].map(orig["retain"]) - RETAIN_TOL)
-    per_task["erased"] = at_output & (per_task["probe_gap"].abs() <= ERASED_TOL) & (per_task["relearn_gap"].abs() <= ERASED_TOL)
-    per_task["size"] = per_task["probe_gap"].abs() + per_task["relearn_gap"].abs()  # ecnb.verdicts.attack_distance
-    columns = ["forget", "retain", "cka", *[c for c in per_task if c.startswith("probe:")], "probe",
-               *[c for c in per_task if c.startswith("relearn@")], "probe_gap", "relearn_gap", "erased", "size"]
+            label = f"{method}#{len(labels)}"
+            labels[label] = (method, str(setting))
+            jobs += [(method, setting, t, label) for t in range(len(tasks))]
+    raw, judged = [], []
+    for i, outcome in run_jobs(_job, jobs, args.workers, tasks):
+        method, setting, t, label = jobs[i]
+        if isinstance(outcome, str):
+            print(f"{method} {setting} class {tasks[t].cls}: {outcome}", flush=True)
+            continue
+        rows, seconds = outcome
+        judged.append(judge_run(tasks[t], label, rows, method, labels[label][1], seconds))
+        raw += [{**row, "label": label, "setting": labels[label][1], "class": tasks[t].cls, "seconds": seconds}
+                for row in rows]
+        print(method, labels[label][1], tasks[t].cls, judged[-1]["verdict"],
+              {k: round(float(v), 3) for k, v in judged[-1].items() if k in FIGURES or k == "distance"}, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(raw).to_csv(args.out, index=False)
+    print(f"raw rows: {args.out}")
+    return judged
+
+
+def read_back(path: str, tasks: list) -> list[dict]:
+    """The judged runs of an earlier run's raw rows (`--out`), without running anything."""
+    raw = pd.read_csv(path, keep_default_na=False, dtype={"layer": str, "split": str})
+    by_class = {t.cls: t for t in tasks}
+    judged = []
+    for (label, cls), part in raw.groupby(["label", "class"], sort=False):
+        rows = part[["seed", "method", "metric", "layer", "split", "value"]].to_dict("records")
+        method = label.split("#")[0]
+        seconds = pd.to_numeric(part["seconds"], errors="coerce").iloc[0]
+        judged.append(judge_run(by_class[cls], label, rows, method, part["setting"].iloc[0], seconds))
+    return judged
+
+
+def report(per_task: pd.DataFrame, tasks: list) -> None:
+    """The tables: per task, mean over the tasks per method and setting, the chosen setting per method, and for
+    plug-ins the mean over a family's plug-ins per setting (the plug-ins' budget is one for a whole family)."""
+    shares = ["erased", "keeps retain", "output tell", "over-resistance", "succeeds"]
+    columns = [*FIGURES, "relearning distance", "few-shot distance", "distance", *shares, "seconds"]
     table = per_task.groupby(["method", "setting"], sort=False)[columns].mean().reset_index()
+    print(f"{len(per_task)} runs on the tasks forgetting {[t.cls for t in tasks]}")
+    chosen = (table.sort_values(["succeeds", "erased", "distance", RETAIN_DROP], ascending=[False, False, True, True])
+              .groupby("method", sort=False).head(1))
     with pd.option_context("display.width", 250, "display.max_rows", None, "display.max_columns", None,
                            "display.max_colwidth", 60):
-        print(per_task.drop(columns=["erased"]).round(3).to_string(index=False))
-        print(f"\nmean over the tasks (forget classes {classes}); erased = fraction of tasks:")
+        print(per_task.drop(columns=shares).round(3).to_string(index=False))
+        print("\nmean over the tasks; shares are fractions of the tasks:")
         print(table.round(3).to_string(index=False))
-        chosen = (table[~table["method"].isin(["original", "retrain"])]
-                  .sort_values(["erased", "size", "retain"], ascending=[False, True, False])
-                  .groupby("method", sort=False).head(1))
-        budget = per_task[per_task["setting"].str.contains("ec_epochs")].assign(
-            ec_epochs=lambda d: d["setting"].map(lambda v: eval(v)["ec_epochs"]),  # noqa: S307
-            admissible=lambda d: d["retain"] >= d["class"].map(orig["retain"]) - RETAIN_TOL,
-            distance=lambda d: d["probe_gap"].abs() + d["relearn_gap"].abs())
-        if len(budget):
-            print("\nper plug-in budget, mean over the plug-ins and tasks run:")
-            print(budget.groupby("ec_epochs")[["retain", "admissible", "cka", "probe_gap", "relearn_gap", "distance",
-                                               "erased"]].mean().round(3).to_string())
         print("\nchosen per method:")
-        print(chosen[["method", "setting", "forget", "retain", "probe_gap", "relearn_gap", "size", "erased"]].round(3).to_string(index=False))
+        print(chosen[["method", "setting", RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_KS, "distance", *shares]]
+              .round(3).to_string(index=False))
+        family = per_task["method"].map(lambda m: m.split("+", 1)[1] if "+" in m and not m.startswith("ec") else None)
+        plugins = per_task.assign(family=family).dropna(subset=["family"])
+        if len(plugins):
+            print("\nper plug-in family and setting, mean over its plug-ins and the tasks:")
+            print(plugins.groupby(["family", "setting"], sort=False)[[RETAIN_DROP, "relearning distance",
+                                                                      "few-shot distance", "distance", *shares]]
+                  .mean().round(3).to_string())
 
 
 if __name__ == "__main__":

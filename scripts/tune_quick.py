@@ -1,10 +1,9 @@
 """Choose the `quick` profile's unlearning hyperparameters on validation tasks, never on the study's own numbers.
 
-A validation task forgets a class that the study does not forget (the embedded default forgets class 3).
-`--tasks` such classes are drawn with a seeded generator from the others; for each, `original` and
-`retrain` are trained with the default recipe in the task's run directory (`TASK_DIR`, reused by later
-runs), and every method of
-`ecnb.unlearn` runs over a small grid. A setting is scored, averaged over the tasks, by
+A validation task (scripts/validation.py) forgets one of the validation classes, never a reported one;
+`--tasks` of them are drawn in a seeded order, each with its own `original` and `retrain` (trained once in
+the task's run directory and reused), and every method of `ecnb.unlearn` runs over a small grid. A
+setting is scored, averaged over the tasks, by
 - forget accuracy on the task's forget set D_f (its training images of the task's class: unlearning
   acts on memorised training images, which are harder to forget than held-out ones, so held-out images
   of the forgotten class are a weak proxy; they are also few, 14 per class here);
@@ -32,26 +31,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-from dataclasses import dataclass
+import sys
 
-os.environ.setdefault("ECNB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from validation import make_task, scores, validation_classes  # noqa: E402  (sets the environment first)
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import ecnb  # noqa: E402
-from ecnb.config import StudyConfig  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import layer_cka  # noqa: E402
-from ecnb.metrics import accuracy  # noqa: E402
-from ecnb.unlearn import UnlearnData, UnlearningError, hparams, run_method  # noqa: E402
+from ecnb.methods import hparams, run_method  # noqa: E402
+from ecnb.unlearn import UnlearningError  # noqa: E402
 
 RETAIN_TOLERANCE = 0.03
-# The validation tasks' own run directories: their `original` and `retrain` are trained once and reused by
-# every later tuning run (and by scripts/tune_attacks.py), like any study's checkpoints.
-TASK_DIR = "runs/validation-tasks"
 
-# A few values per method around its reference setting (STUDY.md section 4), scaled to ~1,300 images.
+# A few values per method around its reference setting (docs/study.md, "Methods"), scaled to ~1,300 images.
 GRIDS: dict[str, dict[str, list]] = {
     "ft": {"lr": [0.01, 0.03, 0.1], "epochs": [5, 10]},
     "ga": {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "epochs": [3, 5, 10]},
@@ -62,6 +59,10 @@ GRIDS: dict[str, dict[str, list]] = {
     "scrub": {"lr": [1e-3, 5e-3, 0.01], "epochs_msteps": [(3, 2), (5, 3)]},
     "bad_teacher": {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "epochs": [1, 3]},  # Adam, as its code
     "cu": {"lr": [1e-3, 0.01, 0.03], "epochs": [4, 12, 20]},
+    # The tamper-resistant baselines (Adam, as their code): the reference's noise 0.02 and distance weight 1.0
+    # among the grid's values, learning rate and epochs scaled to the data.
+    "weight_distortion": {"alpha": [0.01, 0.02, 0.05], "lr": [1e-4, 3e-4, 1e-3], "epochs": [5, 10]},
+    "weight_dist_reg": {"dist_alpha": [0.3, 1.0, 3.0], "dist_lr": [1e-4, 3e-4, 1e-3], "dist_epochs": [5, 10]},
     "ec": {"ec_weights": [1.0, 2.0, 4.0], "ec_nl_weight": [0.0, 1.0]},
 }
 # Each plug-in B+ec keeps B's chosen settings and gets its own EC term: every point or layer1-layer3 only
@@ -85,42 +86,6 @@ def settings(grid: dict[str, list]) -> list[dict]:
             setting["epochs"], setting["msteps"] = setting.pop("epochs_msteps")
         out.append(setting)
     return out
-
-
-def validation_classes(num_classes: int, study_classes: tuple[int, ...], seed: int, k: int) -> list[int]:
-    """`k` classes the study does not forget, in a seeded random order (drawn, not hand-picked)."""
-    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [c for c in order if c not in study_classes][:k]
-
-
-@dataclass
-class Task:
-    """One validation task: forget class `cls`, its references, its unlearning data and scoring sets."""
-
-    cls: int
-    original: torch.nn.Module
-    retrain: torch.nn.Module
-    split: ecnb.ForgetSplit
-    data: UnlearnData
-    sets: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "forget": D_f; "retain": validation images kept
-    reference: dict[str, dict[str, float]]
-
-
-def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str) -> Task:
-    config = StudyConfig.from_options(run_dir=f"{TASK_DIR}/forget{cls}", forget_classes=cls, seeds=seed, device=device)
-    run = ecnb.Run.open(config)
-    split = ecnb.forget_split(run, ds, seed)
-    dev = ecnb.resolve_device(device)
-    original, retrain = (ecnb.train_reference(run, ds, split, m, seed, dev) for m in ("original", "retrain"))
-    data = UnlearnData.from_splits(ecnb.split_tensors(ds, split), ds.num_classes, (cls,), dev)
-    kept = ds.y_val != cls
-    sets = {"forget": (data.forget_x, data.forget_y), "retain": (ds.x_val[kept], ds.y_val[kept])}
-    reference = {"original": scores(original, sets), "retrain": scores(retrain, sets)}
-    return Task(cls, original, retrain, split, data, sets, reference)
-
-
-def scores(model: torch.nn.Module, sets: dict[str, tuple]) -> dict[str, float]:
-    return {name: accuracy(ecnb.predict(model, x), y) for name, (x, y) in sets.items()}
 
 
 def intermediate_cka(model: torch.nn.Module, original: torch.nn.Module, x: torch.Tensor) -> float:
@@ -155,11 +120,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = ecnb.load_dataset("digits")
-    study_classes = StudyConfig.from_options().forget_classes
-    classes = validation_classes(ds.num_classes, study_classes, args.seed, args.tasks)
+    classes = validation_classes(args.seed, args.tasks)
     tasks = [make_task(ds, c, args.seed, args.device) for c in classes]
+    reference = {t.cls: {m: scores(net, t.sets) for m, net in t.references.items()} for t in tasks}
     for task in tasks:
-        print(f"task: forget class {task.cls};", {m: {k: round(v, 3) for k, v in s.items()} for m, s in task.reference.items()})
+        print(f"task: forget class {task.cls};", {m: {k: round(v, 3) for k, v in s.items()} for m, s in reference[task.cls].items()})
 
     rows = []
     for method in args.methods:
@@ -167,7 +132,7 @@ def main() -> None:
             hp = hparams(method, "quick", args.seed, **setting)
             for task in tasks:
                 try:
-                    model, stats = run_method(method, task.original, task.data, hp)
+                    model, stats = run_method(method, task.references["original"], task.data, hp)
                 except UnlearningError as e:
                     print(f"{method} {setting} class {task.cls}: {e}")
                     rows.append({"method": method, "setting": str(setting), "class": task.cls, "diverged": True})
@@ -175,15 +140,15 @@ def main() -> None:
                 got = scores(model, task.sets)
                 rows.append({"method": method, "setting": str(setting), "class": task.cls, "diverged": False,
                              "lr": hp["lr"], **got,
-                             "retain_drop": task.reference["original"]["retain"] - got["retain"],
-                             "cka": intermediate_cka(model, task.original, task.sets["forget"][0]),
+                             "retain_drop": reference[task.cls]["original"]["retain"] - got["retain"],
+                             "cka": intermediate_cka(model, task.references["original"], task.sets["forget"][0]),
                              "steps": stats.steps, "wall_time": round(stats.wall_time, 2)})
     per_task = pd.DataFrame(rows)
     diverged_anywhere = per_task.groupby(["method", "setting"], sort=False)["diverged"].transform("any")
     table = (per_task[~diverged_anywhere]
              .groupby(["method", "setting"], sort=False)[["lr", "forget", "retain", "retain_drop", "cka", "steps"]]
              .mean().reset_index())
-    target = sum(t.reference["retrain"]["forget"] for t in tasks) / len(tasks)
+    target = sum(reference[t.cls]["retrain"]["forget"] for t in tasks) / len(tasks)
     chosen = choose(table, target)
     with pd.option_context("display.width", 220, "display.max_rows", None, "display.max_colwidth", 80):
         print(per_task.drop(columns=["lr", "diverged"]).round(3).to_string(index=False))

@@ -1,11 +1,12 @@
-"""The study's pages in a real browser (Debian's Chromium): notebook 04 executed by papermill on a tiny run
-and the report it goes into; JupyterLab running notebook 04 with live widgets; the Voila explorer app.
+"""The study's pages in a real browser (Debian's Chromium): the shared tiny study's notebook 04 and its report,
+for both scopes; JupyterLab running notebook 04 with live widgets; the Voila explorer app.
 
 Playwright drives the system Chromium (it cannot download browsers of its own here). Screenshots of every
 browser session go to `test-artifacts/`, and a failing session names its screenshot.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -26,56 +27,39 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from PIL import Image
 
+from conftest import SHARED
+
 import ecnb
 from ecnb import serve
-from ecnb.config import StudyConfig
 from ecnb.study import NOTEBOOKS_DIR, PLOTLY_MIME, build_report, execute_notebook, notebook_parameters
 
-METHODS = ["original", "retrain", "ga"]
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic", "--hide-scrollbars",
-]
-# After the page loads, move every figure that has frames to its last one, as its slider would.
-ANIMATE_TO_LAST_FRAME = """<script>
-window.addEventListener("load", function () {
-  document.querySelectorAll(".js-plotly-plot").forEach(function (gd) {
-    var frames = gd._transitionData._frames;
-    if (!frames.length) return;
-    var last = frames[frames.length - 1].name;
-    Plotly.animate(gd, [last], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}})
-      .then(function () { gd.setAttribute("data-shown-frame", last); });
-  });
-});
-</script>"""
+# Move every figure that has frames to its last one, as its slider would.
+ANIMATE_TO_LAST_FRAME = """() => Promise.all([...document.querySelectorAll(".js-plotly-plot")].map(gd => {
+  const frames = gd._transitionData._frames;
+  if (!frames.length) return null;
+  const last = frames[frames.length - 1].name;
+  return Plotly.animate(gd, [last], {mode: "immediate", frame: {duration: 0, redraw: true}, transition: {duration: 0}})
+    .then(() => gd.setAttribute("data-shown-frame", last));
+}))"""
 
 
-SMALL_SAMPLE = {"n_retain": 60, "n_forget": 20, "n_neighbors": 10}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+pytestmark = pytest.mark.xdist_group(SHARED)
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, digits):
-    """Notebook 01 (2 epochs), `ga` and the metrics of every model (relearning scored up to step 10), then
-    notebook 04 on a small sample, executed where the study puts them. Notebook 04 is a copy saved with
-    `interactive = True`, as a person would leave it after JupyterLab: the study must still run it headless."""
-    root = tmp_path_factory.mktemp("explore")
-    config = StudyConfig.from_options(epochs=2, run_dir=str(root / "run"), relearn_steps=[0, 5, 10])
-    executed = [Path(config.run_dir) / "notebooks" / "seed0" / name
-                for name in ("01_train_original.ipynb", "04_representations.ipynb")]
-    execute_notebook(NOTEBOOKS_DIR / executed[0].name, executed[0], notebook_parameters(config, seed=0))
-    run = ecnb.Run.load(config.run_dir)
-    split = ecnb.forget_split(run, digits, 0)
-    references = {name: ecnb.train_reference(run, digits, split, name, 0, "cpu") for name in ("original", "retrain")}
-    ecnb.evaluate.run_methods(run, digits, split, ["ga"], 0, references, "cpu")
-    ecnb.evaluate.run_references(run, digits, split, 0, references)
-    saved = root / "saved" / executed[1].name
-    saved.parent.mkdir()
-    source = (NOTEBOOKS_DIR / executed[1].name).read_text()
+def shared_run(tiny_study, tmp_path_factory):
+    """The shared tiny study (tests/conftest.py): its run and seed 0's executed notebooks. Notebook 04 is also
+    executed from a copy saved with `interactive = True`, as a person would leave it after JupyterLab, with the
+    study's own parameters: the study must still run it headless."""
+    run = ecnb.Run.load(tiny_study[0])
+    executed = sorted((run.root / "notebooks" / "seed0").glob("0*.ipynb"))
+    saved = tmp_path_factory.mktemp("saved") / "04_representations.ipynb"
+    source = (NOTEBOOKS_DIR / saved.name).read_text()
     saved.write_text(source.replace('"interactive = False', '"interactive = True'))
     assert saved.read_text() != source
-    execute_notebook(saved, executed[1], {**notebook_parameters(config, seed=0), **SMALL_SAMPLE})
-    return run, executed
+    execute_notebook(saved, saved.with_name("04_executed.ipynb"), notebook_parameters(run.config, seed=0))
+    return run, executed, saved.with_name("04_executed.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -95,30 +79,29 @@ def plotly_figures(path: Path) -> list[dict]:
     return [o["data"][PLOTLY_MIME] for o in outputs if PLOTLY_MIME in o.get("data", {})]
 
 
-def browse(chromium: str, page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    """Chromium on a local page with a fresh profile and 10 s of virtual time for the scripts to finish."""
-    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args,
-           page.as_uri()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-
-
-def test_notebook_04_caches_embeddings_and_stays_small(tiny_study):
-    run, (_, executed) = tiny_study
+def test_notebook_04_caches_embeddings_and_stays_small(shared_run):
+    run, executed, saved = shared_run
+    methods = ["original", "retrain", *ecnb.scopes.selection(run.config.scope, ["ga", "scrub"], ["ec[last]"]).methods]
     taps = ecnb.build_model(run.config.model, 1, 10).taps
     cached = sorted(p.name.split("__")[:2] for p in (run.seed_dir(0) / "embeddings").glob("*.npz"))
-    assert cached == sorted([m, tap] for m in METHODS for tap in taps), "one embedding per model and layer"
-    embedding, cka = plotly_figures(executed)
-    assert [f["name"] for f in embedding["frames"]] == taps
-    assert [a["text"] for a in embedding["layout"]["annotations"]] == METHODS
-    views = [b["label"] for b in cka["layout"]["updatemenus"][0]["buttons"]]
-    assert views == [f"{m} · {s}" for m in ecnb.explorer.CKA_METRICS for s in ecnb.evaluate.CKA_SPLITS]
-    text = executed.read_text()
-    assert "widgets" not in json.loads(text)["metadata"] and "widget-view" not in text, "no widgets when headless"
-    assert "plotly.js v" not in text and executed.stat().st_size < 300_000, "the figures' data, no plotly.js copy"
+    assert cached == sorted([m, tap] for m in methods for tap in taps), "one embedding per model and layer"
+    for notebook in (executed[3], saved):
+        embedding, cka = plotly_figures(notebook)
+        assert [f["name"] for f in embedding["frames"]] == taps
+        titles = [a["text"] for a in embedding["layout"]["annotations"]]
+        assert len(titles) == ecnb.explorer.PANELS and titles[:2] == ["original", "retrain"], "a handful of panels"
+        assert len(embedding["layout"]["updatemenus"][-1]["buttons"]) > 1, "a menu pages through the other models"
+        views = [b["label"] for b in cka["layout"]["updatemenus"][0]["buttons"]]
+        assert views == [f"{m} · {s}" for m in ecnb.explorer.CKA_METRICS for s in ecnb.evaluate.CKA_SPLITS]
+        text = notebook.read_text()
+        assert "widgets" not in json.loads(text)["metadata"] and "widget-view" not in text, "no widgets when headless"
+        assert "plotly.js v" not in text and notebook.stat().st_size < 1_000_000, "the figures' data, no plotly.js copy"
 
 
-def test_report_draws_every_figure_offline_in_a_browser(tiny_study, chromium, tmp_path):
-    run, executed = tiny_study
+@pytest.mark.parametrize("scope", ["walkthrough", "full"])
+def test_report_draws_every_figure_offline_in_a_browser(shared_run, tiny_full_study, chromium, scope):
+    run, executed = (shared_run[0], shared_run[1]) if scope == "walkthrough" else (
+        ecnb.Run.load(tiny_full_study[0]), sorted((tiny_full_study[0] / "notebooks" / "seed0").glob("0*.ipynb")))
     report = build_report(run, executed)
     html = report.read_text()
     assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=[\"'](https?:)?//", html), "no outside request"
@@ -126,21 +109,21 @@ def test_report_draws_every_figure_offline_in_a_browser(tiny_study, chromium, tm
     n_figures = html.count('class="plotly-graph-div"')
     assert n_figures == sum(len(plotly_figures(p)) for p in executed)
 
-    dom = browse(chromium, report, tmp_path / "profile", "--dump-dom").stdout
-    assert dom.count('class="plotly-graph-div js-plotly-plot"') == n_figures, "plotly drew every figure"
-    assert dom.count('class="main-svg"') >= n_figures
     taps = ecnb.build_model(run.config.model, 1, 10).taps
-    assert f'data-unformatted="layer: {taps[0]}"' in dom, "the layer slider opens on the first layer, not playing"
-
-    animated = tmp_path / "animated.html"
-    animated.write_text(html.replace("</body>", ANIMATE_TO_LAST_FRAME + "</body>", 1))
-    dom = browse(chromium, animated, tmp_path / "profile2", "--dump-dom").stdout
-    assert f'data-shown-frame="{taps[-1]}"' in dom and f'data-unformatted="layer: {taps[-1]}"' in dom
-
-    shot = tmp_path / "report.png"
-    browse(chromium, report, tmp_path / "profile3", f"--screenshot={shot}", "--window-size=1280,4000")
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "a drawn page, not a blank one"
+    with browser_page(chromium, f"report-{scope}-last-layer") as page:  # screenshots kept in test-artifacts/
+        page.goto(report.as_uri(), wait_until="load")
+        assert page.title().startswith("Superficial forgetting and Erase at the Core: digits")
+        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_figures}")
+        assert page.locator(".plotly-graph-div.js-plotly-plot").count() == n_figures, "plotly drew every figure"
+        slider = page.locator(f'text[data-unformatted="layer: {taps[0]}"]')
+        assert slider.count() >= 1, "the layer slider opens on the first layer, not playing"
+        page.screenshot(path=ARTIFACTS / f"report-{scope}.png", full_page=True)
+        page.evaluate(ANIMATE_TO_LAST_FRAME)
+        page.wait_for_selector(f'[data-shown-frame="{taps[-1]}"]')
+        assert page.locator(f'text[data-unformatted="layer: {taps[-1]}"]').count() >= 1, "the slider follows the frame"
+    pixels = np.asarray(Image.open(ARTIFACTS / f"report-{scope}.png").convert("RGB")).astype(np.int64)
+    colours = np.unique(pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2])
+    assert len(colours) > 200, "a drawn page, not a blank one"
     assert pixels.std() > 20
 
 
@@ -151,7 +134,8 @@ EXPLORER_FIGURE = """(n) => {
   const gd = document.querySelectorAll('.widget-output .js-plotly-plot')[n];
   if (!gd || !gd.layout || !gd.data) return null;
   const title = gd.layout.title && gd.layout.title.text;
-  return JSON.stringify([title, gd.data.map(t => [t.name, t.visible === undefined ? true : t.visible, t.x.length])]);
+  const shown = t => (t.visible === undefined || t.visible === true) && !(t.marker && t.marker.opacity === 0);
+  return JSON.stringify([title, gd.data.map(t => [t.name, shown(t), t.x.length])]);
 }"""
 NOTEBOOK_DONE = """() => {
   const panel = window.jupyterapp.shell.currentWidget;
@@ -254,18 +238,18 @@ def assert_widgets_drawn(page) -> None:
     assert not [line for line in page.console if "matches" in line], "no axis matched to itself"
 
 
-def test_jupyterlab_runs_notebook_04_with_live_widgets(tiny_study, chromium, tmp_path):
-    run, executed = tiny_study
+def test_jupyterlab_runs_notebook_04_with_live_widgets(shared_run, chromium, tmp_path):
+    run, executed, _ = shared_run
     root = run.root.parent  # the run's executed notebooks are inside the server's root, as with `make lab`
-    params = {**SMALL_SAMPLE, "run_dir": str(run.root), "interactive": True}
-    nbformat.write(parameterize_notebook(load_notebook_node(str(NOTEBOOKS_DIR / executed[1].name)), params),
+    params = {"run_dir": str(run.root), "interactive": True}
+    nbformat.write(parameterize_notebook(load_notebook_node(str(NOTEBOOKS_DIR / executed[3].name)), params),
                    root / "explore.ipynb")
     port, token = free_port(), secrets.token_hex(16)
     cmd = [*serve.lab_command(port, token, browser=False, root=root), "--LabApp.expose_app_in_browser=True",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     started = time.perf_counter()
     with serving(cmd, port, tmp_path / "lab.log", tmp_path), browser_page(chromium, "jupyterlab") as page:
-        executed_copy = executed[1].relative_to(root).as_posix()
+        executed_copy = executed[3].relative_to(root).as_posix()
         reply = page.request.get(f"http://127.0.0.1:{port}/api/contents/{executed_copy}?content=0&token={token}")
         assert reply.ok and reply.json()["type"] == "notebook", "the run's executed notebooks can be opened"
 
@@ -294,11 +278,19 @@ def test_jupyterlab_runs_notebook_04_with_live_widgets(tiny_study, chromium, tmp
     print(f"JupyterLab browser session: {time.perf_counter() - started:.1f} s")
 
 
-def test_explorer_app_serves_a_finished_run_without_code(tiny_study, chromium, tmp_path):
-    run, _ = tiny_study
+def test_explorer_app_serves_a_finished_run_without_code(shared_run, chromium, tmp_path):
+    run, _, _ = shared_run
     notebook = serve.app_notebook(run.root, 0)
-    injected = "".join(json.loads(notebook.read_text())["cells"][3]["source"])
-    assert "n_retain = 60" in injected, "the sample of the run's notebook 04, whose embeddings are cached"
+    from papermill import inspect_notebook
+
+    def defaults(path: Path) -> dict:
+        return {k: ast.literal_eval(v["default"]) for k, v in inspect_notebook(str(path)).items()}
+
+    app = defaults(notebook)
+    recorded = json.loads((run.root / "notebooks" / "seed0" / "04_representations.ipynb").read_text())
+    used = {**defaults(NOTEBOOKS_DIR / "04_representations.ipynb"), **recorded["metadata"]["papermill"]["parameters"]}
+    assert all(app[k] == used[k] for k in serve.APP_PARAMETERS if k != "run_dir"), \
+        "the sample of the run's notebook 04, whose embeddings are cached"
     port, token = free_port(), secrets.token_hex(16)
     started = time.perf_counter()
     with serving(serve.explore_command(notebook, port, token, browser=False), port, tmp_path / "voila.log",

@@ -31,6 +31,13 @@ BAD = [
     (["--device", "tpu"], "invalid choice: 'tpu'"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
     (["--dataset", "cifar10"], "dataset 'cifar10' is not in"),
+    (["--scope", "everything"], "invalid choice: 'everything'"),
+    (["--set", "ga.lrr=0.1"], "ga: unknown hyperparameter 'lrr'; valid: epochs, lr"),
+    (["--set", "ga.lr=-1"], "ga: hyperparameter lr=-1 is invalid; valid: a number > 0"),
+    (["--set", "ga=0.1"], "--set 'ga=0.1' must be method.hyperparameter=value, e.g. ga.lr=0.01"),
+    (["--set", "gd.lr=0.1"], "unknown unlearning method 'gd'; valid: ft, ga"),
+    (["--methods", "gd"], "unknown baseline method 'gd'; valid: ft, ga"),
+    (["--ablations", "ec[none]"], "unknown ablation 'ec[none]'; valid: ec[last]"),
 ]
 
 
@@ -93,5 +100,17 @@ def test_profile_defaults_and_run_dir_name():
 def test_cache_key_ignores_device_and_run_dir_but_not_recipe():
     a = StudyConfig.from_options(run_dir="a", device="cpu")
     assert a.cache_key() == StudyConfig.from_options(run_dir="b", device="auto").cache_key()
+    same_models = StudyConfig.from_options(run_dir="a", scope="full", overrides={"ga": {"lr": 0.1}})
+    assert a.cache_key() == same_models.cache_key(), "a scope or a method's settings never change the references"
+    assert StudyConfig.from_dict(same_models.to_dict()) == same_models
     assert a.cache_key() != StudyConfig.from_options(run_dir="a", epochs=5).cache_key()
     assert StudyConfig.from_dict(a.to_dict()) == a
+
+
+def test_overrides_are_read_as_literals_and_reach_the_methods_settings():
+    from ecnb.config import parse_overrides
+
+    given = parse_overrides(["ga.lr=0.01", "ec.ec_points=layer2,pool", "ec.ec_weights=[1, 2]", "ga.epochs=3"])
+    assert given == {"ga": {"lr": 0.01, "epochs": 3}, "ec": {"ec_points": "layer2,pool", "ec_weights": [1, 2]}}
+    config = StudyConfig.from_options(overrides={"ga": {"lr": 0.01}})
+    assert config.hparams("ga", 0)["lr"] == 0.01 and config.hparams("rl", 0)["lr"] != 0.01

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from ecnb import ec
 from ecnb.ec import loss as ec_loss
 from ecnb.config import ConfigError
-from ecnb.unlearn import HPARAMS, METHODS, Batch, Step, UnlearnData, hparams, run_method
+from ecnb.methods import HPARAMS, METHODS, hparams, run_method
+from ecnb.unlearn import Batch, Step, UnlearnData
 
 
 @pytest.fixture(scope="module")
@@ -314,27 +315,50 @@ def test_negative_learning_loss():
     assert torch.isfinite(ec.negative_learning_loss(torch.tensor([[200.0, 0.0]]), torch.tensor([0])))
 
 
+def onehot(*classes: int, n: int = 10) -> torch.Tensor:
+    return F.one_hot(torch.tensor(classes), n).float()
+
+
 def test_target_pull_loss_by_hand():
     """Anchor (1, 0) with target class 1; retain (1, 0) of class 0 and (0, 1) of class 1; tau 0.5: the
-    similarities are 1 and 0, so the loss is log(e^2 + e^0) - 0/0.5. An anchor whose target class has
+    similarities are 1 and 0, so the loss is log(e^2 + e^0) - 0/0.5. An anchor whose target classes have
     no retain sample in the batch is left out of the mean; with none left the loss is 0."""
     z_r, y_r = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
-    got = ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), z_r, y_r, 0.5)
+    got = ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), onehot(1), z_r, y_r, 0.5)
     assert torch.isclose(got, torch.log(torch.exp(torch.tensor(2.0)) + 1.0))
-    two = ec.target_pull_loss(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), torch.tensor([1, 7]), z_r, y_r, 0.5)
+    two = ec.target_pull_loss(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), onehot(1, 7), z_r, y_r, 0.5)
     assert torch.isclose(two, got)
-    assert ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([7]), z_r, y_r, 0.5) == 0
+    assert ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), onehot(7), z_r, y_r, 0.5) == 0
 
 
-def test_forget_targets_are_the_originals_best_other_class(trained, data):
+def test_a_soft_target_pulls_in_proportion_to_each_classs_share():
+    """Soft target 3/4 on class 1 and 1/4 on class 0, same anchor and retain samples as above: the pulled-to
+    similarity is 3/4 x 0 + 1/4 x 1, so the loss is log(e^2 + 1) - (1/4) / 0.5."""
+    z_r, y_r = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    soft = torch.zeros(1, 10)
+    soft[0, 1], soft[0, 0] = 0.75, 0.25
+    got = ec.target_pull_loss(torch.tensor([[1.0, 0.0]]), soft, z_r, y_r, 0.5)
+    assert torch.isclose(got, torch.log(torch.exp(torch.tensor(2.0)) + 1.0) - 0.5)
+    logits = torch.tensor([[2.0, 0.0, 1.0]])
+    q = torch.tensor([[0.5, 0.5, 0.0]])
+    assert torch.isclose(ec.soft_cross_entropy(logits, q), -0.5 * F.log_softmax(logits, 1)[0, :2].sum())
+    assert torch.isclose(ec.soft_cross_entropy(logits, onehot(2, n=3)), F.cross_entropy(logits, torch.tensor([2])))
+
+
+def test_forget_targets_are_the_originals_best_other_class_or_its_distribution_over_them(trained, data):
     targets = ec.forget_targets(trained.original, data)
-    assert targets.shape == data.forget_y.shape
-    assert not set(targets.tolist()) & set(data.forget_classes)
+    assert targets.shape == (len(data.forget_y), data.num_classes) and torch.equal(targets.sum(1), torch.ones(len(targets)))
+    assert not targets[:, list(data.forget_classes)].any()
     with torch.no_grad():
         logits = trained.original.eval()(data.forget_x)
     ranked = logits.argsort(1, descending=True)
     first_other = torch.where(torch.isin(ranked[:, 0], torch.tensor(data.forget_classes)), ranked[:, 1], ranked[:, 0])
-    assert torch.equal(targets, first_other)
+    assert torch.equal(targets.argmax(1), first_other) and torch.equal(targets.max(1).values, torch.ones(len(targets)))
+    soft = ec.forget_targets(trained.original, data, temperature=2.0)
+    masked = logits.clone()
+    masked[:, list(data.forget_classes)] = float("-inf")
+    assert torch.allclose(soft, torch.softmax(masked / 2.0, 1), atol=1e-6) and not soft[:, list(data.forget_classes)].any()
+    assert torch.equal(soft.argmax(1), first_other) and (soft.max(1).values < 1).all(), "the other classes keep a share"
 
 
 @pytest.mark.parametrize("point", ["layer2", "pool"])
@@ -352,7 +376,7 @@ def test_target_pull_moves_each_anchor_onto_its_target_class(point, trained, dat
         prototypes = torch.stack([F.normalize(retain_z[data.retain_y == c].mean(0), dim=0) if (data.retain_y == c).any()
                                   else torch.zeros(retain_z.shape[1]) for c in range(data.num_classes)])
         z = _embeddings(model, point, state, batches[0].x)
-        return (z * prototypes[target_of_batch]).sum(1).mean().item()
+        return (z * prototypes[target_of_batch.argmax(1)]).sum(1).mean().item()
 
     before = nearness()
     _train(model, lambda m, t: ec.ec_term(m, state, _step(hp, *batches, t=t)), steps=10, lr=0.01)
@@ -371,7 +395,25 @@ def test_the_relabel_term_is_cross_entropy_of_the_forget_samples_towards_their_t
         step = _step(hp, f, r)
         with_relabel = ec.point_loss(taps["pool"], logits, len(f.y), step, targets)
         without = ec.point_loss(taps["pool"], logits, len(f.y), _step({**hp, "ec_relabel_weight": 0.0}, f, r), targets)
-    assert torch.isclose(with_relabel - without, 2.0 * F.cross_entropy(logits[: len(f.y)], targets), atol=1e-5)
+    assert torch.isclose(with_relabel - without, 2.0 * F.cross_entropy(logits[: len(f.y)], targets.argmax(1)), atol=1e-5)
+
+
+def test_soft_relabel_pulls_onto_the_hard_class_and_relabels_towards_the_soft_distribution(trained, data, batches):
+    model = copy.deepcopy(trained.original).eval()
+    hp = _hp("ec+proto", ec_targets="soft_relabel", ec_target_temperature=2.0, ec_ct_weight=1.0, ec_relabel_weight=1.0)
+    state = ec.ec_setup(model, data, hp)
+    hard, soft = state.targets
+    assert torch.equal(hard, ec.forget_targets(trained.original, data))
+    assert torch.allclose(soft, ec.forget_targets(trained.original, data, temperature=2.0))
+    f, r = batches
+    with torch.no_grad():
+        logits, taps = model.forward_taps(torch.cat([f.x, r.x]))
+        got = ec.point_loss(taps["pool"], logits, len(f.y), _step(hp, f, r), state.targets[..., f.idx, :])
+    z = F.normalize(taps["pool"].float(), dim=1)
+    n = len(f.y)
+    want = (ec.target_pull_loss(z[:n], hard[f.idx], z[n:], r.y, hp["ec_tau"])
+            + hp["ec_ce_weight"] * F.cross_entropy(logits[n:], r.y) + ec.soft_cross_entropy(logits[:n], soft[f.idx]))
+    assert torch.isclose(got, want, atol=1e-5)
 
 
 def test_the_variant_forgets_at_the_head_into_retained_classes(trained, data):
@@ -411,3 +453,91 @@ def test_the_ec_epochs_come_after_the_bases_schedule(trained, data, monkeypatch)
     base_steps = len(seen)
     assert [t for t, _ in seen] == list(range(base_steps)) and {total for _, total in seen} == {base_steps}
     assert stats.steps == base_steps * 3 // 2, "one more epoch of the same length, for the EC term alone"
+
+
+def test_a_plugins_ec_epochs_run_on_a_fresh_sgd_of_their_own(trained, data, monkeypatch):
+    """Bad Teacher's steps run on Adam; its plug-in's EC epochs on an SGD optimizer made for them when they
+    start, at ec_lr, not on the baseline's Adam at a rate chosen for SGD."""
+    from ecnb.unlearn import driver
+
+    made = []
+    real = driver.make_optimizer
+    monkeypatch.setattr(driver, "make_optimizer",
+                        lambda kind, model, hp, lr="lr": made.append((kind, lr, len(seen))) or real(kind, model, hp, lr))
+    seen = []
+    real_term = ec.ec_term
+    monkeypatch.setattr(ec, "ec_term", lambda model, state, step: seen.append(step.phase) or real_term(model, state, step))
+    hp = {**_hp("bad_teacher+ec", retain_fraction=0.5), "ec_epochs": 1}
+    run_method("bad_teacher+ec", trained.original, data, hp)
+    base_steps = seen.index(ec.EC_TAIL.name)
+    assert made == [("adam", "lr", 0), ("sgd", "ec_lr", base_steps)], "the tail's own SGD, made at its first step"
+
+
+def test_a_plugins_ec_epochs_start_without_the_baselines_momentum(trained, data, monkeypatch):
+    """A base whose steps leave momentum behind, and an EC term with no gradient: the EC epochs, on their own
+    fresh optimizer, move no weight (on a shared optimizer the base's momentum would carry them on)."""
+    from ecnb.unlearn import Method, Phase, every_epoch
+
+    monkeypatch.setattr(ec, "ec_term", lambda model, state, step: sum(p.sum() for p in model.parameters()) * 0.0)
+    push = Method("push", lambda model, state, step: sum(p.sum() for p in model.parameters()),
+                  every_epoch(Phase("train", "retain", "retain")))
+    monkeypatch.setitem(METHODS, "push+ec", ec.ec_method(push, "push+ec"))
+    hp = {**_hp("ft+ec", lr=1e-3, weight_decay=0.0, retain_fraction=0.25), "ec_lr": 1e-3}
+    without, _ = run_method("push+ec", trained.original, data, {**hp, "ec_epochs": 0})
+    with_tail, stats = run_method("push+ec", trained.original, data, {**hp, "ec_epochs": 1})
+    assert len(stats.losses) == 2
+    moved = [k for k, v in with_tail.state_dict().items() if not torch.equal(v, without.state_dict()[k])]
+    assert moved == [], f"the base's momentum moved {moved[:3]} in the EC epochs"
+
+
+def test_a_target_class_for_each_forget_sample_needs_class_wise_forgetting(trained, data, tmp_path):
+    """Random-sample forgetting has no forgotten class to rule out: ec+proto's targets would be the samples'
+    own labels, training D_f towards what it should forget. The variant is refused there, before any work."""
+    import ecnb
+    from ecnb.config import StudyConfig
+    from ecnb.data import make_forget_split
+
+    split = make_forget_split(trained.ds.y_train, forget_fraction=0.1, seed=0)
+    random_data = UnlearnData.from_splits(ecnb.split_tensors(trained.ds, split), 10, split.forget_classes, "cpu")
+    with pytest.raises(ConfigError, match="needs class-wise forgetting"):
+        ec.forget_targets(trained.original, random_data)
+    with pytest.raises(ConfigError, match="needs class-wise forgetting"):
+        run_method("ec+proto", trained.original, random_data, _hp("ec+proto"))
+
+    names = ["ec", "ec[last]", "ec+proto", "ec+proto[pull]", "ec+proto[relabel]", "ga+ec", "ga+ec+proto", "ga"]
+    assert ec.for_scenario(names, StudyConfig.from_options()) == names
+    random_config = StudyConfig.from_options(forget_fraction=0.1, run_dir=str(tmp_path / "run"))
+    assert ec.for_scenario(names, random_config) == ["ec", "ec[last]", "ga+ec", "ga"]
+    relabelling = StudyConfig.from_options(forget_fraction=0.1, overrides={"ec": {"ec_relabel_weight": 1.0}})
+    assert ec.for_scenario(["ec", "ga"], relabelling) == ["ga"], "read from the study's own settings"
+
+    run = ecnb.Run.open(random_config)
+    with pytest.raises(ConfigError, match="ec\\+proto, ga\\+ec\\+proto move each forget sample to another class"):
+        ecnb.evaluate.run_methods(run, trained.ds, split, ["ga", "ec+proto", "ga+ec+proto"], 0, {}, "cpu")
+    assert not list(run.root.glob("seed0/models/*.pt")), "refused before any work"
+
+
+def test_the_retain_anchor_and_the_distance_term_reach_the_model_only_where_asked(trained, data, batches):
+    """The retain anchor is KL(original || model) on D_r: 0 for the original itself; the distance term is minus
+    the RMS of the weights' distance to the original: 0 for the original, and its gradient pushes away."""
+    model = copy.deepcopy(trained.original)
+    f, r = batches
+    hp = _hp("ec+proto", ec_anchor_weight=1.0, ec_distance_weight=1.0)
+    state = ec.ec_setup(model, data, hp)
+    assert state.teacher is not None and ec.ec_setup(model, data, _hp("ec+proto")).teacher is None
+    with torch.no_grad():
+        assert ec.retain_anchor_loss(model.eval()(r.x), state.teacher, r.x).abs() < 1e-6
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    assert ec.retain_anchor_loss(model.eval()(r.x), state.teacher, r.x).abs() < 1e-6, "a shift of every logit changes nothing"
+    with torch.no_grad():
+        model.head.weight.mul_(2.0)
+    assert ec.retain_anchor_loss(model.eval()(r.x), state.teacher, r.x) > 1e-3
+    from ecnb.unlearn import weight_distance_term
+
+    n = sum(p.numel() for p in model.parameters())
+    with_bias = weight_distance_term(model, state.teacher)
+    assert with_bias > 0
+    moved = {k: (v - state.teacher.state_dict()[k]).pow(2).sum() for k, v in model.state_dict().items()
+             if k.startswith("head")}
+    assert torch.isclose(with_bias, torch.sqrt(sum(moved.values()) / n + 1e-8), rtol=1e-4)

@@ -1,4 +1,4 @@
-"""CKA, membership inference and linear probes (STUDY.md section 5)."""
+"""CKA, membership inference and linear probes (docs/study.md, "Metrics")."""
 from __future__ import annotations
 
 import numpy as np
@@ -231,3 +231,46 @@ def test_probe_caps_each_class():
     keep = metrics._cap_per_class(y, 10, seed=0)
     assert np.bincount(y[keep]).tolist() == [5, 10, 2]
     assert np.array_equal(keep, np.sort(keep)) and np.array_equal(keep, metrics._cap_per_class(y, 10, seed=0))
+
+
+# --- outputs on the forgotten images ------------------------------------------------------------------
+
+
+def test_output_entropy_by_hand():
+    uniform = torch.full((3, 10), 0.1)
+    certain = torch.eye(4)
+    assert metrics.output_entropy(uniform) == pytest.approx(np.log(10))
+    assert metrics.output_entropy(certain) == pytest.approx(0.0)
+    half = torch.tensor([[0.5, 0.5, 0.0]])
+    assert metrics.output_entropy(half) == pytest.approx(np.log(2))
+
+
+def test_ks_distance_by_hand():
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    assert metrics.ks_distance(a, a) == 0.0
+    assert metrics.ks_distance(a, a + 1.0) == 1.0, "no overlap"
+    # ECDFs of {0.1, 0.2, 0.3, 0.4} and {0.25, 0.35, 0.45, 0.55}: largest gap 2/4 at 0.2 (and at 0.4)
+    assert metrics.ks_distance(a, np.array([0.25, 0.35, 0.45, 0.55])) == pytest.approx(0.5)
+
+
+def test_near_uniform_answers_are_far_from_retrains_confident_guesses(trained):
+    """A model whose answers on D_f are near-uniform sits far from `retrain` in the output KS distance, and
+    retrain is at 0 from itself."""
+    forget_x = trained.splits["forget_train"][0]
+
+    class Flat(torch.nn.Module):  # logits all but equal: near-uniform answers
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.zeros(len(x), 10) + 1e-3 * torch.arange(10) + self.w
+
+    splits = {"forget_train": (forget_x, trained.splits["forget_train"][1]), "test_forget": trained.splits["test_forget"]}
+    flat = {(r["metric"], r["split"]): r["value"] for r in metrics.output_rows(Flat(), splits, "flat", 0, trained.retrain)}
+    own = {(r["metric"], r["split"]): r["value"] for r in metrics.output_rows(trained.retrain, splits, "retrain", 0,
+                                                                             trained.retrain)}
+    assert own[("output_ks_to_retrain", "forget_train")] == 0.0
+    assert flat[("output_entropy", "forget_train")] == pytest.approx(np.log(10), abs=1e-3)
+    assert flat[("output_ks_to_retrain", "forget_train")] > 0.9
+    assert own[("output_entropy", "forget_train")] < np.log(10) - 0.5, "retrain guesses with some confidence"

@@ -249,7 +249,7 @@ def test_damaged_files_are_named_with_the_way_out_and_force_recovers(fresh_runs,
     assert code == 0, stderr[-2000:]
     load_checkpoint(path)
     expected = values(fresh_runs[0])
-    expected = expected[expected["method"].isin(["original", "retrain"]) & (expected["metric"] == "accuracy")]
+    expected = expected[expected["method"].isin(["original", "retrain"]) & expected["metric"].isin(["accuracy", "split_size"])]
     pd.testing.assert_frame_equal(values(run_dir), expected.reset_index(drop=True), check_exact=True)
 
 
@@ -274,7 +274,7 @@ def test_a_diverging_method_is_recorded_as_failed_and_the_others_go_on(fresh_run
     assert not run.checkpoint_path("ga", seed).exists()
     table = ecnb.verdicts.judge(ecnb.verdicts.evidence(results, seed))
     assert "ga" not in table.index and table.loc["rl"].notna().all() and table.loc["rl", "verdict"]
-    ecnb.viz.split_bars(results, "accuracy", title="a failed method is just absent")
+    ecnb.viz.accuracy_bars(results, title="a failed method is just absent")
     assert run.failure_lines() == [f"ga (seed 0) failed: {message}"]
     assert main(["summary", str(run.root)]) == 0
     assert f"ga (seed 0) failed: {message}" in capsys.readouterr().out
@@ -310,7 +310,7 @@ def test_a_failing_cell_or_a_killed_kernel_leaves_a_failed_copy_not_an_executed_
 @pytest.mark.parametrize("parameters,message", [
     ({"seed": -1}, "cell 4: ConfigError: seed -1 must be an integer >= 0"),
     ({"device": "gpu"}, "cell 4: ConfigError: unknown device 'gpu'; valid: auto, cpu, cuda"),
-    ({"methods": ["ga", "nope"]}, "cell 5: ConfigError: unknown unlearning method 'nope'; valid: ft, ga, rl"),
+    ({"methods": ["ga", "nope"]}, "cell 4: ConfigError: unknown baseline method 'nope'; valid: ft, ga, rl"),
 ], ids=["seed", "device", "method"])
 def test_bad_notebook_parameters_fail_with_the_config_error(fresh_runs, tmp_path, parameters, message):
     run_dir = copy_run(fresh_runs[0], tmp_path / "run")

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import nbformat
+import psutil
 
 import numpy as np
 import pandas as pd
@@ -19,7 +26,8 @@ import ecnb
 from ecnb import sweep, viz
 from ecnb.cli import main
 from ecnb.study import NOTEBOOKS_DIR, PLOTLY_MIME
-from ecnb.verdicts import CKA, FEWSHOT, RELEARN, REFERENCE, VERDICTS
+from ecnb.methods import HPARAMS
+from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE
 
 # Relearning scored up to step 10 (the reference step) instead of 50: the attack is a fifth of its cost.
 TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10])
@@ -60,7 +68,7 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert sum(" done in " in line for line in lines) == 3 and sum(" FAILED in " in line for line in lines) == 1
     assert any(line.startswith("cell digits-forget8-seed1 failed: ") for line in lines)
     printed = next(line for line in lines if "claims hold over the cells" in line)
-    assert "superficial" in printed and "ga" in printed, "the summary is printed"
+    assert "superficial" in printed and "ga" in printed and "relearning gap" in printed, "the summary is printed"
 
     finished = {c: cfg for c, cfg in configs.items() if c.name not in failed}
     own = pd.concat([ecnb.read_results(cfg.run_dir).assign(dataset=c.dataset, forget_set=c.forget_label)
@@ -76,18 +84,22 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
 
     verdicts = tables["verdicts"]
     assert len(verdicts) == 3 * 3, "three finished cells x (original, retrain, ga)"
-    assert set(verdicts["verdict"]) <= set(VERDICTS) | {REFERENCE}
+    assert set(verdicts["depth"]) <= set(DEPTHS) | {REFERENCE}
     summary = tables["summary"].set_index("method")
     assert (summary["cells"] == 3).all()
     ga = verdicts[verdicts["method"] == "ga"]
-    assert summary.loc["ga", "superficial"] == (ga["verdict"] == "superficial").sum()
+    assert summary.loc["ga", "superficial"] == (ga["depth"] == "superficial").sum()
     assert summary.loc["ga", f"{CKA} mean"] == pytest.approx(ga[CKA].mean())
-    assert summary.loc["ga", f"{RELEARN} std"] == pytest.approx(ga[RELEARN].std())
-    assert set(tables["claims"]["claim"]) >= {"at least two baselines are superficial in a majority of the cells"}
+    assert summary.loc["ga", f"{RELEARN_GAP} std"] == pytest.approx(ga[RELEARN_GAP].std())
+    claims = tables["claims"].set_index("claim")
+    superficial = claims.loc["at least two baselines are superficial in a majority of the cells"]
+    assert superficial["dataset"] == "digits" and superficial["cells"] == 4 and superficial["failed"] == 1
+    assert superficial["target"].endswith("each in >= 3 of 4 cell(s)"), "the failed cell stays in the denominator"
 
     executed = json.loads((root / "notebooks" / "05_across_forget_classes.ipynb").read_text())
     figures = [o for c in executed["cells"] for o in c.get("outputs", []) if PLOTLY_MIME in o.get("data", {})]
-    assert len(figures) == 6
+    # verdicts per cell, agreement, relearning, the two gaps and CKA per cell, the plug-in criterion's two bars
+    assert len(figures) == 8
     report = (root / "report.html").read_text()
     assert "cell digits-forget8-seed1 failed" in report and report.count("plotly.js v") == 1
 
@@ -151,10 +163,14 @@ def test_an_unreachable_ray_cluster_is_refused_before_any_work(tmp_path, capsys)
 
 def verdict_rows() -> pd.DataFrame:
     rows = []
-    for forget_set, verdict in (("3", "superficial"), ("8", "erased")):
-        for method, v, cka in (("original", "reference", 1.0), ("retrain", "reference", 0.8), ("ga", verdict, 0.9)):
-            rows.append({"method": method, "verdict": v, CKA: cka + (0.02 if forget_set == "8" else 0),
-                         RELEARN: 0.5, FEWSHOT: 0.4, "dataset": "digits", "forget_set": forget_set, "seed": 0})
+    for forget_set, depth, cost in (("3", "superficial", "keeps retain"), ("8", "erased", "hurts retain (-0.05)")):
+        for method, d, c, cka in (("original", "reference", "reference", 1.0), ("retrain", "reference", "reference", 0.8),
+                                  ("ga", depth, cost, 0.9)):
+            tells = "output tell" if d == "erased" else "" if d != "reference" else "reference"
+            verdict = "reference" if d == "reference" else f"{d}, {c}" + (f"; {tells}" if tells else "")
+            rows.append({"method": method, "depth": d, "cost": c, "tells": tells, "verdict": verdict,
+                         CKA: cka + (0.02 if forget_set == "8" else 0), RELEARN_GAP: 0.5, FEWSHOT_GAP: 0.4,
+                         "dataset": "digits", "forget_set": forget_set, "seed": 0})
     return pd.DataFrame(rows)
 
 
@@ -163,9 +179,18 @@ def test_verdict_heatmap_has_a_cell_per_method_and_forget_set():
     heat = fig.data[0]
     assert list(heat.y) == ["original", "retrain", "ga"]
     assert list(heat.x) == ["digits · forget 3 · seed 0", "digits · forget 8 · seed 0"]
-    assert [list(r) for r in heat.text] == [["reference"] * 2, ["reference"] * 2, ["superficial", "erased"]]
-    order = list(viz.VERDICT_STYLE)
+    assert [list(r) for r in heat.text] == [["reference"] * 2, ["reference"] * 2, ["superficial", "erased − T"]]
+    order = ["reference", *DEPTHS]
     assert list(heat.z[2]) == [order.index("superficial"), order.index("erased")]
+    assert heat.hovertext[2][1].startswith("ga in digits · forget 8 · seed 0: erased, hurts retain (-0.05); output tell")
+
+
+def test_agreement_counts_the_cells_of_each_depth():
+    agreement = sweep.agreement(verdict_rows()).set_index("method")
+    assert agreement.loc["ga", ["superficial", "erased", "partial", "keeps the class"]].tolist() == [1, 1, 0, 0]
+    assert agreement.loc["ga", "cells"] == 2 and agreement.loc["ga", "in cells"] == 1
+    fig = viz.agreement_figure(sweep.agreement(verdict_rows()))
+    assert [t.name for t in fig.data] == list(DEPTHS) and list(fig.data[0].y) == ["ga"]
 
 
 def test_spread_bars_show_the_mean_and_std_over_cells():
@@ -175,3 +200,75 @@ def test_spread_bars_show_the_mean_and_std_over_cells():
     np.testing.assert_allclose(bars.y, [1.01, 0.81, 0.91])
     np.testing.assert_allclose(bars.error_y.array, [np.std([1.0, 1.02], ddof=1)] * 3)
     assert len(dots.y) == 6
+
+
+def test_a_finished_cell_runs_again_when_a_methods_hyperparameters_change(tmp_path, monkeypatch):
+    """A retune changes no configuration field, only the registry's defaults: the finished cell's record keys
+    them, so the cell is not reused with its old models."""
+    cell = sweep.Cell("digits", (1,), 0)
+    config = sweep.cell_configs([cell], tmp_path, **TINY)[cell]
+    selection = sweep._selection(["ga"], [], NOTEBOOKS)
+    sweep.record_cell(config, selection, 1.0)
+    assert sweep.is_complete(config, selection)
+    monkeypatch.setitem(HPARAMS["quick"], "ga", {**HPARAMS["quick"]["ga"], "lr": 0.01})
+    assert not sweep.is_complete(config, selection)
+
+
+def killing_notebook(path: Path, victim: str) -> Path:
+    """A notebook whose kernel kills its parent, the cell's own process, when its run directory names `victim`."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('run_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f"import os, signal\nif {victim!r} in run_dir:\n    os.kill(os.getppid(), signal.SIGKILL)"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_cell_whose_process_dies_is_reported_failed_and_the_other_cells_go_on(tmp_path):
+    killer = killing_notebook(tmp_path / "kill.ipynb", "forget8")
+    root = tmp_path / "sweep"
+    configs = sweep.cell_configs(sweep.grid(["digits"], [(1,), (8,)], [0]), root, **TINY)
+    lines: list[str] = []
+    failed = sweep.run_sweep(configs, root, methods=["ga"], ablations=[], notebooks=[killer, *NOTEBOOKS],
+                             log=lines.append)
+    assert list(failed) == ["digits-forget8-seed0"] and "its process died" in failed["digits-forget8-seed0"]
+    assert sum(" done in " in line for line in lines) == 1 and sum(" FAILED in " in line for line in lines) == 1
+    tables = sweep.load(root)
+    assert set(tables["verdicts"]["forget_set"]) == {"1"}
+    assert (tables["claims"]["failed"] == 1).all() and (tables["claims"]["cells"] == 2).all()
+    assert (root / "report.html").exists()
+
+
+def test_an_interrupted_sweep_leaves_no_process_behind(tmp_path):
+    """Ctrl-C while a cell's kernel runs its worker pool (two workers training the references, --cpus-per-cell 2):
+    every process the sweep had started is gone soon after the sweep exits."""
+    run_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "ecnb", "sweep", "--forget-classes", "1", "--seeds", "0", "--methods", "ga",
+           "--ablations", "--cpus-per-cell", "2", "--run-dir", str(run_dir)]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    sweep_process = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 300
+    while True:  # until the kernel's two job workers (spawned, `multiprocessing`) are running
+        assert proc.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
+        assert time.monotonic() < deadline, "the cell's worker pool never started"
+        try:
+            for p in sweep_process.children(recursive=True):
+                seen.setdefault(p.pid, p)
+            workers = [p for p in seen.values() if p.is_running() and "multiprocessing" in " ".join(p.cmdline())]
+        except psutil.NoSuchProcess:
+            continue
+        if len(workers) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    deadline = time.monotonic() + 30
+    left = list(seen.values())
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.5)
+    assert not left, [(p.pid, " ".join(p.cmdline())[:120]) for p in left]

@@ -11,9 +11,8 @@ from ecnb.config import ConfigError
 from ecnb.metrics import accuracy
 from ecnb.models import build_model
 from ecnb.train import predict
+from ecnb.methods import HPARAMS, METHODS, hparams, planned_steps, run_method, unlearn
 from ecnb.unlearn import (
-    HPARAMS,
-    METHODS,
     Batch,
     ComposedState,
     Method,
@@ -24,19 +23,16 @@ from ecnb.unlearn import (
     compose,
     contrastive_unlearning_loss,
     every_epoch,
-    hparams,
     make_optimizer,
-    planned_steps,
     random_labels,
     random_teacher,
-    run_method,
     saliency_mask,
-    unlearn,
+    weight_distance_term,
 )
 
-
-# This issue's methods; other modules (Erase at the Core) may register more in METHODS.
-BASELINES = ("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "bad_teacher", "cu")
+# The baselines; Erase at the Core (ecnb.ec) registers its family in the same registry.
+BASELINES = ("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "bad_teacher", "cu", "weight_distortion",
+             "weight_dist_reg")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +46,8 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _short(name: str, **overrides) -> dict:
     """One cheap epoch: enough to exercise a method, not to tune it."""
-    extra = {"msteps": 1} if name == "scrub" else {}
+    extra = {"msteps": 1} if name in ("scrub", "weight_dist_reg") else {}
+    extra.update({"dist_epochs": 1} if name == "weight_dist_reg" else {})
     return hparams(name, epochs=1, retain_fraction=0.25, **{**extra, **overrides})
 
 
@@ -73,7 +70,8 @@ def test_every_baseline_keeps_the_architecture_and_leaves_the_original_alone(nam
     assert all(after[k].shape == before[k].shape for k in before)
     assert not any(m.training for m in model.modules()), "the unlearned model must be in eval mode"
     assert all(torch.equal(v, trained.original.state_dict()[k]) for k, v in before.items()), "input model modified"
-    assert stats.method == name and stats.steps > 0 and stats.wall_time > 0 and len(stats.losses) == 1
+    assert stats.method == name and stats.steps > 0 and stats.wall_time > 0
+    assert len(stats.losses) == 1 + (name == "weight_dist_reg"), "one epoch (and weight_dist_reg's distance epoch)"
 
 
 @pytest.mark.parametrize("name, overrides", [
@@ -81,6 +79,8 @@ def test_every_baseline_keeps_the_architecture_and_leaves_the_original_alone(nam
     ("scrub", {"msteps": 2}),  # max and min phases, then min only
     ("bad_teacher", {"retain_fraction": 0.3}),  # a seeded share of D_r
     ("ga+ec", {"ec_epochs": 1}),  # the base's epochs, then the EC term's own
+    ("weight_dist_reg", {"msteps": 1, "dist_epochs": 2}),  # SCRUB's schedule, then the distance stage's own
+    ("weight_dist_reg+ec", {"msteps": 1, "dist_epochs": 2, "ec_epochs": 1}),  # the EC epochs after the whole base
 ])
 def test_planned_steps_are_the_steps_a_run_takes(trained, data, name, overrides):
     hp = {**_short(name), "epochs": 3, **overrides}
@@ -176,9 +176,10 @@ def test_bad_teacher_averages_its_kl_over_samples_and_classes_and_uses_adam(trai
         t = F.softmax(torch.cat([state.bad(f.x), state.good(r.x)]) / config["kd_t"], 1)
     by_hand = (t * (t.log() - s)).sum() / (12 * 10)  # 12 samples x 10 classes
     torch.testing.assert_close(loss.detach(), by_hand, rtol=1e-5, atol=1e-7)
-    assert isinstance(make_optimizer(METHODS["bad_teacher"], model, config), torch.optim.Adam)
-    assert isinstance(make_optimizer(METHODS["bad_teacher+ec"], model, hparams("bad_teacher+ec")), torch.optim.Adam)
-    assert isinstance(make_optimizer(METHODS["rl"], model, hparams("rl")), torch.optim.SGD)
+    assert METHODS["bad_teacher"].optimizer == METHODS["bad_teacher+ec"].optimizer == "adam"
+    assert METHODS["rl"].optimizer == "sgd"
+    assert isinstance(make_optimizer("adam", model, config), torch.optim.Adam)
+    assert isinstance(make_optimizer("sgd", model, hparams("rl")), torch.optim.SGD)
 
 
 def test_l1_sparse_shrinks_the_l1_norm_more_than_ft(trained, data):
@@ -328,3 +329,38 @@ def test_a_composed_method_adds_its_term_through_the_same_driver(trained, data, 
 def test_unlearn_data_needs_both_sets(data):
     with pytest.raises(ConfigError, match="non-empty forget set"):
         UnlearnData(data.forget_x[:0], data.forget_y[:0], data.retain_x, data.retain_y, 10, (3,), "cpu")
+
+
+def test_the_baselines_know_nothing_of_ec_and_the_registry_has_it_all():
+    """ecnb.unlearn never imports ecnb.ec (EC registers itself into the same table); ecnb.methods is the whole
+    registry."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ecnb.unlearn as u; print('ecnb.ec' in sys.modules, 'ec' in u.METHODS); "
+            "import ecnb.methods as m; print('ec' in m.METHODS, 'ga+ec' in m.HPARAMS['quick'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_weight_distortion_starts_from_seeded_noise_of_std_alpha(trained, data):
+    """No update at all (lr tiny): what is left is the noise, of std alpha on every parameter, the same for a
+    seed and other for another."""
+    hp = _short("weight_distortion", lr=1e-12, alpha=0.05)
+    a, b = unlearn("weight_distortion", trained.original, data, hp), unlearn("weight_distortion", trained.original, data, hp)
+    c = unlearn("weight_distortion", trained.original, data, {**hp, "seed": 1})
+    noise = torch.cat([(p - q).flatten() for p, q in zip(a.parameters(), trained.original.parameters())])
+    assert noise.std().item() == pytest.approx(0.05, rel=0.05) and noise.mean().abs() < 0.005
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_weight_dist_reg_pushes_the_weights_away_from_the_original(trained, data):
+    """The same SCRUB stage and distance epochs with and without the distance term: with it the weights end
+    further from the original's. (Its gradient is spread over every parameter, so at a few steps only a large
+    weight shows it; the reference runs it for 100 epochs, where it drifts the weights once D_r is learnt.)"""
+    hp = _short("weight_dist_reg", dist_epochs=2, dist_lr=1e-3, dist_alpha=1000.0)
+    pushed = unlearn("weight_dist_reg", trained.original, data, hp)
+    plain = unlearn("weight_dist_reg", trained.original, data, {**hp, "dist_alpha": 0.0})
+    d_pushed, d_plain = (weight_distance_term(m, trained.original).item() for m in (pushed, plain))
+    assert d_pushed > 1.5 * d_plain, (d_pushed, d_plain)

@@ -1,13 +1,19 @@
+"""The figures: what they draw, and the style every figure shares (a colour per method, a hue per family, the
+references always in black, verdict markers, intervals)."""
 from __future__ import annotations
 
+import colorsys
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from ecnb import viz
 from ecnb.data import make_forget_split
 from ecnb.results import read_results, result_row, write_results
+from ecnb.verdicts import wilson_interval
+from ecnb.viz.style import family, method_color
 
 
 @pytest.fixture()
@@ -23,6 +29,13 @@ def table(tmp_path):
     return read_results(tmp_path)
 
 
+def one_seed_attacks() -> pd.DataFrame:
+    rows = [result_row(0, m, "split_size", 40, split="test_forget") for m in ("original", "retrain", "ga")]
+    for m, curve in {"original": (1.0, 1.0), "retrain": (0.0, 0.1), "ga": (0.0, 0.8)}.items():
+        rows += [result_row(0, m, "relearn_accuracy", v, split="test_forget", layer=f"step{s}") for s, v in zip((0, 10), curve)]
+    return pd.DataFrame(rows)
+
+
 def test_importing_the_figures_does_not_build_jsonschemas_iri_parsers():
     """plotly loads its renderers (and through them nbformat and jsonschema) lazily; ecnb.viz must load them
     while the optional rfc3987-syntax package is hidden, or every notebook kernel pays about 2 s for it."""
@@ -31,20 +44,88 @@ def test_importing_the_figures_does_not_build_jsonschemas_iri_parsers():
     assert done.stdout.split() == ["False", "plotly_mimetype"]
 
 
-def test_split_bars_average_seeds_and_put_references_first(table):
-    fig = viz.split_bars(table, "accuracy")
-    assert [t.name for t in fig.data] == ["forget_train", "test_retain"]
-    assert list(fig.data[0].x) == ["original", "retrain", "ga"]
-    assert fig.data[0].y[2] == pytest.approx(0.55)
-    assert fig.data[0].error_y.array[2] == pytest.approx(0.0707, abs=1e-3)
+def _hue(colour: str) -> float:
+    r, g, b = (int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return round(colorsys.rgb_to_hls(r, g, b)[0], 2)
 
 
-def test_layer_curves_follow_network_order_and_mark_retrain(table):
+def test_a_family_shares_a_hue_and_every_method_has_its_own_colour():
+    members = ["ga", "ga+ec", "ga+ec+proto"]
+    assert [family(m) for m in members] == [("ga", "base"), ("ga", "ec"), ("ga", "variant")]
+    assert len({_hue(method_color(m)) for m in members}) == 1, "one hue per family"
+    names = ["ft", "ga", "rl", "scrub", "ga+ec", "rl+ec", "ec", "ec[last]", "ec+proto", "weight_distortion", "original",
+             "retrain"]
+    assert len({method_color(m) for m in names}) == len(names), "no two methods share a colour"
+    assert len({_hue(method_color(b)) for b in ["ft", "ga", "rl", "scrub", "weight_distortion", "ec"]}) == 6
+    assert family("ec+proto[pull]") == ("ec", "variant") and family("original") == ("original", "reference")
+
+
+def test_accuracy_bars_label_every_value_and_show_the_retain_tolerance(table):
+    fig = viz.accuracy_bars(table)
+    forget, retain = fig.data
+    assert list(forget.x) == ["original", "retrain", "ga"], "references first"
+    assert forget.y[2] == pytest.approx(0.55) and forget.error_y.array[2] == pytest.approx(0.0707, abs=1e-3)
+    assert list(forget.text) == ["0.55"] * 3, "every bar carries its value, so a zero bar reads 0.00"
+    assert list(forget.marker.color) == [method_color(m) for m in forget.x]
+    (floor,) = fig.layout.shapes
+    assert floor.y0 == pytest.approx(0.9 - 0.03), "original's retain accuracy minus the tolerance"
+    assert fig.layout.yaxis2.range[0] > 0.5, "the retain axis starts where 0.03 shows"
+
+
+def test_layer_curves_follow_network_order_and_draw_the_references_in_black(table):
     fig = viz.layer_curves(table, "cka_to_original", "forget_train", ["layer1", "layer2", "pool"])
     assert [t.name for t in fig.data] == ["original", "retrain", "ga"]
     ga = fig.data[2]
     assert list(ga.x) == ["layer1", "layer2", "pool"] and list(ga.y) == pytest.approx([0.95, 0.85, 0.75])
-    assert fig.data[1].line.dash == "dash"
+    assert (fig.data[1].line.dash, fig.data[1].line.color) == ("dash", "black")
+    assert fig.data[0].line.dash == "dot" and ga.line.color == method_color("ga")
+    assert "std over seeds" in fig.layout.title.text
+
+
+def test_one_seeds_relearning_curve_carries_wilson_intervals():
+    fig = viz.relearn_curves(one_seed_attacks())
+    ga = next(t for t in fig.data if t.name == "ga")
+    lo, hi = wilson_interval(0.8, 40)
+    assert ga.error_y.array[1] == pytest.approx(hi - 0.8) and ga.error_y.arrayminus[1] == pytest.approx(0.8 - lo)
+    assert ga.error_y.array[0] > 0, "0 of 40 has an interval above 0"
+    assert "Wilson" in fig.layout.title.text
+
+
+def test_many_methods_get_a_menu_of_groups_with_the_references_always_shown():
+    methods = ["original", "retrain", "ft", "ga", "rl", "scrub", "cu", "salun", "ga+ec", "rl+ec", "ec", "ec[last]",
+               "ga+ec+proto"]
+    rows = [result_row(0, m, "cka_to_original", 0.5, split="forget_train", layer=layer) for m in methods
+            for layer in ("layer1", "pool")]
+    fig = viz.layer_curves(pd.DataFrame(rows), "cka_to_original", "forget_train", ["layer1", "pool"])
+    (menu,) = fig.layout.updatemenus
+    assert [b.label for b in menu.buttons] == ["baselines", "Erase at the Core", "plug-ins", "all methods"]
+    names = [t.name for t in fig.data]
+    plugins = dict(zip(names, menu.buttons[2].args[0]["visible"]))
+    assert [n for n, v in plugins.items() if v] == ["original", "retrain", "ga+ec", "rl+ec", "ga+ec+proto"]
+
+
+def test_interpolation_curves_draw_both_splits_along_the_line():
+    rows = [result_row(0, m, "interpolation_accuracy", v, split=s, layer=f"t{t:.2f}")
+            for m, v in (("ga", 0.9), ("retrain", 0.2)) for s in ("test_forget", "test_retain") for t in (0, 0.5, 1)]
+    fig = viz.interpolation_curves(pd.DataFrame(rows), ["retrain", "ga"])
+    assert [(t.name, t.xaxis) for t in fig.data] == [("retrain", "x"), ("ga", "x"), ("retrain", "x2"), ("ga", "x2")]
+    assert list(fig.data[1].x) == [0.0, 0.5, 1.0] and [t.showlegend for t in fig.data] == [True, True, False, False]
+
+
+def test_evidence_map_shapes_each_depth_and_opens_the_marker_of_a_method_that_hurts_retain():
+    table = pd.DataFrame({
+        "x": [1.0, 0.8, 0.7, 0.6], "y": [1.0, 0.0, 0.9, 0.1],
+        "depth": ["reference", "reference", "superficial", "erased"],
+        "cost": ["reference", "reference", "hurts retain (-0.05)", "keeps retain"],
+        "verdict": ["reference", "reference", "superficial, hurts retain (-0.05)", "erased, keeps retain"],
+    }, index=["original", "retrain", "ga", "ec"])
+    fig = viz.evidence_map(table, "x", "y")
+    by_depth = {t.name: t for t in fig.data}
+    assert list(by_depth) == ["reference", "superficial", "erased"]
+    assert list(by_depth["superficial"].marker.symbol) == ["circle-open"]
+    assert list(by_depth["erased"].marker.symbol) == ["star"]
+    assert by_depth["superficial"].hovertext[0] == "ga: superficial, hurts retain (-0.05)"
+    assert [s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1] == [0.8], "retrain's cross-hair"
 
 
 def test_sample_grid_and_per_class_figure(digits):
@@ -56,13 +137,15 @@ def test_sample_grid_and_per_class_figure(digits):
     assert [t.name for t in bars.data] == ["original", "retrain"] and "forgotten" in bars.data[0].x[3]
 
 
-def test_plugin_bars_pair_each_baseline_with_its_plugin():
-    import pandas as pd
-
-    table = pd.DataFrame({"cka": [0.9, 0.6, 0.8, 0.7, 0.5]}, index=["ga", "ga+ec", "rl", "rl+ec", "retrain"])
-    fig = viz.plugin_bars(table, ["ga", "rl"], "cka")
-    assert list(fig.data[0].y) == [0.9, 0.8] and list(fig.data[1].y) == [0.6, 0.7]
-    assert [s.y0 for s in fig.layout.shapes] == [0.5], "retrain as the reference line; no ec row here"
+def test_plugin_bars_pair_each_baseline_with_its_plugins_in_the_familys_shades():
+    table = pd.DataFrame({"cka": [0.9, 0.6, 0.5, 0.8, 0.7, 0.5, 0.65]},
+                         index=["ga", "ga+ec", "ga+ec+v", "rl", "rl+ec", "retrain", "ec"])
+    fig = viz.plugin_bars(table, ["ga", "rl"], "cka", variants=("ec", "ec+v"))
+    assert [list(t.y) for t in fig.data[:2]] == [[0.9, 0.8], [0.6, 0.7]]
+    assert fig.data[2].y[1] != fig.data[2].y[1], "a plug-in that did not run leaves its bar out"
+    assert list(fig.data[1].marker.color) == [method_color("ga+ec"), method_color("rl+ec")]
+    assert [s.y0 for s in fig.layout.shapes] == [0.5, 0.65], "retrain and ec as reference lines"
+    assert [a.xanchor for a in fig.layout.annotations] != [fig.layout.annotations[0].xanchor] * 2, "labels on both sides"
 
 
 def test_plugin_layer_curves_menu_shows_one_baseline_and_its_plugin_with_the_references(tmp_path):

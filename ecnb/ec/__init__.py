@@ -1,6 +1,6 @@
 """Erase at the Core (EC, arXiv 2602.05375): forgetting enforced at every depth, alone and as a plug-in.
 
-The paper's full text was not available; this is the reconstruction of STUDY.md section 1, built on
+The paper's full text was not available; this is a reconstruction (docs/study.md, "Erase at the Core") built on
 Contrastive Unlearning (CU; Lee et al. 2024, arXiv 2401.10458) and on deeply supervised networks
 (Lee et al. 2015, arXiv 1409.5185; Zhang et al. 2022, "Contrastive Deep Supervision", arXiv 2207.05306).
 
@@ -16,7 +16,7 @@ samples are anchors, retain samples of other classes are pulled towards them; th
 `ecnb.unlearn.contrastive_unlearning_loss`) plus `ec_ce_weight` x cross-entropy on the retain samples
 (deep supervision). Points are summed with layer-wise weights (`ec_weights`, see `layer_weights`).
 
-Two choices that STUDY.md section 8 measured and that this module makes on purpose:
+Two choices that were measured before they were made, and that this module makes on purpose:
 - Where the gradient goes. A contrastive term on auxiliary modules that train with the model can be
   satisfied by the modules alone, leaving the backbone as it was. Here the modules are *warmed up*
   (`ec_aux_epochs` passes of cross-entropy over D = D_f + D_r on the original's frozen features, Adam
@@ -43,23 +43,35 @@ of them (and their defaults from `EC_HPARAMS`) in `ecnb.unlearn`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
 
+from ..config import StudyConfig
 from ..models import TappedNet
 from ..unlearn import HPARAMS, METHODS, Method, Phase, Step, compose, every_epoch
-from .loss import ECState, ec_setup, ec_term, forget_targets, negative_learning_loss, point_loss, target_pull_loss
+from .loss import (
+    ECState,
+    ec_setup,
+    retain_anchor_loss,
+    soft_cross_entropy,
+    ec_term,
+    forget_targets,
+    needs_forgotten_classes,
+    negative_learning_loss,
+    point_loss,
+    target_pull_loss,
+)
 from .params import BUDGET_PARAMS, EC_PARAMS, PULLS, ChoiceRule, PointsRule, WeightsRule
 from .points import AuxHead, aux_plan, build_aux, layer_weights, supervision_points, warm_up
 
 __all__ = [
     "ABLATIONS", "EC_HPARAMS", "EC_PARAMS", "PULLS", "AuxHead", "ChoiceRule", "ECState", "PointsRule", "WeightsRule",
     "VARIANTS", "VARIANT_ABLATIONS", "VARIANT_TERMS", "ablation_names", "aux_plan", "baselines", "build_aux", "ec_method", "ec_setup", "ec_term", "forget_targets",
-    "is_ec", "layer_weights", "method_names", "negative_learning_loss", "plugin_name", "point_loss", "register",
-    "supervision_points", "target_pull_loss", "variant_names", "warm_up",
+    "is_ec", "layer_weights", "method_names", "needs_forgotten_classes", "for_scenario", "negative_learning_loss", "plugin_name", "point_loss", "register",
+    "retain_anchor_loss", "soft_cross_entropy", "supervision_points", "target_pull_loss", "variant_names", "warm_up",
 ]
 
 # Hyperparameters per profile, in one table: `ec` (the driver's and EC's), `term` (EC's own, added to a
@@ -75,10 +87,12 @@ __all__ = [
 _TERM_QUICK = {
     "ec_points": "all", "ec_weights": 4.0, "ec_tau": 0.7, "ec_ct_weight": 3.0, "ec_ce_weight": 1.0,
     "ec_nl_weight": 0.0, "ec_aux_epochs": 3, "ec_aux_lr": 1e-3, "ec_pull": "retain", "ec_relabel_weight": 0.0,
+    "ec_targets": "hard", "ec_target_temperature": 1.0, "ec_anchor_weight": 0.0, "ec_distance_weight": 0.0,
 }
 _TERM_PAPER = {
     "ec_points": "all", "ec_weights": 4.0, "ec_tau": 0.7, "ec_ct_weight": 3.0, "ec_ce_weight": 1.0,
     "ec_nl_weight": 0.0, "ec_aux_epochs": 2, "ec_aux_lr": 1e-3, "ec_pull": "retain", "ec_relabel_weight": 0.0,
+    "ec_targets": "hard", "ec_target_temperature": 1.0, "ec_anchor_weight": 0.0, "ec_distance_weight": 0.0,
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
     "ec[last]": {"ec_points": "last"},
@@ -99,8 +113,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # weights 1 and 2 (relabel 3). Relabel 3, weights 2, 15 epochs: erased on classes 4 and 7 (class 1's
 # layer2 probe reads 0.94 against `retrain`'s 0.49-0.77 per layer), relearning at step 10 0.00 on all
 # three (`retrain` 0.00, `ec` 0.89), mean attack distance 0.065 (`ec` 1.12), retain accuracy 0.992.
-VARIANT_TERMS: dict[str, dict[str, Any]] = {"ec+proto": {"ec_pull": "target", "ec_relabel_weight": 3.0}}
-VARIANTS: dict[str, dict[str, Any]] = {"ec+proto": {**VARIANT_TERMS["ec+proto"], "ec_weights": 2.0, "epochs": 15}}
+VARIANT_TERMS: dict[str, dict[str, Any]] = {
+    "ec+proto": {"ec_pull": "target", "ec_relabel_weight": 3.0},
+    "ec+soft": {"ec_pull": "target", "ec_relabel_weight": 3.0, "ec_targets": "soft"},
+}
+VARIANTS: dict[str, dict[str, Any]] = {name: {**terms, "ec_weights": 2.0, "epochs": 15} for name, terms in VARIANT_TERMS.items()}
 # The variant's ablation (which of its two changes does the work): the target pull alone, the relabelling
 # alone (with CU's pull).
 VARIANT_ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -122,7 +139,7 @@ EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # Each plug-in's layer weight, chosen by scripts/tune_quick.py over points all / layer1-3 x weights
         # 1 / 2 / 4 with B's own settings: forget / retain accuracy and mean intermediate CKA averaged over
         # the two validation tasks, then B's CKA alone. rl, salun and bad_teacher (and their plug-ins) were
-        # chosen again after their losses were made faithful to the reference code (issue 14).
+        # chosen again after their losses were made faithful to the reference code.
         "plugins": {
             "ft+ec": {"ec_weights": 1.0},  # 0.000 / 1.000 / 0.791 (ft 0.977)
             "ga+ec": {"ec_weights": 1.0},  # 0.008 / 0.968 / 0.851 (ga 0.872)
@@ -146,22 +163,25 @@ EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# The EC term's own epochs at the end of a plug-in's run (`ec_epochs`, at `ec_lr`).
-EC_TAIL = Phase("ec", "retain", "both", lr="ec_lr")
+# The EC term's own epochs at the end of a plug-in's run (`ec_epochs`, at `ec_lr`): the EC loss alone, on
+# an SGD optimizer of its own (as `ec`'s), started with fresh state: neither the baseline's optimizer (Adam
+# for Bad Teacher) nor its momentum (gradient ascent's, for `ga+ec`) carries into it.
+EC_TAIL = Phase("ec", "retain", "both", lr="ec_lr", optimizer="sgd")
 
 
 def ec_method(base: Method | None = None, name: str | None = None) -> Method:
     """`ec` itself (base None) or the plug-in `<base>+ec`: the base's loss plus the EC loss over the
     base's phases and steps, the base's setup, grad hook and hyperparameters kept (`compose`), then
-    `ec_epochs` epochs of the EC loss alone at `ec_lr` (`EC_TAIL`; the base's grad hook is not applied
-    there: it belongs to the base's own updates)."""
+    `ec_epochs` epochs of the EC loss alone at `ec_lr`, on a fresh SGD optimizer of their own (`EC_TAIL`;
+    the base's grad hook is not applied there: it belongs to the base's own updates)."""
     if base is None:
         phases = every_epoch(Phase("train", "retain", "both"))
-        return Method(name or "ec", ec_term, phases, ec_setup, params=EC_PARAMS)
+        return Method(name or "ec", ec_term, phases, ec_setup, params=EC_PARAMS,
+                      summary="contrastive unlearning and retain cross-entropy at every supervision point (deep supervision)")
     composed = compose(base, name or f"{base.name}+ec", ec_term, ec_setup, {**EC_PARAMS, **BUDGET_PARAMS})
 
     def phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
-        return composed.phases(epoch, hp) if epoch < hp["epochs"] else (EC_TAIL,)
+        return composed.phases(epoch, hp) if epoch < base.epochs(hp) else (EC_TAIL,)
 
     def loss(model: TappedNet, state: Any, step: Step) -> torch.Tensor:
         return ec_term(model, state.extra, step) if step.phase == EC_TAIL.name else composed.loss(model, state, step)
@@ -171,12 +191,21 @@ def ec_method(base: Method | None = None, name: str | None = None) -> Method:
             composed.grad_hook(model, state, step)
 
     return replace(composed, loss=loss, phases=phases, grad_hook=hook if composed.grad_hook else None,
-                   epochs=lambda hp: hp["epochs"] + hp["ec_epochs"])
+                   epochs=lambda hp: base.epochs(hp) + hp["ec_epochs"],
+                   summary=f"{base.name}'s loss plus the EC loss, then the EC loss alone for its own epochs")
 
 
 def is_ec(name: str) -> bool:
     """Whether `name` is EC, an EC ablation, a variant or a plug-in (these never get a plug-in of their own)."""
     return name == "ec" or name.startswith(("ec[", "ec+")) or "+ec" in name
+
+
+def for_scenario(names: Sequence[str], config: StudyConfig) -> list[str]:
+    """`names` without the methods that `config`'s forgetting scenario cannot run: under random-sample
+    forgetting, those whose hyperparameters move each forget sample to another class (`needs_forgotten_classes`)."""
+    if config.scenario == "class":
+        return list(names)
+    return [n for n in names if not needs_forgotten_classes(config.hparams(n, config.seeds[0]))]
 
 
 def baselines(methods: Mapping[str, Method] = METHODS) -> list[str]:

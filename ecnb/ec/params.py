@@ -13,6 +13,11 @@ WEIGHT_SCHEMES = ("uniform", "depth")
 # Where the contrastive term pulls a forget sample: towards every retain sample of another class (CU's,
 # the paper's) or towards the retain samples of its one `target` class only (`ec+proto`).
 PULLS = ("retain", "target")
+# What a forget sample is moved to (`ecnb.ec.forget_targets`): the original's best other class ('hard'), the
+# original's own distribution over the retained classes at a temperature ('soft'), or the hard class for the
+# pull and the soft distribution for the relabel ('soft_relabel': a place inside one retain cluster, answered
+# with the original's own doubt).
+TARGETS = ("hard", "soft", "soft_relabel")
 POINT_KEYWORDS = ("all", "last")
 
 
@@ -95,8 +100,12 @@ EC_PARAMS: dict[str, Rule] = {
     "ec_aux_lr": POSITIVE,
     "ec_pull": ChoiceRule(choices=PULLS),
     "ec_relabel_weight": NONNEGATIVE,
+    "ec_targets": ChoiceRule(choices=TARGETS),
+    "ec_target_temperature": POSITIVE,
+    "ec_anchor_weight": NONNEGATIVE,
+    "ec_distance_weight": NONNEGATIVE,
 }
-# A plug-in's own budget for the EC term (issue 16): after B's epochs, `ec_epochs` more epochs of the EC loss
+# A plug-in's own budget for the EC term: after B's epochs, `ec_epochs` more epochs of the EC loss
 # alone over D_r at learning rate `ec_lr`. Without it the term gets only B's learning rate x steps, which
 # leaves it nearly inert in short baselines (ga+ec: 0.003 x 15 steps = 0.045, ec: 0.01 x 180 = 1.8).
 BUDGET_PARAMS: dict[str, Rule] = {"ec_epochs": Rule(int, 0), "ec_lr": POSITIVE}

@@ -120,7 +120,7 @@ def build_aux(model: TappedNet, points: Sequence[str], example: torch.Tensor, nu
 def warm_up(model: TappedNet, aux: nn.ModuleDict, data: UnlearnData, hp: Mapping[str, Any]) -> None:
     """Fit the auxiliary modules to the *original's* frozen features by cross-entropy on D = D_f + D_r,
     then freeze them (eval mode, no gradients), so that during unlearning the EC loss can only be
-    lowered by changing the backbone (STUDY.md section 8)."""
+    lowered by changing the backbone."""
     if len(aux) and hp["ec_aux_epochs"]:
         x = torch.cat([data.forget_x, data.retain_x])
         y = torch.cat([data.forget_y, data.retain_y])

@@ -1,4 +1,4 @@
-"""Unlearning baselines (STUDY.md section 4): one registry, one signature, one shared driver loop.
+"""Unlearning baselines (docs/study.md, "Methods"): one registry, one signature, one shared driver loop.
 
 `unlearn(name, model, data, config) -> model` runs the method called `name` on a deep copy of the
 original `model`; `run_method` does the same and also returns `UnlearnStats` (wall time, losses).
@@ -8,7 +8,8 @@ from the single table `HPARAMS[profile][method]`.
 The subpackage, in the order a method is built and run: `core` (the data, a step, a phase, the `Method`
 spec, hyperparameter rules, `compose`), `baselines` (each method's loss and the `METHODS` registry),
 `defaults` (`HPARAMS` and the checks against it), `driver` (the one loop every method runs in). EC and
-its plug-ins live in `ecnb.ec` and register themselves in the same registry.
+its plug-ins live in `ecnb.ec`, which adds them to the same registry when imported; nothing here imports it
+(`ecnb.methods` is the whole registry).
 
 How a method is written. Each method is a `Method` spec that the shared driver runs:
 - `setup(model, data, hp) -> state` builds what the loss needs once (teacher copies, a random-label
@@ -20,7 +21,8 @@ How a method is written. Each method is a `Method` spec that the shared driver r
   over D_f then one over D_r (SalUn's CIFAR-10 code); SCRUB runs a `max` phase over D_f then a
   `min` phase over D_r for its first `msteps` epochs and only `min` afterwards (the SCRUB paper's
   schedule), so its alternation is plain data the driver understands. A phase runs at the learning
-  rate `hp["lr"]`, or at the hyperparameter its `lr` names; a method runs `epochs(hp)` epochs
+  rate `hp["lr"]`, or at the hyperparameter its `lr` names, on the method's optimizer or, when it names
+  one, on a fresh optimizer of its own (a plug-in's EC epochs); a method runs `epochs(hp)` epochs
   (`hp["epochs"]` unless it says otherwise: a plug-in adds the EC term's own epochs, `ecnb.ec`).
 - `loss(model, state, step) -> Tensor` is the objective of one step; `step` carries the epoch, the
   phase, the step counters and the minibatches. Methods with several phases look at `step.phase`.
@@ -49,6 +51,7 @@ loss or weight raises `UnlearningError` naming the method, epoch and step.
 """
 from .baselines import (
     METHODS,
+    TAMPER_RESISTANT,
     RandomLabels,
     Saliency,
     Teachers,
@@ -56,6 +59,7 @@ from .baselines import (
     random_labels,
     random_teacher,
     saliency_mask,
+    weight_distance_term,
 )
 from .core import (
     COMMON,
@@ -73,11 +77,12 @@ from .core import (
     compose,
     every_epoch,
 )
-from .defaults import HPARAMS, get_method, hparams, validate
+from .defaults import HPARAMS, get_method, hparams, table_digest, validate
 from .driver import UnlearnStats, make_optimizer, planned_steps, run_method, unlearn
 
 __all__ = [
     "METHODS",
+    "TAMPER_RESISTANT",
     "RandomLabels",
     "Saliency",
     "Teachers",
@@ -85,6 +90,7 @@ __all__ = [
     "random_labels",
     "random_teacher",
     "saliency_mask",
+    "weight_distance_term",
     "COMMON",
     "FRACTION",
     "NONNEGATIVE",
@@ -102,6 +108,7 @@ __all__ = [
     "HPARAMS",
     "get_method",
     "hparams",
+    "table_digest",
     "validate",
     "UnlearnStats",
     "make_optimizer",
@@ -109,7 +116,3 @@ __all__ = [
     "run_method",
     "unlearn",
 ]
-
-# EC and its plug-ins register themselves in METHODS and HPARAMS when `ecnb.ec` is imported; importing it
-# here makes the registry complete whichever of the two modules is imported first.
-from .. import ec as _ec  # noqa: E402,F401

@@ -1,5 +1,6 @@
-"""The nine baselines of STUDY.md section 4: one loss (and, where needed, a setup and a gradient hook)
-each, registered in `METHODS`."""
+"""The baselines: one loss (and, where needed, a setup, a gradient hook, a schedule of phases) each,
+registered in `METHODS`: the nine of the unlearning literature, and the two tamper-resistant methods of
+"From Dormant to Deleted"."""
 from __future__ import annotations
 
 import copy
@@ -227,28 +228,94 @@ def _cu_loss(model: TappedNet, state: Any, step: Step) -> torch.Tensor:
     return step.hp["ct_weight"] * contrast + step.hp["ce_weight"] * F.cross_entropy(logits[n:], r.y)
 
 
+# ----------------------------------------------------------------------------- tamper-resistant baselines
+# "From Dormant to Deleted" (Siddiqui et al. 2025, code shoaibahmed/vision_relearning, vision_unlearner.py and
+# scripts/train.sh): unlearning that resists relearning by moving the weights away from the original's.
+
+
+def _weight_distortion_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> None:
+    """Weight distortion's first move: i.i.d. Gaussian noise of std `alpha` added to every parameter of the
+    model being unlearned (BatchNorm's running statistics are buffers and stay), drawn on the CPU from the
+    run's seed (the same noise on every device); fine-tuning on D_r follows (`_ft_loss`)."""
+    generator = torch.Generator().manual_seed(hp["seed"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * hp["alpha"])
+
+
+def _dist_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> Teachers:
+    """weight_dist_reg's state: SCRUB's teacher (its first stage), which is the original, whose weights the
+    second stage's distance term is measured to."""
+    return _scrub_setup(model, data, hp)
+
+
+def _dist_phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
+    """SCRUB's schedule for its `epochs` (the reference code starts from a SCRUB-unlearned model, its "initial
+    safeguard"), then `dist_epochs` of fine-tuning with the distance term, on a fresh Adam at `dist_lr` (the
+    reference builds its optimizer anew after loading the safeguarded model)."""
+    return _scrub_phases(epoch, hp) if epoch < hp["epochs"] else (DIST_PHASE,)
+
+
+def weight_distance_term(model: nn.Module, reference: nn.Module, eps: float = 1e-8) -> torch.Tensor:
+    """The root mean square of the difference between `model`'s parameters and `reference`'s (differentiable
+    in `model`), with `eps` under the root as in the reference code (its gradient at 0 stays finite)."""
+    diff = torch.cat([(p - q.detach()).flatten() for p, q in zip(model.parameters(), reference.parameters())])
+    return torch.sqrt(diff.float().pow(2).mean() + eps)
+
+
+def _weight_dist_reg_loss(model: TappedNet, state: Teachers, step: Step) -> torch.Tensor:
+    """weight_dist_reg: SCRUB's loss in its own epochs; afterwards cross-entropy on D_r minus `dist_alpha` x the
+    RMS distance of the weights to the original's, so the weights are pushed out of the original's basin
+    while D_r holds the retained classes."""
+    if step.phase != DIST_PHASE.name:
+        return _scrub_loss(model, state, step)
+    return _ce(model, step.retain) - step.hp["dist_alpha"] * weight_distance_term(model, state.good)
+
+
+DIST_PHASE = Phase("distance", "retain", "retain", lr="dist_lr", optimizer="adam")
+
+# The anchors an EC variant beyond the paper is read against.
+TAMPER_RESISTANT = ("weight_distortion", "weight_dist_reg")
+
 _FORGET_THEN_RETAIN = every_epoch(Phase("forget", "forget", "forget"), Phase("retain", "retain", "retain"))
 
 METHODS: dict[str, Method] = {
-    "ft": Method("ft", _ft_loss, every_epoch(Phase("train", "retain", "retain"))),
-    "ga": Method("ga", _ga_loss, every_epoch(Phase("train", "forget", "forget"))),
-    "rl": Method("rl", _rl_loss, _FORGET_THEN_RETAIN, _rl_setup),
+    "ft": Method("ft", _ft_loss, every_epoch(Phase("train", "retain", "retain")),
+                 summary="fine-tunes on D_r only, hoping D_f fades (catastrophic forgetting)"),
+    "ga": Method("ga", _ga_loss, every_epoch(Phase("train", "forget", "forget")), summary="gradient ascent on D_f"),
+    "rl": Method("rl", _rl_loss, _FORGET_THEN_RETAIN, _rl_setup, summary="random labels on D_f, then D_r"),
     "neggrad_plus": Method(
         "neggrad_plus", _neggrad_plus_loss, every_epoch(Phase("train", "retain", "both")),
-        params={"beta": Rule(float, 0.0, 1.0)},
+        params={"beta": Rule(float, 0.0, 1.0)}, summary="descent on D_r and ascent on D_f, weighted",
     ),
     "l1_sparse": Method("l1_sparse", _l1_sparse_loss, every_epoch(Phase("train", "retain", "retain")),
-                        params={"alpha": NONNEGATIVE}),
+                        params={"alpha": NONNEGATIVE}, summary="fine-tuning on D_r with an L1 penalty decayed to 0"),
     "salun": Method("salun", _rl_loss, _FORGET_THEN_RETAIN, _salun_setup, _salun_grad_hook,
-                    params={"mask_fraction": FRACTION}),
+                    params={"mask_fraction": FRACTION},
+                    summary="random labels, updating only the weights most salient for the forget loss"),
     "scrub": Method(
         "scrub", _scrub_loss, _scrub_phases, _scrub_setup,
         params={"alpha": NONNEGATIVE, "gamma": NONNEGATIVE, "kd_t": POSITIVE, "msteps": Rule(int, 0)},
+        summary="a student that moves away from the original teacher on D_f and stays with it on D_r",
     ),
     "bad_teacher": Method("bad_teacher", _bad_teacher_loss, every_epoch(Phase("train", "retain", "both")),
-                          _bad_teacher_setup, params={"kd_t": POSITIVE}, optimizer="adam"),
+                          _bad_teacher_setup, params={"kd_t": POSITIVE}, optimizer="adam",
+                          summary="distils the original on D_r and a random, incompetent teacher on D_f"),
     "cu": Method(
         "cu", _cu_loss, every_epoch(Phase("train", "forget", "both")),
         params={"tau": POSITIVE, "ct_weight": NONNEGATIVE, "ce_weight": NONNEGATIVE},
+        summary="contrastive unlearning at the last feature layer only",
+    ),
+    "weight_distortion": Method(
+        "weight_distortion", _ft_loss, every_epoch(Phase("train", "retain", "retain")), _weight_distortion_setup,
+        params={"alpha": NONNEGATIVE}, optimizer="adam",
+        summary="Gaussian noise on every weight, then fine-tuning on D_r (tamper-resistant)",
+    ),
+    "weight_dist_reg": Method(
+        "weight_dist_reg", _weight_dist_reg_loss, _dist_phases, _dist_setup,
+        params={"alpha": NONNEGATIVE, "gamma": NONNEGATIVE, "kd_t": POSITIVE, "msteps": Rule(int, 0),
+                "dist_alpha": NONNEGATIVE, "dist_lr": POSITIVE, "dist_epochs": Rule(int, 0)},
+        epochs=lambda hp: hp["epochs"] + hp["dist_epochs"],
+        summary="SCRUB, then fine-tuning on D_r that pushes the weights away from the original's (tamper-resistant)",
     ),
 }

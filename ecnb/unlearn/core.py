@@ -79,15 +79,24 @@ class Step:
     hp: Mapping[str, Any]
 
 
+Optimizer = Literal["sgd", "adam"]
+
+
 @dataclass(frozen=True)
 class Phase:
     """One pass over `over` per epoch; each step receives the minibatches named by `batches`, at the
-    learning rate of hyperparameter `lr` (the method's own `lr` when None)."""
+    learning rate of hyperparameter `lr` (the method's own `lr` when None).
+
+    `optimizer` None: the method's own optimizer, whose state (momentum, Adam's moments) runs on through
+    all such phases. A kind ('sgd'): an optimizer of the phase's own, created with fresh state at the
+    phase's first step and kept by every later step of a phase of the same name (a plug-in's EC epochs
+    are the EC loss alone, on its own SGD, not the baseline's Adam or its momentum)."""
 
     name: str
     over: Split
     batches: Batches
     lr: str | None = None
+    optimizer: Optimizer | None = None
 
 
 LossFn = Callable[[TappedNet, Any, Step], torch.Tensor]
@@ -168,8 +177,9 @@ class Method:
     setup: SetupFn = _no_setup
     grad_hook: GradHook | None = None
     params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
-    optimizer: Literal["sgd", "adam"] = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
+    optimizer: Optimizer = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
     epochs: Callable[[Mapping[str, Any]], int] = _own_epochs  # how many epochs a run has
+    summary: str = ""  # what it does, in one line (the notebooks' table of methods)
 
 
 # ----------------------------------------------------------------------------- composition
@@ -205,4 +215,4 @@ def compose(
         base.grad_hook(model, state.base, step)
 
     return Method(name, loss, phases, both_setups, hook if base.grad_hook else None, {**base.params, **(params or {})},
-                  base.optimizer)
+                  base.optimizer, base.epochs, base.summary)

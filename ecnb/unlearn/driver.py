@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..models import TappedNet
 from ..train import autocast, batches, prepare_model
-from .core import Batch, Method, Phase, Step, UnlearnData, UnlearningError
+from .core import Batch, Method, Optimizer, Phase, Step, UnlearnData, UnlearningError
 from .defaults import get_method, validate
 
 # ----------------------------------------------------------------------------- the driver
@@ -102,12 +102,32 @@ def _optimise(
     return loss.detach().float()
 
 
-def make_optimizer(method: Method, model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """SGD with momentum, or Adam with `momentum` as its first-moment decay (0.9 is Adam's own default);
-    weight decay is added to the gradients by the driver, as both optimisers' own L2 decay would."""
-    if method.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=(hp["momentum"], 0.999))
-    return torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"])
+def make_optimizer(kind: Optimizer, model: nn.Module, hp: Mapping[str, Any], lr: str = "lr") -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam with `momentum` as its first-moment decay (0.9 is Adam's own default),
+    at the learning rate of hyperparameter `lr`; weight decay is added to the gradients by the driver, as
+    both optimisers' own L2 decay would."""
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=hp[lr], betas=(hp["momentum"], 0.999))
+    return torch.optim.SGD(model.parameters(), lr=hp[lr], momentum=hp["momentum"])
+
+
+class _Optimizers:
+    """The optimizers of one run: the method's own, and one per phase that asks for its own (`Phase`),
+    each created with fresh state when it is first needed."""
+
+    def __init__(self, method: Method, model: nn.Module, hp: Mapping[str, Any]):
+        self.method, self.model, self.hp = method, model, hp
+        self._made: dict[str | None, torch.optim.Optimizer] = {}
+
+    def for_phase(self, phase: Phase) -> torch.optim.Optimizer:
+        key = None if phase.optimizer is None else phase.name
+        if key not in self._made:
+            kind = self.method.optimizer if phase.optimizer is None else phase.optimizer
+            self._made[key] = make_optimizer(kind, self.model, self.hp, phase.lr or "lr")
+        opt = self._made[key]
+        for group in opt.param_groups:
+            group["lr"] = self.hp[phase.lr or "lr"]
+        return opt
 
 
 def run_method(
@@ -126,13 +146,13 @@ def run_method(
     # The method's own schedule (L1-sparse's decay reads t / total): phases at a rate of their own, such as a
     # plug-in's EC epochs after the base's, come after it and are not part of it.
     total = sum(streams[p.over].steps_per_pass for phases in plan for p in phases if p.lr is None)
-    opt = make_optimizer(method, student, hp)
+    optimizers = _Optimizers(method, student, hp)
     student.train()
     losses: list[float] = []
     t = 0
     for epoch in tqdm(range(epochs), desc=name, unit="epoch", leave=False):
         at = Step(epoch, "", 0, t, total, None, None, hp)  # where the epoch starts; its phases fill in the rest
-        t, mean = _epoch(method, student, state, streams, plan[epoch], opt, at, epochs)
+        t, mean = _epoch(method, student, state, streams, plan[epoch], optimizers, at, epochs)
         losses.append(mean)
     stats = UnlearnStats(name, time.perf_counter() - start, t, losses)
     return student.eval(), stats
@@ -144,7 +164,7 @@ def _epoch(
     state: Any,
     streams: dict[str, _Stream],
     phases: tuple[Phase, ...],
-    opt: torch.optim.Optimizer,
+    optimizers: _Optimizers,
     at: Step,
     epochs: int,
 ) -> tuple[int, float]:
@@ -159,8 +179,7 @@ def _epoch(
     t = at.t
     for phase in phases:
         starts.append((t, phase))
-        for group in opt.param_groups:
-            group["lr"] = at.hp[phase.lr or "lr"]
+        opt = optimizers.for_phase(phase)
         stream = streams[phase.over]
         stream.new_pass()
         for index in range(stream.steps_per_pass):
