@@ -56,7 +56,9 @@ GRIDS: dict[str, dict[str, list] | list[dict[str, list]]] = {
                  "ec_weights": [2.0, 8.0]},
                 {"ec_targets": ["soft_relabel"], "ec_pull": ["target"], "ec_target_temperature": [0.5],
                  "ec_relabel_weight": [3.0, 10.0]},
-                {"ec_target_temperature": [0.5], "ec_relabel_weight": [20.0], "ec_pull": ["retain"]}],
+                {"ec_target_temperature": [0.5], "ec_relabel_weight": [20.0], "ec_pull": ["retain"]},
+                {"ec_targets": ["soft_relabel"], "ec_pull": ["target"], "ec_target_temperature": [0.25, 0.35],
+                 "ec_relabel_weight": [10.0]}],
     "weight_distortion": {"alpha": [0.01, 0.02, 0.05], "lr": [1e-4, 3e-4, 1e-3], "epochs": [5, 10]},
     "weight_dist_reg": {"dist_alpha": [0.3, 1.0, 3.0], "dist_lr": [1e-4, 3e-4, 1e-3], "dist_epochs": [5, 10]},
 }

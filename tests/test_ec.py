@@ -92,7 +92,7 @@ def test_register_is_idempotent_and_picks_up_new_baselines():
 
 
 def test_variants_their_ablations_and_plugins_are_registered_with_their_terms():
-    assert ec.variant_names() == ["ec+proto"]
+    assert ec.variant_names() == ["ec+soft"]
     for profile in HPARAMS:
         for variant, terms in ec.VARIANT_TERMS.items():
             hp = hparams(variant, profile)
@@ -101,9 +101,10 @@ def test_variants_their_ablations_and_plugins_are_registered_with_their_terms():
                 assert hparams(ec.plugin_name(b, variant), profile) == {**hparams(f"{b}+ec", profile), **terms}
         for name, (of, over) in ec.VARIANT_ABLATIONS.items():
             assert hparams(name, profile) == {**hparams(of, profile), **over}
-    assert hparams("ec+proto")["ec_relabel_weight"] > 0 and hparams("ec+proto")["ec_pull"] == "target"
+    assert hparams("ec+soft")["ec_relabel_weight"] > 0 and hparams("ec+soft")["ec_pull"] == "target"
+    assert hparams("ec+soft")["ec_targets"] == "soft_relabel" and hparams("ec+soft[hard]")["ec_targets"] == "hard"
     assert hparams("ec")["ec_pull"] == "retain" and hparams("ec")["ec_relabel_weight"] == 0, "ec stays the paper's"
-    assert all(ec.is_ec(n) for n in ["ec+proto", "ec+proto[pull]", "ga+ec+proto", "neggrad_plus+ec"])
+    assert all(ec.is_ec(n) for n in ["ec+soft", "ec+soft[pull]", "ga+ec+soft", "neggrad_plus+ec"])
     assert not any(ec.is_ec(n) for n in ec.baselines())
 
 
@@ -367,7 +368,7 @@ def test_target_pull_moves_each_anchor_onto_its_target_class(point, trained, dat
     nearer (cosine) the prototype of its own target class (the mean embedding of that class's retain
     images, as the model stands) than it was, while CU's pull sends every anchor to one shared place."""
     model = copy.deepcopy(trained.original)
-    hp = _hp("ec+proto", ec_points=point, ec_ce_weight=0.0, ec_relabel_weight=0.0)
+    hp = _hp("ec+soft", ec_points=point, ec_ce_weight=0.0, ec_relabel_weight=0.0, ec_targets="hard")
     state = ec.ec_setup(model, data, hp)
     target_of_batch = state.targets[batches[0].idx]
 
@@ -386,7 +387,7 @@ def test_target_pull_moves_each_anchor_onto_its_target_class(point, trained, dat
 
 def test_the_relabel_term_is_cross_entropy_of_the_forget_samples_towards_their_targets(trained, data, batches):
     model = copy.deepcopy(trained.original).eval()
-    hp = _hp("ec+proto", ec_relabel_weight=2.0)
+    hp = _hp("ec+soft", ec_relabel_weight=2.0, ec_targets="hard")
     state = ec.ec_setup(model, data, hp)
     f, r = batches
     targets = state.targets[f.idx]
@@ -400,7 +401,7 @@ def test_the_relabel_term_is_cross_entropy_of_the_forget_samples_towards_their_t
 
 def test_soft_relabel_pulls_onto_the_hard_class_and_relabels_towards_the_soft_distribution(trained, data, batches):
     model = copy.deepcopy(trained.original).eval()
-    hp = _hp("ec+proto", ec_targets="soft_relabel", ec_target_temperature=2.0, ec_ct_weight=1.0, ec_relabel_weight=1.0)
+    hp = _hp("ec+soft", ec_targets="soft_relabel", ec_target_temperature=2.0, ec_ct_weight=1.0, ec_relabel_weight=1.0)
     state = ec.ec_setup(model, data, hp)
     hard, soft = state.targets
     assert torch.equal(hard, ec.forget_targets(trained.original, data))
@@ -417,7 +418,7 @@ def test_soft_relabel_pulls_onto_the_hard_class_and_relabels_towards_the_soft_di
 
 
 def test_the_variant_forgets_at_the_head_into_retained_classes(trained, data):
-    model, _ = run_method("ec+proto", trained.original, data, _hp("ec+proto", epochs=3, retain_fraction=1.0))
+    model, _ = run_method("ec+soft", trained.original, data, _hp("ec+soft", epochs=3, retain_fraction=1.0))
     with torch.no_grad():
         predicted = model(data.forget_x).argmax(1)
     assert not torch.isin(predicted, torch.tensor(data.forget_classes)).any()
@@ -491,7 +492,7 @@ def test_a_plugins_ec_epochs_start_without_the_baselines_momentum(trained, data,
 
 
 def test_a_target_class_for_each_forget_sample_needs_class_wise_forgetting(trained, data, tmp_path):
-    """Random-sample forgetting has no forgotten class to rule out: ec+proto's targets would be the samples'
+    """Random-sample forgetting has no forgotten class to rule out: ec+soft's targets would be the samples'
     own labels, training D_f towards what it should forget. The variant is refused there, before any work."""
     import ecnb
     from ecnb.config import StudyConfig
@@ -502,9 +503,9 @@ def test_a_target_class_for_each_forget_sample_needs_class_wise_forgetting(train
     with pytest.raises(ConfigError, match="needs class-wise forgetting"):
         ec.forget_targets(trained.original, random_data)
     with pytest.raises(ConfigError, match="needs class-wise forgetting"):
-        run_method("ec+proto", trained.original, random_data, _hp("ec+proto"))
+        run_method("ec+soft", trained.original, random_data, _hp("ec+soft"))
 
-    names = ["ec", "ec[last]", "ec+proto", "ec+proto[pull]", "ec+proto[relabel]", "ga+ec", "ga+ec+proto", "ga"]
+    names = ["ec", "ec[last]", "ec+soft", "ec+soft[pull]", "ec+soft[relabel]", "ga+ec", "ga+ec+soft", "ga"]
     assert ec.for_scenario(names, StudyConfig.from_options()) == names
     random_config = StudyConfig.from_options(forget_fraction=0.1, run_dir=str(tmp_path / "run"))
     assert ec.for_scenario(names, random_config) == ["ec", "ec[last]", "ga+ec", "ga"]
@@ -512,8 +513,8 @@ def test_a_target_class_for_each_forget_sample_needs_class_wise_forgetting(train
     assert ec.for_scenario(["ec", "ga"], relabelling) == ["ga"], "read from the study's own settings"
 
     run = ecnb.Run.open(random_config)
-    with pytest.raises(ConfigError, match="ec\\+proto, ga\\+ec\\+proto move each forget sample to another class"):
-        ecnb.evaluate.run_methods(run, trained.ds, split, ["ga", "ec+proto", "ga+ec+proto"], 0, {}, "cpu")
+    with pytest.raises(ConfigError, match="ec\\+soft, ga\\+ec\\+soft move each forget sample to another class"):
+        ecnb.evaluate.run_methods(run, trained.ds, split, ["ga", "ec+soft", "ga+ec+soft"], 0, {}, "cpu")
     assert not list(run.root.glob("seed0/models/*.pt")), "refused before any work"
 
 
@@ -522,9 +523,9 @@ def test_the_retain_anchor_and_the_distance_term_reach_the_model_only_where_aske
     the RMS of the weights' distance to the original: 0 for the original, and its gradient pushes away."""
     model = copy.deepcopy(trained.original)
     f, r = batches
-    hp = _hp("ec+proto", ec_anchor_weight=1.0, ec_distance_weight=1.0)
+    hp = _hp("ec+soft", ec_anchor_weight=1.0, ec_distance_weight=1.0)
     state = ec.ec_setup(model, data, hp)
-    assert state.teacher is not None and ec.ec_setup(model, data, _hp("ec+proto")).teacher is None
+    assert state.teacher is not None and ec.ec_setup(model, data, _hp("ec+soft")).teacher is None
     with torch.no_grad():
         assert ec.retain_anchor_loss(model.eval()(r.x), state.teacher, r.x).abs() < 1e-6
     with torch.no_grad():

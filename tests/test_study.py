@@ -110,7 +110,7 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
     execute_notebook(NOTEBOOKS_DIR / "03_erase_at_the_core.ipynb", executed, params)
     df = ecnb.read_results(config.run_dir)
     taps = ecnb.build_model(config.model, 1, 10).taps
-    for method in ["ec", "ga+ec", "scrub+ec", "ec[last]", "ec+proto", "ga+ec+proto", "scrub+ec+proto"]:
+    for method in ["ec", "ga+ec", "scrub+ec", "ec[last]", "ec+soft", "ga+ec+soft", "scrub+ec+soft"]:
         rows = df[(df["method"] == method) & (df["seed"] == 1)]
         cka = rows[(rows["metric"] == "cka_to_original") & (rows["split"] == "forget_train")]
         assert list(cka["layer"]) == taps, method
@@ -124,7 +124,7 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
     assert "claims hold in this run" in text, "the verdict cell ran and printed its count"
     assert "claims beyond the paper hold in this run" in text
     answers = markdown_outputs(executed)
-    assert "**Does depth matter?**" in answers and "plug-ins `B+ec`" in answers and "`ec+proto` is **" in answers
+    assert "**Does depth matter?**" in answers and "plug-ins `B+ec`" in answers and "`ec+soft` is **" in answers
     # accuracy, output KS, relearning, few-shot, CKA; depth: CKA and relearning; three plug-in bars, per layer;
     # the evidence map; beyond the paper: relearning, few-shot, the variant's plug-ins' three bars
     assert len(plotly_outputs(executed)) == 17
@@ -159,7 +159,7 @@ def test_study_command_end_to_end(tiny_study):
     assert json.loads((run_dir / "config.json").read_text())["scope"] == "walkthrough"
     walkthrough = ecnb.scopes.selection("walkthrough", ["ga", "scrub"], ["ec[last]"])
     assert {p.removesuffix(".pt") for p in checkpoint_times(run_dir, 0)} == {"original", "retrain", *walkthrough.methods}
-    assert {"ga+ec", "scrub+ec", "ec+proto", "ga+ec+proto"} <= set(walkthrough.methods)
+    assert {"ga+ec", "scrub+ec", "ec+soft", "ga+ec+soft"} <= set(walkthrough.methods)
     html = (run_dir / "report.html").read_text()
     assert html.count("plotly.js v") >= 1 and 'src="http' not in html
     assert "<title>Superficial forgetting and Erase at the Core: digits, smallcnn, forgetting class 3 (walkthrough)" in html
@@ -185,7 +185,7 @@ def test_the_full_scope_over_a_walkthrough_reuses_its_models_and_values(tiny_stu
     after = checkpoint_times(run_dir, 0)
     assert {name: after[name] for name in before} == before, "every walkthrough model is reused"
     added = {name.removesuffix(".pt") for name in set(after) - set(before)}
-    assert added == {"ec[uniform]", "ec[depth]", "ec[nl]", "ec+proto[pull]", "ec+proto[relabel]"}
+    assert added == {"ec[uniform]", "ec[depth]", "ec[nl]", "ec+soft[hard]", "ec+soft[pull]", "ec+soft[relabel]"}
     shared = set(ecnb.read_results(tiny_study[0])["method"])
     pd.testing.assert_frame_equal(values(run_dir, shared)[lambda d: d["seed"] == 0].reset_index(drop=True),
                                   values(tiny_study[0], shared)[lambda d: d["seed"] == 0].reset_index(drop=True))

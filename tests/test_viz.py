@@ -50,14 +50,14 @@ def _hue(colour: str) -> float:
 
 
 def test_a_family_shares_a_hue_and_every_method_has_its_own_colour():
-    members = ["ga", "ga+ec", "ga+ec+proto"]
+    members = ["ga", "ga+ec", "ga+ec+soft"]
     assert [family(m) for m in members] == [("ga", "base"), ("ga", "ec"), ("ga", "variant")]
     assert len({_hue(method_color(m)) for m in members}) == 1, "one hue per family"
-    names = ["ft", "ga", "rl", "scrub", "ga+ec", "rl+ec", "ec", "ec[last]", "ec+proto", "weight_distortion", "original",
+    names = ["ft", "ga", "rl", "scrub", "ga+ec", "rl+ec", "ec", "ec[last]", "ec+soft", "weight_distortion", "original",
              "retrain"]
     assert len({method_color(m) for m in names}) == len(names), "no two methods share a colour"
     assert len({_hue(method_color(b)) for b in ["ft", "ga", "rl", "scrub", "weight_distortion", "ec"]}) == 6
-    assert family("ec+proto[pull]") == ("ec", "variant") and family("original") == ("original", "reference")
+    assert family("ec+soft[pull]") == ("ec", "variant") and family("original") == ("original", "reference")
 
 
 def test_accuracy_bars_label_every_value_and_show_the_retain_tolerance(table):
@@ -93,7 +93,7 @@ def test_one_seeds_relearning_curve_carries_wilson_intervals():
 
 def test_many_methods_get_a_menu_of_groups_with_the_references_always_shown():
     methods = ["original", "retrain", "ft", "ga", "rl", "scrub", "cu", "salun", "ga+ec", "rl+ec", "ec", "ec[last]",
-               "ga+ec+proto"]
+               "ga+ec+soft"]
     rows = [result_row(0, m, "cka_to_original", 0.5, split="forget_train", layer=layer) for m in methods
             for layer in ("layer1", "pool")]
     fig = viz.layer_curves(pd.DataFrame(rows), "cka_to_original", "forget_train", ["layer1", "pool"])
@@ -101,7 +101,7 @@ def test_many_methods_get_a_menu_of_groups_with_the_references_always_shown():
     assert [b.label for b in menu.buttons] == ["baselines", "Erase at the Core", "plug-ins", "all methods"]
     names = [t.name for t in fig.data]
     plugins = dict(zip(names, menu.buttons[2].args[0]["visible"]))
-    assert [n for n, v in plugins.items() if v] == ["original", "retrain", "ga+ec", "rl+ec", "ga+ec+proto"]
+    assert [n for n, v in plugins.items() if v] == ["original", "retrain", "ga+ec", "rl+ec", "ga+ec+soft"]
 
 
 def test_interpolation_curves_draw_both_splits_along_the_line():

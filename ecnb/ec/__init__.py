@@ -100,29 +100,33 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ec[depth]": {"ec_weights": "depth"},
     "ec[nl]": {"ec_nl_weight": 1.0},
 }
-# Variants beyond the paper (issue 16), each `ec` with the overrides of the quick profile; the paper
-# profile takes only the terms that define a variant (`VARIANT_TERMS`), at the paper's own settings.
-# `ec+proto`: `ec` pulls every forget sample towards every retain sample of another class, so the forget
-# class ends up together at one point between the clusters, moved but as separable as before (a 3-shot
-# probe on its layer3 or layer4 reads 1.00, more than on the original). `ec+proto` pulls each forget
-# sample onto one retain class instead, its *target* (the class the original ranks first once the
-# forgotten one is ruled out), and relabels it there at every point: the class is spread over the retain
-# clusters, as in a model that never had it. Chosen by scripts/tune_erasure.py on the validation tasks
-# (classes 4, 1 and 7) by the tasks it erases, then the attack distance to `retrain`: ec_relabel_weight
-# 0.3 / 1 / 3 x ec_weights 4 / 8 x epochs 10 / 15, then at 15 epochs relabel 5 and 10 (weights 4) and
-# weights 1 and 2 (relabel 3). Relabel 3, weights 2, 15 epochs: erased on classes 4 and 7 (class 1's
-# layer2 probe reads 0.94 against `retrain`'s 0.49-0.77 per layer), relearning at step 10 0.00 on all
-# three (`retrain` 0.00, `ec` 0.89), mean attack distance 0.065 (`ec` 1.12), retain accuracy 0.992.
+# The variant beyond the paper, `ec` with the overrides of the quick profile; the paper profile takes only
+# the terms that define it (`VARIANT_TERMS`), at the paper's own settings.
+# `ec` pulls every forget sample towards every retain sample of another class, so the class ends up together
+# at one point between the clusters: moved, but as separable as before (on the validation tasks a 3-shot
+# probe reads it at 0.96-1.00 from layer2 on, against `retrain`'s best 0.66-0.87) and answered near-uniformly
+# (entropy 2.2, output KS to `retrain` 1.0). `ec+soft` pulls each forget sample onto one retain class, its
+# *target* (the class the original ranks first once the forgotten one is ruled out), and relabels it at every
+# point to the original's own distribution over the retained classes at temperature 0.5: the class is spread
+# over the retain clusters and answered with the original's own doubt, as by a model that never had it.
+# Chosen by scripts/tune_erasure.py on the validation tasks (classes 4, 1, 7) in six rounds (its GRIDS):
+# a hard relabel (the original's top other class, `ec+soft[hard]`) erased 1 of 3 with over-confident
+# outputs (entropy 0.001) and over-resistance; a retain-side anchor and a weight-distance term changed
+# nothing; soft targets for both pull and relabel answered near-uniformly (the output tell on 3 of 3).
+# This setting: erased 3 of 3, keeps retain 3 of 3, output tell on 2 (KS 0.54 and 0.57), succeeds on 1,
+# mean attack distance 0.18 (`ec` 1.22). At T 0.25 the output tell goes (KS 0.09-0.32) but class 1 is
+# partial and class 4 over-resists: erased 2, succeeds 1, distance 0.28.
 VARIANT_TERMS: dict[str, dict[str, Any]] = {
-    "ec+proto": {"ec_pull": "target", "ec_relabel_weight": 3.0},
-    "ec+soft": {"ec_pull": "target", "ec_relabel_weight": 3.0, "ec_targets": "soft"},
+    "ec+soft": {"ec_pull": "target", "ec_relabel_weight": 10.0, "ec_targets": "soft_relabel",
+                "ec_target_temperature": 0.5},
 }
 VARIANTS: dict[str, dict[str, Any]] = {name: {**terms, "ec_weights": 2.0, "epochs": 15} for name, terms in VARIANT_TERMS.items()}
-# The variant's ablation (which of its two changes does the work): the target pull alone, the relabelling
-# alone (with CU's pull).
+# The variant's ablation (which part does the work): hard targets instead of soft ones, the pull onto the
+# target class alone (no relabel), the soft relabel alone (with CU's pull).
 VARIANT_ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ec+proto[pull]": ("ec+proto", {"ec_relabel_weight": 0.0}),
-    "ec+proto[relabel]": ("ec+proto", {"ec_pull": "retain"}),
+    "ec+soft[hard]": ("ec+soft", {"ec_targets": "hard"}),
+    "ec+soft[pull]": ("ec+soft", {"ec_relabel_weight": 0.0}),
+    "ec+soft[relabel]": ("ec+soft", {"ec_pull": "retain"}),
 }
 EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
@@ -130,7 +134,8 @@ EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
                "forget_batch_size": 64, "retain_fraction": 1.0, **_TERM_QUICK},
         "term": _TERM_QUICK,
         # The plug-ins' own budget for the EC term, one for all of them, chosen by scripts/tune_erasure.py
-        # over ec_epochs 0 / 5 at ec's learning rate for every B+ec and B+ec+proto on the validation tasks
+        # over ec_epochs 0 / 5 at ec's learning rate for every B+ec and B+ec+proto (the hard-target variant of
+        # the time) on the validation tasks
         # (classes 4, 1, 7). 5 epochs, mean over the plug-ins and tasks, against none: B+ec keep retain
         # accuracy in 96 % of the runs (89 %), mean intermediate CKA 0.784 (0.821), attack distance 0.320
         # (0.367), erased in none (none: their probe still reads the class, as ec's); B+ec+proto keep retain
@@ -224,12 +229,12 @@ def ablation_names() -> list[str]:
 
 
 def variant_names() -> list[str]:
-    """The variants beyond the paper (`ec+proto`)."""
+    """The variants beyond the paper (`ec+soft`)."""
     return list(VARIANTS)
 
 
 def plugin_name(base: str, variant: str = "ec") -> str:
-    """The plug-in of `variant` into baseline `base`: `ga+ec`, `ga+ec+proto`."""
+    """The plug-in of `variant` into baseline `base`: `ga+ec`, `ga+ec+soft`."""
     return f"{base}+{variant}"
 
 

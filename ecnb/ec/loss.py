@@ -74,7 +74,7 @@ def ec_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> ECSt
 
 def needs_forgotten_classes(hp: Mapping[str, Any]) -> bool:
     """Whether a setting moves each forget sample to a target class (`ec_pull='target'` or a relabel term,
-    `ec+proto`): defined for class-wise forgetting only. A model that never saw a random sample of the
+    the variant): defined for class-wise forgetting only. A model that never saw a random sample of the
     training set still classifies it correctly by generalisation, so moving it to another class is not
     what `retrain` does, and its own class is the only target left."""
     return hp.get("ec_pull") == "target" or hp.get("ec_relabel_weight", 0) > 0
@@ -87,7 +87,7 @@ def forget_targets(model: TappedNet, data: UnlearnData, temperature: float | Non
     a fairly confident guess at a similar class).
 
     `temperature` None: *hard* targets, all the mass on the class the original ranks first among the others
-    (`ec+proto`). A number T: *soft* targets, the original's own distribution over the retained classes,
+    (`ec+soft[hard]`). A number T: *soft* targets, the original's own distribution over the retained classes,
     softmax(logits / T) renormalised without the forgotten ones, so the second and third choices keep their
     share. Random-sample forgetting has no forgotten class to rule out and is refused
     (`needs_forgotten_classes`)."""
@@ -139,7 +139,7 @@ def target_pull_loss(z_forget: torch.Tensor, targets: torch.Tensor, z_retain: to
     detached): the forget sample goes to the class, the class is not pulled to it. They are not frozen: forget
     and retain samples share one train-mode forward pass (`ec_term`), so BatchNorm's batch statistics couple
     them, and the retain embeddings shift with the statistics as the forget samples move. Separate passes
-    would remove that coupling; on the validation tasks they did worse (`ec+proto`'s mean attack distance
+    would remove that coupling; on the validation tasks they did worse (the hard-target variant's mean attack distance
     0.80 against 0.49, relearning gaps 0.58-0.95 against 0.00-0.48), so the shared pass stays. Anchors with
     no target class in the batch are left out; 0 when none has one."""
     logits = z_forget.float() @ z_retain.detach().float().T / tau

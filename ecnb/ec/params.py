@@ -11,7 +11,7 @@ from ..unlearn import NONNEGATIVE, POSITIVE, Rule
 
 WEIGHT_SCHEMES = ("uniform", "depth")
 # Where the contrastive term pulls a forget sample: towards every retain sample of another class (CU's,
-# the paper's) or towards the retain samples of its one `target` class only (`ec+proto`).
+# the paper's) or towards the retain samples of its one `target` class only (`ec+soft`).
 PULLS = ("retain", "target")
 # What a forget sample is moved to (`ecnb.ec.forget_targets`): the original's best other class ('hard'), the
 # original's own distribution over the retained classes at a temperature ('soft'), or the hard class for the

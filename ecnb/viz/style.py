@@ -23,7 +23,7 @@ MARKERS = {"base": "circle", "ec": "square", "variant": "diamond"}
 
 def family(name: str) -> tuple[str, str]:
     """(the family's root, the member's kind): ('ga', 'base'), ('ga', 'ec') for ga+ec, ('ga', 'variant') for
-    ga+ec+proto; ('ec', 'base') for ec, ('ec', 'ec') for its ablations, ('ec', 'variant') for the variants
+    ga+ec+soft; ('ec', 'base') for ec, ('ec', 'ec') for its ablations, ('ec', 'variant') for the variants
     and their ablations; references are their own family."""
     if name in REFERENCE_LINES:
         return name, "reference"
