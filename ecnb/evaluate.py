@@ -16,7 +16,7 @@ from .attacks import attack_rows
 from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import remove_cached
-from .metrics import accuracy_rows, cka_rows, mia_rows, output_rows, probe_rows
+from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, output_rows, probe_rows
 from .models import TappedNet
 from .results import read_results, remove_results, result_row, write_results
 from .ec import for_scenario, is_ec
@@ -135,7 +135,8 @@ def run_methods(
     finished method. The methods run in parallel worker processes (`ecnb.workers`), with the same
     results as one after another.
 
-    Every name is checked before any work. A method that diverges (UnlearningError) gets no metrics:
+    Every name is checked before any work. A method that diverges (UnlearningError), or whose representation
+    collapses (constant features, where CKA is undefined), gets no metrics:
     one line says so, the seed's `failures.json` records why, rows of an earlier run of it are removed,
     and the other methods go on. A method loaded from its checkpoint whose rows are all there (notebook
     03 loads notebook 02's baselines) is not measured again. The references' own rows (`run_references`)
@@ -201,7 +202,8 @@ def _measure(
     device: torch.device, is_done: bool,
 ) -> tuple[list[dict] | None, str | None]:
     """One method of `run_methods`: its rows (None when loaded with its rows already written) or its
-    UnlearningError's message. A reference is measured as it is, with its training time."""
+    UnlearningError's message, or why it could not be measured (a network whose representation collapsed
+    without a non-finite weight). A reference is measured as it is, with its training time."""
     if method in REFERENCES:
         wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
         return method_rows(run, ds, split, method, references[method], seed, references, wall_time), None
@@ -211,7 +213,10 @@ def _measure(
         return None, str(e)
     if loaded and is_done:
         return None, None
-    return method_rows(run, ds, split, method, model, seed, references, wall_time), None
+    try:
+        return method_rows(run, ds, split, method, model, seed, references, wall_time), None
+    except DegenerateFeatures as e:
+        return None, f"its representation collapsed, so it cannot be measured ({e})"
 
 
 def _method_job(method: str, is_done: bool) -> tuple[list[dict] | None, str | None]:

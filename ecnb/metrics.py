@@ -22,6 +22,11 @@ from .results import REFERENCES, result_row
 from .train import predict
 
 
+class DegenerateFeatures(ValueError):
+    """A layer's features are (nearly) constant across samples: the network's representation collapsed, and
+    measures of it such as CKA mean nothing."""
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of samples whose arg-max prediction is the true label (we report accuracy, not 1 - accuracy)."""
     if len(y) == 0:
@@ -86,7 +91,7 @@ def cka(x: Array, y: Array, block_size: int = 2048) -> float:
         # For real features h ≈ the mean squared off-diagonal kernel entry; for constant ones it is 0
         # up to rounding, and the ratio below tells the two apart.
         if not h > 1e-10 * s / (n * (n - 1)):
-            raise ValueError(f"CKA is undefined: the features of {name} are (nearly) constant across samples")
+            raise DegenerateFeatures(f"CKA is undefined: the features of {name} are (nearly) constant across samples")
     return float(h_xy / torch.sqrt(h_xx * h_yy))
 
 

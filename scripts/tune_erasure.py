@@ -11,7 +11,7 @@ tell and succeeds. Among a method's settings the one that succeeds on the most t
 erased on the most, then the smallest attack distance, then the smallest retain drop. Nothing here reads
 a reported class.
 
-    python scripts/tune_erasure.py [--tasks 3] [--methods ec ec+proto ...] [--grid] [--set key=value ...]
+    python scripts/tune_erasure.py [--tasks 3] [--methods ec ec+soft ...] [--grid] [--set key=value ...]
                                    [--workers 2] [--out runs/tuning/erasure.csv]
 
 `--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
@@ -45,18 +45,22 @@ from ecnb.workers import run_jobs, shared  # noqa: E402
 # The tamper-resistant baselines, the anchors the variants are read against, are chosen the same way as the
 # variants (their learning rates and epochs scaled to the data, their weights around the reference's).
 GRIDS: dict[str, dict[str, list] | list[dict[str, list]]] = {
-    "ec+proto": {"ec_relabel_weight": [0.3, 1.0, 3.0], "ec_weights": [2.0, 4.0]},
+    "ec+soft[hard]": {"ec_relabel_weight": [0.3, 1.0, 3.0], "ec_weights": [2.0, 4.0]},
     # Directions beyond the hard relabel: soft targets (the original's distribution over the retained classes, at
     # a temperature), a retain-side anchor (distillation to the original on D_r), a push of the weights away
-    # from the original's (as weight_dist_reg's), each alone and together, at ec+proto's budget.
+    # from the original's (as weight_dist_reg's), each alone and together, at the hard-target form's budget
+    # (15 epochs, weights 2).
     # A list of grids is tried one after the other, each following up the one before (`--round N` runs the Nth).
-    "ec+soft": [{"ec_target_temperature": [1.0, 2.0], "ec_anchor_weight": [0.0, 1.0], "ec_distance_weight": [0.0, 1.0]},
-                {"ec_target_temperature": [2.0, 4.0], "ec_relabel_weight": [3.0, 10.0], "ec_pull": ["target", "retain"]},
-                {"ec_target_temperature": [0.5, 1.0], "ec_relabel_weight": [10.0, 30.0], "ec_pull": ["retain"],
-                 "ec_weights": [2.0, 8.0]},
+    # Every round names each setting it departs from the variant's defaults in, so it runs the same today.
+    "ec+soft": [{"ec_targets": ["soft"], "ec_relabel_weight": [3.0], "ec_target_temperature": [1.0, 2.0],
+                 "ec_anchor_weight": [0.0, 1.0], "ec_distance_weight": [0.0, 1.0]},
+                {"ec_targets": ["soft"], "ec_target_temperature": [2.0, 4.0], "ec_relabel_weight": [3.0, 10.0],
+                 "ec_pull": ["target", "retain"]},
+                {"ec_targets": ["soft"], "ec_target_temperature": [0.5, 1.0], "ec_relabel_weight": [10.0, 30.0],
+                 "ec_pull": ["retain"], "ec_weights": [2.0, 8.0]},
                 {"ec_targets": ["soft_relabel"], "ec_pull": ["target"], "ec_target_temperature": [0.5],
                  "ec_relabel_weight": [3.0, 10.0]},
-                {"ec_target_temperature": [0.5], "ec_relabel_weight": [20.0], "ec_pull": ["retain"]},
+                {"ec_targets": ["soft"], "ec_target_temperature": [0.5], "ec_relabel_weight": [20.0], "ec_pull": ["retain"]},
                 {"ec_targets": ["soft_relabel"], "ec_pull": ["target"], "ec_target_temperature": [0.25, 0.35],
                  "ec_relabel_weight": [10.0]}],
     "weight_distortion": {"alpha": [0.01, 0.02, 0.05], "lr": [1e-4, 3e-4, 1e-3], "epochs": [5, 10]},

@@ -104,7 +104,7 @@ def test_cka_refuses_undefined_cases():
         metrics.cka(x[:3], y[:3])
     with pytest.raises(ValueError, match="same samples"):
         metrics.cka(x, y[:9])
-    with pytest.raises(ValueError, match="constant"):
+    with pytest.raises(metrics.DegenerateFeatures, match="constant"):
         metrics.cka(np.full((10, 3), 0.1, dtype=np.float32), y)
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
 import ecnb
 from ecnb import evaluate, study, unlearn
 from ecnb.artifacts import load_checkpoint
 from ecnb.cli import main
 from ecnb.config import ConfigError, StudyConfig
-from ecnb.results import KEY, read_results
+from ecnb.results import KEY, read_results, remove_results
 from ecnb.study import NOTEBOOKS_DIR, StudyError, execute_notebook, notebook_parameters
 
 NB01, NB02 = "01_train_original.ipynb", "02_superficial_forgetting.ipynb"
@@ -282,6 +283,33 @@ def test_a_diverging_method_is_recorded_as_failed_and_the_others_go_on(fresh_run
     monkeypatch.undo()
     evaluate.run_methods(run, ds, split, ["ga"], seed, references, "cpu")
     assert run.failures(seed) == {} and "ga" in set(read_results(run.root)["method"])
+
+
+def test_a_method_whose_representation_collapses_is_recorded_as_failed_and_the_others_go_on(fresh_runs, tmp_path,
+                                                                                            monkeypatch):
+    """A network can be wrecked without a non-finite weight (a plug-in at a high rate): its features go
+    constant, CKA is undefined, and the method is left out like a diverging one, not the whole notebook."""
+    run, seed = ecnb.Run.load(copy_run(fresh_runs[0], tmp_path / "run")), 0
+    ds = ecnb.load_dataset("digits")
+    split = ecnb.forget_split(run, ds, seed)
+    references = {name: ecnb.train_reference(run, ds, split, name, seed, "cpu") for name in ("original", "retrain")}
+    remove_results(run.root, seed, "ga")
+    unlearn_or_load = evaluate._unlearn_or_load
+
+    def collapsed(run, ds, split, method, *args, **kwargs):
+        model, wall_time, loaded = unlearn_or_load(run, ds, split, method, *args, **kwargs)
+        if method == "ga":
+            with torch.no_grad():
+                for p in model.stages.parameters():
+                    p.zero_()
+        return model, wall_time, loaded
+
+    monkeypatch.setattr(evaluate, "_unlearn_or_load", collapsed)
+    models = evaluate.run_methods(run, ds, split, ["ga", "rl"], seed, references, "cpu")
+
+    assert list(models) == ["rl"]
+    assert run.failures(seed)["ga"].startswith("its representation collapsed, so it cannot be measured (CKA is undefined")
+    assert "ga" not in set(read_results(run.root)["method"]) and "rl" in set(read_results(run.root)["method"])
 
 
 def test_a_failing_cell_or_a_killed_kernel_leaves_a_failed_copy_not_an_executed_one(tmp_path):
