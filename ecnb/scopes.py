@@ -2,9 +2,9 @@
 
 The walkthrough is what a 90-minute lab needs, in about two minutes on a laptop CPU: `original` and
 `retrain`, every baseline, `ec`, one depth ablation (`ec[last]`: does depth matter?), the EC variant beyond
-the paper, and the plug-ins (`B+ec`, `B+variant`) of two baselines, enough for notebook 03 to show what a
-plug-in does. The full study adds every ablation (the variant's included) and every plug-in, which the
-paper's plug-in claims are read over; sweeps run it. A scope only chooses which models exist: a model is
+the paper, and the plug-ins `B+ec` of two baselines, enough for notebook 03 to show what a plug-in does. The
+full study adds every ablation (the variant's included) and every plug-in, the variant's `B+variant` too,
+which the plug-in claims are read over; sweeps run it. A scope only chooses which models exist: a model is
 computed the same way in both, so the two share a run directory and every checkpoint they have in common.
 """
 from __future__ import annotations
@@ -25,13 +25,14 @@ DEPTH_ABLATION = "ec[last]"
 @dataclass(frozen=True)
 class Selection:
     """The methods of one study: the baselines (notebook 02), and for notebook 03 `ec`, the plug-ins of
-    `plugin_bases`, the ablations and the variants with their plug-ins."""
+    `plugin_bases`, the ablations, and the variants with the plug-ins of `variant_bases`."""
 
     scope: str
     baselines: tuple[str, ...]
     plugin_bases: tuple[str, ...]
     ablations: tuple[str, ...]
     variants: tuple[str, ...]
+    variant_bases: tuple[str, ...] = ()
 
     @property
     def plugins(self) -> list[str]:
@@ -40,8 +41,8 @@ class Selection:
 
     @property
     def variant_plugins(self) -> list[str]:
-        """`B+variant` for every variant and every baseline of `plugin_bases`."""
-        return [plugin_name(b, v) for v in self.variants for b in self.plugin_bases]
+        """`B+variant` for every variant and every baseline of `variant_bases`."""
+        return [plugin_name(b, v) for v in self.variants for b in self.variant_bases]
 
     @property
     def ec_methods(self) -> list[str]:
@@ -74,4 +75,6 @@ def selection(scope: str = "walkthrough", methods: Sequence[str] | None = None, 
     picked = list(default_ablations if ablations is None else ablations)
     if config is not None:
         variants, picked = for_scenario(variants, config), for_scenario(picked, config)
-    return Selection(scope, tuple(chosen), tuple(bases), tuple(picked), tuple(variants))
+    # The variant's plug-ins, 10 s of the walkthrough's two minutes, are read over cells: the full scope runs them.
+    variant_bases = bases if scope == "full" else []
+    return Selection(scope, tuple(chosen), tuple(bases), tuple(picked), tuple(variants), tuple(variant_bases))
