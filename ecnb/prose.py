@@ -81,14 +81,19 @@ def basin_answer(table: pd.DataFrame, results: pd.DataFrame, method: str, others
     d, d_retrain = table.loc[method, WEIGHTS], table.loc["retrain", WEIGHTS]
     points = table.loc[[m for m in others if m in table.index]].dropna(subset=[WEIGHTS, RELEARN_GAP])
     rho = spearmanr(points[WEIGHTS], points[RELEARN_GAP]).statistic if len(points) >= 3 else float("nan")
-    trend = ("methods that moved the weights further relearn *less* readily" if rho <= -0.5 else
-             "methods that moved the weights further relearn *more* readily" if rho >= 0.5 else
-             "how far a method moved the weights says little about how fast the class comes back")
+    if pd.isna(rho):  # fewer than three baselines, or one of the two figures the same for all of them
+        across = (f"Over {len(points)} baseline(s) with these figures, no rank correlation between weight distance "
+                  "and relearning gap can be read.")
+    else:
+        trend = ("methods that moved the weights further relearn *less* readily" if rho <= -0.5 else
+                 "methods that moved the weights further relearn *more* readily" if rho >= 0.5 else
+                 "how far a method moved the weights says little about how fast the class comes back")
+        across = (f"Over the {len(points)} baselines, the rank correlation between weight distance and relearning "
+                  f"gap is **{rho:+.2f}**: on this run {trend}.")
     return Prose(
         f"`{method}` moved the weights by **{d:.4f}** (RMS of the difference to the original; `retrain`, trained from "
         f"scratch, is **{d_retrain:.4f}** away) and {kept} (relearning gap {table.loc[method, RELEARN_GAP]:+.2f}). "
-        f"Over the {len(points)} baselines, the rank correlation between weight "
-        f"distance and relearning gap is **{rho:+.2f}**: on this run {trend}.")
+        + across)
 
 
 def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec[last]") -> Prose:

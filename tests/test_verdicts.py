@@ -226,3 +226,18 @@ def test_summary_shows_the_verdict_lines_gaps_and_intervals(tmp_path):
     assert two.loc["late", "verdict"] == "superficial, keeps retain (1/2); erased, keeps retain (1/2)"
     gap = (0.80 + 0.10) / 2, math.sqrt(2 * 0.35**2)
     assert two.loc["late", "relearning gap"] == f"{gap[0]:.3f} ± {gap[1]:.3f}"
+
+
+def test_the_weight_space_answer_reads_the_line_and_needs_three_baselines_for_a_correlation():
+    from ecnb import prose
+    from ecnb.verdicts import WEIGHTS
+    line = {"t0.00": 1.0, "t0.25": 0.9, "t0.50": 0.8, "t0.75": 0.6, "t1.00": 0.0}  # half of 1.0 kept up to t = 0.75
+    results = pd.DataFrame([{"seed": 0, "method": "ga", "metric": "interpolation_accuracy", "layer": t,
+                             "split": "test_forget", "value": v} for t, v in line.items()])
+    table = pd.DataFrame({WEIGHTS: [0.01, 0.001, 0.002, 0.003], RELEARN_GAP: [0.0, 0.9, 0.6, 0.3]},
+                         index=["retrain", "ga", "rl", "scrub"])
+    three = str(prose.basin_answer(table, results, "ga", ["ga", "rl", "scrub"]))
+    assert "inside the original's basin" in three and "0.60 there" in three
+    assert "rank correlation between weight distance and relearning gap is **-1.00**" in three, "distance up, gap down"
+    two = str(prose.basin_answer(table, results, "ga", ["ga", "rl"]))
+    assert "no rank correlation between weight distance and relearning gap can be read" in two and "nan" not in two
