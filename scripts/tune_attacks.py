@@ -45,7 +45,7 @@ from ecnb.attacks import draw_attack_set, fewshot_probe, relearn_curve  # noqa: 
 from ecnb.config import PROFILES, StudyConfig  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import accuracy  # noqa: E402
-from tune_quick import TASK_DIR, validation_classes  # noqa: E402
+from validation import TASK_DIR, validation_classes  # noqa: E402  (sets the environment first)
 
 GRID = {"shots": [3, 5, 10], "retain_shots": [5, 10, 25], "probe_c": [0.01, 0.1, 1.0], "relearn_lr": [0.003, 0.01, 0.03]}
 DRAWS = 5
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = ecnb.load_dataset("digits")
-    classes = validation_classes(ds.num_classes, StudyConfig.from_options().forget_classes, args.seed, args.tasks)
+    classes = validation_classes(args.seed, args.tasks)
     base = PROFILES["quick"]["attacks"]
     rows = []
     for cls in classes:
