@@ -215,10 +215,17 @@ def test_a_finished_cell_runs_again_when_a_methods_hyperparameters_change(tmp_pa
 
 
 def killing_notebook(path: Path, victim: str) -> Path:
-    """A notebook whose kernel kills its parent, the cell's own process, when its run directory names `victim`."""
+    """A notebook whose kernel kills its parent, the cell's own process (a Ray worker), when its run directory
+    names `victim`. Any other parent is left alone and the cell fails instead: a SIGKILL must never reach the
+    test session's own processes."""
+    kill = (f"import os, signal, psutil\nif {victim!r} in run_dir:\n"
+            "    parent = psutil.Process(os.getppid())\n"
+            "    title = ' '.join([parent.name(), *parent.cmdline()])\n"
+            "    assert 'ray::' in title, f'the kernel was started by {title!r}, not by a Ray worker'\n"
+            "    os.kill(parent.pid, signal.SIGKILL)")
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell('run_dir = ""', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(f"import os, signal\nif {victim!r} in run_dir:\n    os.kill(os.getppid(), signal.SIGKILL)"),
+        nbformat.v4.new_code_cell(kill),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
