@@ -108,7 +108,7 @@ def embedding_figure(
         traces = [(m, g) for _, page in book for m in page for g in groups_]
         fig.frames = [
             go.Frame(name=layer, data=[
-                go.Scatter(x=_points(atlas, m, layer, g)[:, 0], y=_points(atlas, m, layer, g)[:, 1]) for m, g in traces
+                go.Scatter(x=xy[:, 0], y=xy[:, 1]) for xy in (_points(atlas, m, layer, g) for m, g in traces)
             ], layout=_axis_ranges(atlas, methods, layer, slots))
             for layer in layers
         ]

@@ -243,12 +243,6 @@ def _weight_distortion_setup(model: TappedNet, data: UnlearnData, hp: Mapping[st
             p.add_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * hp["alpha"])
 
 
-def _dist_setup(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> Teachers:
-    """weight_dist_reg's state: SCRUB's teacher (its first stage), which is the original, whose weights the
-    second stage's distance term is measured to."""
-    return _scrub_setup(model, data, hp)
-
-
 def _dist_phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
     """SCRUB's schedule for its `epochs` (the reference code starts from a SCRUB-unlearned model, its "initial
     safeguard"), then `dist_epochs` of fine-tuning with the distance term, on a fresh Adam at `dist_lr` (the
@@ -312,7 +306,8 @@ METHODS: dict[str, Method] = {
         summary="Gaussian noise on every weight, then fine-tuning on D_r (tamper-resistant)",
     ),
     "weight_dist_reg": Method(
-        "weight_dist_reg", _weight_dist_reg_loss, _dist_phases, _dist_setup,
+        # SCRUB's state: its teacher is the original, whose weights the distance term is measured to.
+        "weight_dist_reg", _weight_dist_reg_loss, _dist_phases, _scrub_setup,
         params={"alpha": NONNEGATIVE, "gamma": NONNEGATIVE, "kd_t": POSITIVE, "msteps": Rule(int, 0),
                 "dist_alpha": NONNEGATIVE, "dist_lr": POSITIVE, "dist_epochs": Rule(int, 0)},
         epochs=lambda hp: hp["epochs"] + hp["dist_epochs"],
