@@ -153,14 +153,16 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
             return ERASED
         return PARTIAL
 
-    def cost(r: pd.Series) -> str:
-        return KEEPS_RETAIN if r[RETAIN_DROP] <= RETAIN_TOL + EPS else f"{HURTS_RETAIN} (-{r[RETAIN_DROP]:.2f})"
+    keeps = keeps_retain(out)
+
+    def cost(m: str, r: pd.Series) -> str:
+        return KEEPS_RETAIN if keeps[m] else f"{HURTS_RETAIN} (-{r[RETAIN_DROP]:.2f})"
 
     def tells(r: pd.Series) -> str:
         return ", ".join(name for name in (OUTPUT_TELL_NAME, RESISTANCE_TELL_NAME) if r[name])
 
     out[DEPTH] = [REFERENCE if m in REFERENCES else depth(r) for m, r in out.iterrows()]
-    out[COST] = [REFERENCE if m in REFERENCES else cost(r) for m, r in out.iterrows()]
+    out[COST] = [REFERENCE if m in REFERENCES else cost(m, r) for m, r in out.iterrows()]
     out[TELLS] = [REFERENCE if m in REFERENCES else tells(r) for m, r in out.iterrows()]
     out[VERDICT] = [REFERENCE if m in REFERENCES else verdict_line(r[DEPTH], r[COST], r[TELLS])
                     for m, r in out.iterrows()]
