@@ -30,10 +30,10 @@ study: setup
 sweep: setup
 	$(PY) -m ecnb sweep $(ARGS)
 
-# Test files run in parallel, one worker per core; a file's tests stay together (they share fixtures), and the
-# files that share the tiny study (tests/conftest.py) run on one worker.
+# Test files run in parallel, one worker per core; a file's tests stay together (they share fixtures), the files
+# that share the tiny study run on one worker, and the longest go first (tests/conftest.py).
 test: setup
-	$(PY) -m pytest -n auto --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n auto $(ARGS)
 
 # Wall times, throughput and the issue's performance targets into docs/benchmarks.md (ARGS="--skip-study" to be quick).
 bench: setup

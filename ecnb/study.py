@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
 import numpy as np
 import pandas as pd
 from jupyter_client.manager import AsyncKernelManager
@@ -32,6 +31,9 @@ from .data import check_available, load_dataset
 from .scopes import selection
 from .results import read_results
 from .verdicts import summary
+
+if TYPE_CHECKING:  # imported where a report is rendered: notebook kernels import this module, nbformat costs 0.8 s
+    import nbformat
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUNS_DIR = NOTEBOOKS_DIR.parent / "runs"
@@ -289,6 +291,7 @@ def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = No
 def render_report(target: Path, executed: list[Path], intro: str, title: str) -> Path:
     """`intro` (Markdown) and the executed notebooks as one offline HTML page at `target` (a study's report
     and a sweep's) titled `title`: plotly.js embedded once, no outside requests."""
+    import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     from plotly.offline import get_plotlyjs

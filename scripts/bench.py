@@ -292,7 +292,7 @@ def bench_study(command: str, device_arg: str) -> Block:
 def bench_tests(command: str) -> Block:
     """The whole test suite, timed as `make test` runs it (minus the set-up)."""
     block = Block("tests", "Test suite", command)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--dist", "loadfile"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto"]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     rc = subprocess.run(cmd, cwd=ROOT).returncode

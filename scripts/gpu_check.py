@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     attacks = {}
     batch, steps = 512, 20
     if args.tiny:
-        args.epochs, args.train_per_class, args.test_per_class = 1, 6, 4
+        args.epochs, args.train_per_class, args.test_per_class = 1, 4, 4
         attacks = {"shots": 2, "retain_shots": 1, "probe_draws": 2, "relearn_steps": [0, 1]}
         batch, steps = 8, 1
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())

@@ -1,8 +1,15 @@
-"""Shared fixtures: the embedded digits and a briefly trained original/retrain pair, built once per session."""
+"""Shared fixtures (the embedded digits, a briefly trained original/retrain pair, the tiny studies, each built once
+per test session) and how the test files are spread over the xdist workers."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,45 +46,90 @@ def trained(tmp_path_factory, digits):
     )
 
 
-# One tiny study, through the real command line, shared by the end-to-end and the browser tests: their test
-# files form one xdist group (`--dist loadgroup`), so it is built once per test session.
-SHARED = "tiny_study"
+# One tiny study, through the real command line, shared by the end-to-end and the browser tests (seed 0; a study
+# over several seeds has a test of its own in test_study.py).
 TINY_STUDY = ["--epochs", "2", "--methods", "ga", "scrub", "--train-per-class", "40", "--test-per-class", "20",
               "--relearn-steps", "0", "5", "10"]
-TINY_SELECTION = ["--seeds", "0", "1", "--ablations", "ec[last]"]
+TINY_SELECTION = ["--seeds", "0", "--ablations", "ec[last]"]
+
+# The order in which the test files go out to the xdist workers (`pytest -n auto`), each file whole to one
+# worker: the longest first, so that the short files fill in at the end. Unlisted files follow in collection order.
+LONGEST_FIRST = ["test_browser.py", "test_sweep.py", "test_study.py", "test_reliability.py", "test_gpu_check.py",
+                 "test_notebooks.py", "test_workers.py"]
+
+
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
 
 
 def pytest_collection_modifyitems(items):
-    """Every test file is its own xdist group (as `--dist loadfile` would make it), unless it joins another."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """The longest files first (a stable sort: each file's tests keep their order)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(file_of(item.nodeid), len(rank)))
 
 
-@pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """`python -m ecnb study` (walkthrough) on tiny settings, seeds 0 and 1: the run directory and its printout."""
-    import subprocess
-    import sys
+def pytest_xdist_make_scheduler(config, log):
+    """Each file whole to one worker (its tests share module fixtures), in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
 
-    run_dir = tmp_path_factory.mktemp("shared") / "study"
-    cmd = [sys.executable, "-m", "ecnb", "study", *TINY_STUDY, *TINY_SELECTION, "--run-dir", str(run_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return file_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order instead of the most tests first
+    return FileScheduling(config, log)
+
+
+def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """`build(folder)` run once per test session, by whichever worker asks first, then read by all: xdist gives
+    every worker its own session fixtures, and the shared studies take minutes. The others wait on a lock; a
+    failed build fails every test that needs it, with the same message, without being tried again."""
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent  # the folder the workers of this session share
+    folder, record = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            try:
+                result = {"error": None, **build(folder)}
+            except Exception as e:  # recorded for the other workers, and failed below for all
+                result = {"error": f"{type(e).__name__}: {e}"}
+            record.write_text(json.dumps(result))
+        result = json.loads(record.read_text())
+    if result["error"]:
+        pytest.fail(f"building the shared {name} failed: {result['error']}")
+    return folder, result
+
+
+def study_command(run_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    """`python -m ecnb study` with `options` into `run_dir`."""
+    return subprocess.run([sys.executable, "-m", "ecnb", "study", *options, "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=900)
+
+
+def printout(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir, done.stdout
+    return done.stdout
 
 
 @pytest.fixture(scope="session")
-def tiny_full_study(tiny_study, tmp_path_factory):
+def tiny_study(tmp_path_factory, worker_id):
+    """`python -m ecnb study` (walkthrough) on tiny settings, seed 0: the run directory and its printout."""
+    folder, built = built_once(tmp_path_factory, worker_id, "tiny_study", lambda folder: {
+        "printed": printout(study_command(folder / "study", *TINY_STUDY, *TINY_SELECTION))})
+    return folder / "study", built["printed"]
+
+
+@pytest.fixture(scope="session")
+def tiny_full_study(tiny_study, tmp_path_factory, worker_id):
     """The shared tiny study's directory copied and run again with `--scope full`, seed 0: the run directory,
     its printout and the walkthrough's checkpoint times before the full run."""
-    import shutil
-    import subprocess
-    import sys
 
-    run_dir = Path(shutil.copytree(tiny_study[0], tmp_path_factory.mktemp("full") / "study"))
-    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "seed0" / "models").glob("*.pt")}
-    cmd = [sys.executable, "-m", "ecnb", "study", *TINY_STUDY, "--seeds", "0", "--scope", "full", "--run-dir", str(run_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir, done.stdout, before
+    def build(folder: Path) -> dict:
+        run_dir = Path(shutil.copytree(tiny_study[0], folder / "study"))
+        before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "seed0" / "models").glob("*.pt")}
+        return {"printed": printout(study_command(run_dir, *TINY_STUDY, "--seeds", "0", "--scope", "full")),
+                "before": before}
+
+    folder, built = built_once(tmp_path_factory, worker_id, "tiny_full_study", build)
+    return folder / "study", built["printed"], built["before"]

@@ -27,8 +27,6 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from PIL import Image
 
-from conftest import SHARED
-
 import ecnb
 from ecnb import serve
 from ecnb.study import NOTEBOOKS_DIR, PLOTLY_MIME, build_report, execute_notebook, notebook_parameters
@@ -44,7 +42,6 @@ ANIMATE_TO_LAST_FRAME = """() => Promise.all([...document.querySelectorAll(".js-
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-pytestmark = pytest.mark.xdist_group(SHARED)
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,12 @@ TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5
 NOTEBOOKS = [NOTEBOOKS_DIR / "01_train_original.ipynb", NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb"]
 
 
-def run(root, classes, seeds, log, cpus_per_cell=1):
-    configs = sweep.cell_configs(sweep.grid(["digits"], [(c,) for c in classes], seeds), root, **TINY)
+def cells(classes, seeds) -> list[sweep.Cell]:
+    return sweep.grid(["digits"], [(c,) for c in classes], seeds)
+
+
+def run(root, grid_cells, log, cpus_per_cell=1):
+    configs = sweep.cell_configs(grid_cells, root, **TINY)
     failed = sweep.run_sweep(configs, root, cpus_per_cell=cpus_per_cell, methods=["ga"], ablations=[],
                              notebooks=NOTEBOOKS, log=log)
     return configs, failed
@@ -46,7 +50,18 @@ def checkpoint_times(configs) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def local_ray():
+    """One local Ray for the sweeps of this file: a sweep that finds Ray running uses it and leaves it running,
+    and starting Ray costs about 11 s of CPU. (The command-line sweep below starts and stops its own.)"""
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, local_ray):
     """2 classes x 2 seeds, one cell broken by a damaged checkpoint of its original model."""
     root = tmp_path_factory.mktemp("sweep")
     broken = sweep.Cell("digits", (8,), 1)
@@ -56,7 +71,7 @@ def swept(tmp_path_factory):
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not a checkpoint")
     lines: list[str] = []
-    configs, failed = run(root, [1, 8], [0, 1], lines.append)
+    configs, failed = run(root, cells([1, 8], [0, 1]), lines.append)
     return root, configs, failed, lines, damaged
 
 
@@ -113,19 +128,17 @@ def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept):
         if " done in " in line:
             raise KeyboardInterrupt
 
+    grown = [*cells([1, 8], [0, 1]), *cells([1], [2])]  # the repaired cell and a new one to run
     lines: list[str] = []
-    with pytest.raises(KeyboardInterrupt):  # three cells to run, one at a time: Ctrl-C after the first
-        run(root, [1, 8], [0, 1, 2], lambda line: (lines.append(line), interrupt(line)), cpus_per_cell=os.cpu_count())
-    import ray
-
-    assert not ray.is_initialized(), "the local Ray is stopped"
-    assert lines[0] == "6 cells: 3 complete and reused, 3 to run"
-    cells = sorted((root / "cells").iterdir())
-    assert sum((c / sweep.CELL_FILE).exists() for c in cells) == 4, "exactly one more cell finished"
+    with pytest.raises(KeyboardInterrupt):  # two cells to run, one at a time: Ctrl-C after the first
+        run(root, grown, lambda line: (lines.append(line), interrupt(line)), cpus_per_cell=os.cpu_count())
+    assert lines[0] == "5 cells: 3 complete and reused, 2 to run"
+    cell_dirs = sorted((root / "cells").iterdir())
+    assert sum((c / sweep.CELL_FILE).exists() for c in cell_dirs) == 4, "exactly one more cell finished"
 
     lines.clear()
-    configs, failed = run(root, [1, 8], [0, 1, 2], lines.append)
-    assert not failed and lines[0] == "6 cells: 4 complete and reused, 2 to run"
+    configs, failed = run(root, grown, lines.append)
+    assert not failed and lines[0] == "5 cells: 4 complete and reused, 1 to run"
     after = checkpoint_times(configs)
     assert {p: after[p] for p in before} == before, "finished cells are not recomputed"
     assert set(sweep.load(root)["verdicts"]["seed"]) == {0, 1, 2}
@@ -232,7 +245,7 @@ def killing_notebook(path: Path, victim: str) -> Path:
     return path
 
 
-def test_a_cell_whose_process_dies_is_reported_failed_and_the_other_cells_go_on(tmp_path):
+def test_a_cell_whose_process_dies_is_reported_failed_and_the_other_cells_go_on(tmp_path, local_ray):
     killer = killing_notebook(tmp_path / "kill.ipynb", "forget8")
     root = tmp_path / "sweep"
     configs = sweep.cell_configs(sweep.grid(["digits"], [(1,), (8,)], [0]), root, **TINY)
