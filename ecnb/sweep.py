@@ -260,8 +260,8 @@ def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str 
         cfg.to_dict(), selection, cpus_per_cell, force): c for c, cfg in pending.items()}
     failures: dict[str, str] = {}
     start = time.perf_counter()
+    waiting = list(refs)
     try:
-        waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             cell = refs[done[0]]
@@ -277,7 +277,10 @@ def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str 
             log(f"[{len(refs) - len(waiting)}/{len(refs)}] {cell.name} {status} in {outcome['seconds']:.0f} s; "
                 f"{len(waiting)} left, {time.perf_counter() - start:.0f} s so far")
     except KeyboardInterrupt:
-        for ref in refs:
+        # Only the cells still queued or running: cancelling a task that has just finished races with its
+        # completion inside Ray (2.49), whose task manager then aborts this whole process.
+        running = ray.wait(waiting, num_returns=len(waiting), timeout=0)[1] if waiting else []
+        for ref in running:
             ray.cancel(ref, force=True)
         raise
     finally:

@@ -68,6 +68,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(file_of(item.nodeid), len(rank)))
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown when it is not loaded
 def pytest_xdist_make_scheduler(config, log):
     """Each file whole to one worker (its tests share module fixtures), in collection order."""
     from xdist.scheduler import LoadScopeScheduling

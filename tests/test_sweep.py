@@ -119,9 +119,13 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert "cell digits-forget8-seed1 failed" in report and report.count("plotly.js v") == 1
 
 
-def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept):
+def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept, monkeypatch):
+    import ray
+
     root, configs, _, _, damaged = swept
     damaged.unlink()
+    cancel, cancelled = ray.cancel, []
+    monkeypatch.setattr(ray, "cancel", lambda ref, **options: (cancelled.append(ref), cancel(ref, **options)))
     before = checkpoint_times({c: cfg for c, cfg in configs.items() if c.name != "digits-forget8-seed1"})
 
     def interrupt(line: str) -> None:
@@ -133,6 +137,7 @@ def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept):
     with pytest.raises(KeyboardInterrupt):  # two cells to run, one at a time: Ctrl-C after the first
         run(root, grown, lambda line: (lines.append(line), interrupt(line)), cpus_per_cell=os.cpu_count())
     assert lines[0] == "5 cells: 3 complete and reused, 2 to run"
+    assert len(cancelled) == 1, "only the cell still running is cancelled, never the one that has just finished"
     cell_dirs = sorted((root / "cells").iterdir())
     assert sum((c / sweep.CELL_FILE).exists() for c in cell_dirs) == 4, "exactly one more cell finished"
 
