@@ -30,8 +30,8 @@ study: setup
 sweep: setup
 	$(PY) -m ecnb sweep $(ARGS)
 
-# Test files run in parallel, one worker per core; a file's tests stay together (they share fixtures), the files
-# that share the tiny study run on one worker, and the longest go first (tests/conftest.py).
+# Test files run in parallel, one worker per core, each file whole on one worker (its tests share fixtures) and the
+# longest first; the tiny studies that several files share are built once (tests/conftest.py).
 test: setup
 	$(PY) -m pytest -n auto $(ARGS)
 
