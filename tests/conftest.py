@@ -2,8 +2,10 @@
 per test session) and how the test files are spread over the xdist workers."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -26,7 +28,10 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__),
 torch.set_num_threads(1)  # tiny models: one thread is as fast and does not fight other processes
 
 import ecnb  # noqa: E402
+import ecnb.study  # noqa: E402
+from ecnb.cli import main  # noqa: E402
 from ecnb.config import StudyConfig  # noqa: E402
+from ecnb.study import PLOTLY_MIME  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +105,25 @@ def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Pat
     if result["error"]:
         pytest.fail(f"building the shared {name} failed: {result['error']}")
     return folder, result
+
+
+NB01, NB02 = "01_train_original.ipynb", "02_superficial_forgetting.ipynb"
+
+
+def cli(args: list[str], notebooks: tuple[str, ...] = (NB01,)) -> tuple[int, str]:
+    """`main(args)` in this process with the study cut down to `notebooks`: its exit status and stderr."""
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(err):
+        patch.setattr(ecnb.study, "notebook_paths", lambda: [ecnb.study.NOTEBOOKS_DIR / n for n in notebooks])
+        code = main(args)
+    return code, err.getvalue()
+
+
+def plotly_figures(path: Path) -> list[dict]:
+    """The plotly figures an executed notebook shows, in order."""
+    nb = json.loads(path.read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    return [o["data"][PLOTLY_MIME] for o in outputs if PLOTLY_MIME in o.get("data", {})]
 
 
 def study_command(run_dir: Path, *options: str) -> subprocess.CompletedProcess:

@@ -27,9 +27,11 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from PIL import Image
 
+from conftest import plotly_figures
+
 import ecnb
 from ecnb import serve
-from ecnb.study import NOTEBOOKS_DIR, PLOTLY_MIME, build_report, execute_notebook, notebook_parameters
+from ecnb.study import NOTEBOOKS_DIR, build_report, execute_notebook, notebook_parameters
 
 # Move every figure that has frames to its last one, as its slider would.
 ANIMATE_TO_LAST_FRAME = """() => Promise.all([...document.querySelectorAll(".js-plotly-plot")].map(gd => {
@@ -68,12 +70,6 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def plotly_figures(path: Path) -> list[dict]:
-    nb = json.loads(path.read_text())
-    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
-    return [o["data"][PLOTLY_MIME] for o in outputs if PLOTLY_MIME in o.get("data", {})]
 
 
 def test_notebook_04_caches_embeddings_and_stays_small(shared_run):

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import plotly_figures
 
 import ecnb
 from ecnb.config import StudyConfig
@@ -33,11 +34,6 @@ def test_the_kernel_leaves_no_socket_folder_behind(tiny_run):
     assert list(tiny_run[2].iterdir()) == []
 
 
-def plotly_outputs(path) -> list[dict]:
-    nb = json.loads(path.read_text())
-    return [o for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
-
-
 def markdown_outputs(path) -> str:
     """Every Markdown output of an executed notebook (the answers written from the run's numbers)."""
     nb = json.loads(path.read_text())
@@ -53,7 +49,7 @@ def test_notebook_01_runs_and_writes_its_rows(tiny_run):
     assert set(acc["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}
     assert set(df[df["metric"] == "wall_time"]["method"]) == {"original", "retrain"}
     assert (Path(config.run_dir) / "seed1" / "models" / "retrain.pt").exists()
-    assert len(plotly_outputs(executed)) == 2, "the sample grid and the per-class accuracy figure"
+    assert len(plotly_figures(executed)) == 2, "the sample grid and the per-class accuracy figure"
     retrain_forget = acc[(acc["method"] == "retrain") & (acc["split"] == "forget_train")]["value"].item()
     assert retrain_forget < 0.2, "retrain never saw class 5"
 
@@ -89,7 +85,7 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
     assert own.min() > 0.999, "a model is identical to itself"
     # accuracy, entropy, KS, MIA; relearning, few-shot probe; interpolation, distance scatter; two CKA curves,
     # the full-data probe; the evidence map
-    assert len(plotly_outputs(executed)) == 12
+    assert len(plotly_figures(executed)) == 12
     text = markdown_outputs(executed)
     assert "The claim \"at least two baselines are superficial\" **" in text and "moved the weights by **" in text
     assert (Path(config.run_dir) / "seed1" / "models" / "ga.pt").exists()
@@ -120,4 +116,4 @@ def test_notebook_03_runs_ec_its_plugins_and_the_ablation(tiny_run, tmp_path):
     assert "**Does depth matter?**" in answers and "plug-ins `B+ec`" in answers and "`ec+soft` is **" in answers
     # accuracy, output KS, relearning, few-shot, CKA; depth: CKA and relearning; three plug-in bars, per layer;
     # the evidence map; beyond the paper: relearning, few-shot (the variant's plug-in bars are the full scope's)
-    assert len(plotly_outputs(executed)) == 14
+    assert len(plotly_figures(executed)) == 14

@@ -9,8 +9,6 @@ stays within minutes on two cores.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import signal
@@ -24,16 +22,16 @@ import nbformat
 import pandas as pd
 import pytest
 import torch
+from conftest import NB01, NB02, cli
 
 import ecnb
-from ecnb import evaluate, study, unlearn
+from ecnb import evaluate, unlearn
 from ecnb.artifacts import load_checkpoint
 from ecnb.cli import main
 from ecnb.config import ConfigError, StudyConfig
 from ecnb.results import KEY, read_results, remove_results
 from ecnb.study import NOTEBOOKS_DIR, StudyError, execute_notebook, notebook_parameters
 
-NB01, NB02 = "01_train_original.ipynb", "02_superficial_forgetting.ipynb"
 # The real command line, with the study's notebook sequence cut down to the ones named in argv[1].
 CLI = (
     "import sys; import ecnb.study as study; "
@@ -77,15 +75,6 @@ def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen | 
         assert proc is None or proc.poll() is None, f"the study ended before {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
-
-
-def cli(args: list[str], notebooks: tuple[str, ...] = (NB01,)) -> tuple[int, str]:
-    """`main(args)` in this process with the study cut down to `notebooks`: its exit status and stderr."""
-    err = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(err):
-        patch.setattr(study, "notebook_paths", lambda: [NOTEBOOKS_DIR / n for n in notebooks])
-        code = main(args)
-    return code, err.getvalue()
 
 
 def kernels_of(pid: int) -> list[int]:

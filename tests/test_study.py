@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_STUDY, TINY_SELECTION, study_command
+from conftest import NB01, NB02, TINY_SELECTION, TINY_STUDY, cli, study_command
 
 import ecnb
-from ecnb.cli import main
 from ecnb.config import ConfigError
 from ecnb.results import KEY
-from ecnb.study import NOTEBOOKS_DIR, study_lock
+from ecnb.study import study_lock
 
 
 def checkpoint_times(run_dir: Path, seed: int) -> dict[str, int]:
@@ -76,20 +75,19 @@ def test_the_full_scope_over_a_walkthrough_reuses_its_models_and_values(tiny_stu
     assert "ec[uniform]" in printed, "the full study's summary shows its ablations"
 
 
-def test_a_study_over_two_seeds_runs_each_and_summarises_over_them(tmp_path, monkeypatch, capsys):
+def test_a_study_over_two_seeds_runs_each_and_summarises_over_them(tmp_path, capsys):
     """Notebooks 01 and 02 (`ga`) for seeds 0 and 1: every seed's models and notebooks, and a summary of mean ± std
     over the seeds with how many seeds gave each verdict."""
-    notebooks = [NOTEBOOKS_DIR / "01_train_original.ipynb", NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb"]
-    monkeypatch.setattr(ecnb.study, "notebook_paths", lambda: notebooks)
     options = ["--epochs", "2", "--methods", "ga", "--train-per-class", "40", "--test-per-class", "20",
                "--relearn-steps", "0", "5", "10", "--seeds", "0", "1", "--run-dir", str(tmp_path)]
-    assert main(["study", *options]) == 0
+    code, stderr = cli(["study", *options], notebooks=(NB01, NB02))
+    assert code == 0, stderr[-2000:]
     df = ecnb.read_results(tmp_path)
     assert set(df["seed"]) == {0, 1} and not df.duplicated(KEY).any()
     for seed in (0, 1):
         assert {"original", "retrain", "ga"} <= set(df[df["seed"] == seed]["method"]), seed
         assert (tmp_path / f"seed{seed}" / "models" / "ga.pt").exists()
-        assert [p.name for p in sorted((tmp_path / "notebooks" / f"seed{seed}").glob("*.ipynb"))] == [p.name for p in notebooks]
+        assert [p.name for p in sorted((tmp_path / "notebooks" / f"seed{seed}").glob("*.ipynb"))] == [NB01, NB02]
     printed = capsys.readouterr().out
     table = printed[printed.index("verdict"):printed.index("report: ")]
     ga = next(line for line in table.splitlines() if line.startswith("ga "))

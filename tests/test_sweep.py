@@ -6,7 +6,6 @@ relearning scored up to step 10, notebooks 01 and 02), so that the Ray path, the
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -21,11 +20,12 @@ import psutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import plotly_figures
 
 import ecnb
 from ecnb import sweep, viz
 from ecnb.cli import main
-from ecnb.study import NOTEBOOKS_DIR, PLOTLY_MIME
+from ecnb.study import NOTEBOOKS_DIR
 from ecnb.methods import HPARAMS
 from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE
 
@@ -111,8 +111,7 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert superficial["dataset"] == "digits" and superficial["cells"] == 4 and superficial["failed"] == 1
     assert superficial["target"].endswith("each in >= 3 of 4 cell(s)"), "the failed cell stays in the denominator"
 
-    executed = json.loads((root / "notebooks" / "05_across_forget_classes.ipynb").read_text())
-    figures = [o for c in executed["cells"] for o in c.get("outputs", []) if PLOTLY_MIME in o.get("data", {})]
+    figures = plotly_figures(root / "notebooks" / "05_across_forget_classes.ipynb")
     # verdicts per cell, agreement, relearning, the two gaps and CKA per cell, the plug-in criterion's two bars
     assert len(figures) == 8
     report = (root / "report.html").read_text()
@@ -253,7 +252,7 @@ def killing_notebook(path: Path, victim: str) -> Path:
 def test_a_cell_whose_process_dies_is_reported_failed_and_the_other_cells_go_on(tmp_path, local_ray):
     killer = killing_notebook(tmp_path / "kill.ipynb", "forget8")
     root = tmp_path / "sweep"
-    configs = sweep.cell_configs(sweep.grid(["digits"], [(1,), (8,)], [0]), root, **TINY)
+    configs = sweep.cell_configs(cells([1, 8], [0]), root, **TINY)
     lines: list[str] = []
     failed = sweep.run_sweep(configs, root, methods=["ga"], ablations=[], notebooks=[killer, *NOTEBOOKS],
                              log=lines.append)
