@@ -30,6 +30,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+OUTCOMES_DIR = "outcomes"
+
+
 class ArtifactError(RuntimeError):
     """A file in the run directory is unreadable; the message names it and how to recompute it."""
 
@@ -145,11 +148,13 @@ class Run:
         return cls(StudyConfig.from_dict({**config.to_dict(), "run_dir": str(run_dir)}))
 
     def drop_attacks(self) -> None:
-        """Remove what earlier attack settings measured: every seed's attack images and the attacks' rows."""
+        """Remove what earlier attack settings measured: every seed's attack images, the attacks' rows and the
+        per-image outcomes the verdicts resample."""
         from .results import drop_metrics
 
         for seed_dir in self.root.glob("seed*"):
             (seed_dir / "attack_set.json").unlink(missing_ok=True)
+            shutil.rmtree(seed_dir / OUTCOMES_DIR, ignore_errors=True)
         drop_metrics(self.root, ATTACK_METRICS)
 
     def seed_dir(self, seed: int) -> Path:
@@ -159,6 +164,10 @@ class Run:
 
     def checkpoint_path(self, method: str, seed: int) -> Path:
         return self.seed_dir(seed) / "models" / f"{method}.pt"
+
+    def outcomes_path(self, method: str, seed: int) -> Path:
+        """Where `method`'s per-image outcomes (`ecnb.outcomes`) live."""
+        return self.seed_dir(seed) / OUTCOMES_DIR / f"{method}.npz"
 
     def failures(self, seed: int) -> dict[str, str]:
         """The methods of `seed` whose unlearning diverged, each with its error message."""

@@ -11,11 +11,14 @@ k, from D_f) and of each retained class (`retain_shots`, m, from D_r), never a t
   the class out of every model at this scale, `retrain` included; a few shots separate a
   representation that holds the class from one that merely generalises to it.
 - `relearn_accuracy` (on `test_forget`, `layer` = `step<N>`): every weight of a *copy* of the model is
-  fine-tuned on draw 0's images, full-batch SGD with momentum (no weight decay, BatchNorm in training
+  fine-tuned on one draw's images, full-batch SGD with momentum (no weight decay, BatchNorm in training
   mode as in any fine-tuning), and the forgotten classes' test accuracy is read after each step of the
-  grid. A model that hid the class recovers it within a handful of steps; one that never had it needs
-  far longer (Golatkar et al. 2020's "relearn time"; the relearning attacks of "From Dormant to
-  Deleted").
+  grid, averaged over the first `relearn_draws` draws. A model that hid the class recovers it within a
+  handful of steps; one that never had it needs far longer (Golatkar et al. 2020's "relearn time"; the
+  relearning attacks of "From Dormant to Deleted").
+
+Each attack also returns its per-image outcomes (which test image each draw's probe or fine-tuned copy
+gets right), so the verdicts can resample test images and draws (`ecnb.outcomes`).
 
 The images are an artifact, `seed<k>/attack_set.json` (training-set indices, like `split.json`), drawn
 once from the study seed, so every model of a run, `original` and `retrain` included, meets the same
@@ -39,7 +42,7 @@ from .artifacts import Run, load_json, save_json
 from .config import AttackSettings, ConfigError
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import cached_features
-from .metrics import accuracy, single_blas_thread
+from .metrics import single_blas_thread
 from .models import TappedNet
 from .results import result_row
 from .train import autocast, predict
@@ -113,53 +116,68 @@ def _positions(indices: np.ndarray, pool: np.ndarray) -> np.ndarray:
 # --- the few-shot probe ---------------------------------------------------------------------------
 
 
-def fewshot_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float) -> float:
-    """Recall of a class-balanced, standardised logistic regression on the test images (all of the
-    forgotten classes, so accuracy on them is their recall)."""
+def fewshot_probe_correct(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                          c: float) -> np.ndarray:
+    """Per test image (all of the forgotten classes), whether a class-balanced, standardised logistic
+    regression fitted on the attacker's images answers it correctly: its mean is the recall."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=5000))
     with single_blas_thread():
         probe.fit(np.asarray(train_x, dtype=np.float64), train_y)
-        return float(np.mean(probe.predict(np.asarray(test_x, dtype=np.float64)) == test_y))
+        return probe.predict(np.asarray(test_x, dtype=np.float64)) == test_y
+
+
+def fewshot_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float) -> float:
+    """Recall of `fewshot_probe_correct`'s probe on the forgotten classes' test images."""
+    return float(np.mean(fewshot_probe_correct(train_x, train_y, test_x, test_y, c)))
+
+
+def fewshot_probe_outcomes(
+    run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, attacks: AttackSet,
+    settings: AttackSettings, max_spatial: int | None = None,
+) -> np.ndarray:
+    """`fewshot_probe_correct` for every draw of the attacker's images and every tap (network order), on
+    the cached pooled features: (draws, taps, test_forget images)."""
+    splits = split_tensors(ds, split)
+    feats = {name: cached_features(run, method, seed, name, model, splits[name][0], max_spatial, pooled=True)
+             for name in ("forget_train", "retain_train", "test_forget")}
+    labels = {name: splits[name][1].cpu().numpy() for name in ("forget_train", "retain_train", "test_forget")}
+    rows = [(_positions(f, split.forget_idx), _positions(r, split.retain_idx)) for f, r in zip(attacks.forget, attacks.retain)]
+    out = np.zeros((len(rows), len(model.taps), len(labels["test_forget"])), dtype=bool)
+    for t, tap in enumerate(model.taps):
+        for d, (fpos, rpos) in enumerate(rows):
+            x = np.concatenate([feats["forget_train"][tap][fpos], feats["retain_train"][tap][rpos]])
+            y = np.concatenate([labels["forget_train"][fpos], labels["retain_train"][rpos]])
+            out[d, t] = fewshot_probe_correct(x, y, feats["test_forget"][tap], labels["test_forget"], settings.probe_c)
+    return out
 
 
 def fewshot_probe_accuracy(
     run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, attacks: AttackSet,
     settings: AttackSettings, max_spatial: int | None = None,
 ) -> dict[str, float]:
-    """`fewshot_probe` per tap (network order), averaged over the draws, on the cached pooled features."""
-    splits = split_tensors(ds, split)
-    feats = {name: cached_features(run, method, seed, name, model, splits[name][0], max_spatial, pooled=True)
-             for name in ("forget_train", "retain_train", "test_forget")}
-    labels = {name: splits[name][1].cpu().numpy() for name in ("forget_train", "retain_train", "test_forget")}
-    rows = [(_positions(f, split.forget_idx), _positions(r, split.retain_idx)) for f, r in zip(attacks.forget, attacks.retain)]
-    out = {}
-    for tap in model.taps:
-        scores = []
-        for fpos, rpos in rows:
-            x = np.concatenate([feats["forget_train"][tap][fpos], feats["retain_train"][tap][rpos]])
-            y = np.concatenate([labels["forget_train"][fpos], labels["retain_train"][rpos]])
-            scores.append(fewshot_probe(x, y, feats["test_forget"][tap], labels["test_forget"], settings.probe_c))
-        out[tap] = float(np.mean(scores))
-    return out
+    """The few-shot probe's recall per tap (network order), averaged over the draws."""
+    outcomes = fewshot_probe_outcomes(run, model, method, seed, ds, split, attacks, settings, max_spatial)
+    return {tap: float(outcomes[:, t].mean()) for t, tap in enumerate(model.taps)}
 
 
 # --- the relearning attack ------------------------------------------------------------------------
 
 
-def relearn_curve(
+def relearn_correct(
     model: TappedNet, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
     lr: float, momentum: float, steps: Sequence[int],
-) -> dict[int, float]:
-    """Fine-tune every weight of a deep copy of `model` on (x, y), full batch, and return the test accuracy
-    after each step count in `steps` (0: before any update). `model` itself is never touched."""
+) -> np.ndarray:
+    """Fine-tune every weight of a deep copy of `model` on (x, y), full batch, and return, after each step
+    count in `steps` (0: before any update), whether each test image is classified correctly:
+    (len(steps), test images). `model` itself is never touched."""
     device = next(model.parameters()).device
     student = copy.deepcopy(model)
     x, y = x.to(device), y.to(device)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum)
-    curve = {}
+    out = np.zeros((len(steps), len(test_y)), dtype=bool)
     for t in range(max(steps) + 1):
         if t in steps:
-            curve[t] = accuracy(predict(student, test_x), test_y)
+            out[list(steps).index(t)] = (predict(student, test_x).argmax(1) == test_y.cpu()).numpy()
         if t == max(steps):
             break
         student.train()
@@ -168,29 +186,61 @@ def relearn_curve(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return curve
+    return out
+
+
+def relearn_curve(
+    model: TappedNet, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+    lr: float, momentum: float, steps: Sequence[int],
+) -> dict[int, float]:
+    """`relearn_correct` as the test accuracy after each step count in `steps`."""
+    correct = relearn_correct(model, x, y, test_x, test_y, lr, momentum, steps)
+    return {t: float(row.mean()) for t, row in zip(steps, correct)}
+
+
+def relearn_outcomes(
+    model: TappedNet, ds: Dataset, split: ForgetSplit, attacks: AttackSet, settings: AttackSettings
+) -> np.ndarray:
+    """`relearn_correct` on each of the first `relearn_draws` draws' images, scored on `test_forget`:
+    (draws, steps, test_forget images)."""
+    splits = split_tensors(ds, split)
+    out = []
+    for f, r in list(zip(attacks.forget, attacks.retain))[: settings.relearn_draws]:
+        idx = torch.as_tensor(np.concatenate([f, r]), device=ds.x_train.device)
+        out.append(relearn_correct(model, ds.x_train[idx], ds.y_train[idx], *splits["test_forget"], settings.relearn_lr,
+                                   settings.relearn_momentum, settings.relearn_steps))
+    return np.stack(out)
 
 
 def relearn_accuracy(
     model: TappedNet, ds: Dataset, split: ForgetSplit, attacks: AttackSet, settings: AttackSettings
 ) -> dict[int, float]:
-    """`relearn_curve` on draw 0's images, scored on `test_forget`."""
-    splits = split_tensors(ds, split)
-    idx = torch.as_tensor(np.concatenate([attacks.forget[0], attacks.retain[0]]), device=ds.x_train.device)
-    return relearn_curve(model, ds.x_train[idx], ds.y_train[idx], *splits["test_forget"], settings.relearn_lr,
-                         settings.relearn_momentum, settings.relearn_steps)
+    """The relearning attack's accuracy on `test_forget` after each step of the grid, averaged over the draws."""
+    outcomes = relearn_outcomes(model, ds, split, attacks, settings)
+    return {t: float(outcomes[:, i].mean()) for i, t in enumerate(settings.relearn_steps)}
+
+
+@dataclass(frozen=True)
+class AttackOutcomes:
+    """Both attacks' per-image outcomes (`ecnb.outcomes.Outcomes` keeps them with the model's outputs)."""
+
+    relearn: np.ndarray  # (relearning draws, steps, test_forget images)
+    fewshot: np.ndarray  # (probe draws, taps, test_forget images)
 
 
 def attack_rows(
     run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, max_spatial: int | None = None
-) -> list[dict]:
-    """`fewshot_probe_accuracy` per layer and `relearn_accuracy` per step, on `test_forget`; none for
-    random-sample forgetting."""
+) -> tuple[list[dict], AttackOutcomes | None]:
+    """`fewshot_probe_accuracy` per layer and `relearn_accuracy` per step, on `test_forget`, with the per-image
+    outcomes behind them; no rows and None for random-sample forgetting."""
     attacks = attack_set(run, ds, split, seed)
     if attacks is None:
-        return []
+        return [], None
     settings = run.config.attacks
-    probe = fewshot_probe_accuracy(run, model, method, seed, ds, split, attacks, settings, max_spatial)
-    relearn = relearn_accuracy(model, ds, split, attacks, settings)
-    return ([result_row(seed, method, "fewshot_probe_accuracy", v, split="test_forget", layer=tap) for tap, v in probe.items()]
-            + [result_row(seed, method, "relearn_accuracy", v, split="test_forget", layer=f"step{t}") for t, v in relearn.items()])
+    probe = fewshot_probe_outcomes(run, model, method, seed, ds, split, attacks, settings, max_spatial)
+    relearn = relearn_outcomes(model, ds, split, attacks, settings)
+    rows = [result_row(seed, method, "fewshot_probe_accuracy", probe[:, t].mean(), split="test_forget", layer=tap)
+            for t, tap in enumerate(model.taps)]
+    rows += [result_row(seed, method, "relearn_accuracy", relearn[:, i].mean(), split="test_forget", layer=f"step{t}")
+             for i, t in enumerate(settings.relearn_steps)]
+    return rows, AttackOutcomes(relearn, probe)

@@ -13,7 +13,8 @@ import sys
 from typing import NoReturn
 
 from .artifacts import ArtifactError
-from .config import DEVICES, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig, parse_overrides
+from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig,
+                     parse_overrides)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,6 +86,9 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-per-class", type=int, metavar="N",
                         help="at most N training images per class (e.g. 150 for Fashion-MNIST on a CPU)")
     parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
+    parser.add_argument("--population", type=int, metavar="K",
+                        help=f"retrained models every verdict is read against (default: {POPULATION['walkthrough']} in "
+                        f"the walkthrough scope, {POPULATION['full']} in the full scope)")
     attacks = parser.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
     attacks.add_argument("--attack-shots", type=int, metavar="K", dest="shots",
                          help="training images of each forgotten class the attacker holds (k)")
@@ -94,6 +98,8 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
                          help="seeded draws the few-shot probe is averaged over (R)")
     attacks.add_argument("--relearn-steps", type=int, nargs="+", metavar="N", dest="relearn_steps",
                          help="steps after which the relearning attack is scored, increasing (e.g. 0 5 10 20 50)")
+    attacks.add_argument("--relearn-draws", type=int, metavar="N", dest="relearn_draws",
+                         help="draws of the attacker's images the relearning attack is averaged over (at most R)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.PARAM=VALUE",
                         dest="overrides", help="change a method's hyperparameter, e.g. ga.lr=0.01 "
                         "(recorded in config.json; only the methods it names are recomputed)")
@@ -105,7 +111,8 @@ def _shared(args: argparse.Namespace) -> dict:
     return dict(profile=args.profile, model=args.model, epochs=args.epochs, device=args.device,
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class, scope=args.scope,
                 overrides=parse_overrides(args.overrides), shots=args.shots, retain_shots=args.retain_shots,
-                probe_draws=args.probe_draws, relearn_steps=args.relearn_steps)
+                probe_draws=args.probe_draws, relearn_steps=args.relearn_steps, relearn_draws=args.relearn_draws,
+                population=args.population)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         elif args.command == "summary":
             from .artifacts import Run
-            from .study import study_results
-            from .verdicts import summary
+            from .study import study_summary
 
             run = Run.load(args.run_dir)
-            print(summary(study_results(run), run.config.seeds).to_string())
+            table, key = study_summary(run)
+            print(table.to_string() if not table.empty else "(no results)")
+            print(key)
             for line in run.failure_lines():
                 print(line)
         elif args.command in ("lab", "explore"):

@@ -37,6 +37,10 @@ DEVICES = ("auto", "cpu", "cuda")
 # plug-in. The scope chooses which models exist, never how any of them is computed, so it is not part of the
 # models' key: the two scopes share one run directory and every model they have in common.
 SCOPES = ("walkthrough", "full")
+# How many retrained models every verdict is read against (`retrain` and `retrain#1` ...), per scope: the full
+# study and sweeps read against five, the walkthrough against what its two-minute budget allows. Like the scope, it
+# chooses which models exist, never how one is computed.
+POPULATION = {"walkthrough": 3, "full": 5}
 
 
 class ConfigError(ValueError):
@@ -63,12 +67,13 @@ class AttackSettings:
     """The recovery attacks of docs/study.md, "Metrics", the same for every model of a run.
 
     The attacker holds `shots` (k) training images of each forgotten class, drawn from D_f, and
-    `retain_shots` (m) of each retained class, from D_r. The few-shot probe fits a logistic regression
-    (inverse regularisation `probe_c`) on a layer's frozen, pooled features of those images and scores
-    the forgotten classes' test images, averaged over `probe_draws` (R) seeded draws. The relearning
-    attack fine-tunes every weight of a copy of the model on draw 0's images, full-batch SGD at
-    `relearn_lr` with `relearn_momentum`, and records the forgotten classes' test accuracy after each
-    step of `relearn_steps`; the verdicts read the whole curve against `retrain`'s.
+    `retain_shots` (m) of each retained class, from D_r; `probe_draws` (R) seeded draws of them. The few-shot
+    probe fits a logistic regression (inverse regularisation `probe_c`) on a layer's frozen, pooled features
+    of those images and scores the forgotten classes' test images, averaged over the R draws. The relearning
+    attack fine-tunes every weight of a copy of the model on each of the first `relearn_draws` draws' images,
+    full-batch SGD at `relearn_lr` with `relearn_momentum`, and records the forgotten classes' test accuracy
+    after each step of `relearn_steps`, averaged over those draws; the verdicts read the whole curve against
+    the retrained models'.
     """
 
     shots: int
@@ -78,12 +83,17 @@ class AttackSettings:
     relearn_lr: float
     relearn_momentum: float
     relearn_steps: tuple[int, ...]
+    relearn_draws: int = 1
 
     def validate(self) -> None:
         """One line naming the first value that makes no sense and what is valid."""
         _check_int(self.shots, "attack shots (k)", minimum=1)
         _check_int(self.retain_shots, "attack retain shots (m)", minimum=1)
         _check_int(self.probe_draws, "probe draws (R)", minimum=1)
+        _check_int(self.relearn_draws, "relearn draws", minimum=1)
+        if self.relearn_draws > self.probe_draws:
+            raise ConfigError(f"relearn draws {self.relearn_draws} must be at most the {self.probe_draws} draws of the "
+                              "attacker's images (probe draws)")
         for name, value in (("probe C", self.probe_c), ("relearn lr", self.relearn_lr)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(f"{name} {value!r} must be a positive number")
@@ -111,7 +121,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # step 10 gives 0.812 for a model that hides the class (the original's features under a head trained
         # on D_r alone) against 0.000 for `retrain` (0.862 at step 50). Means over the two tasks.
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
-                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50)),
+                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50), relearn_draws=3),
     },
     "paper": {
         "dataset": "cifar10",
@@ -119,7 +129,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": TrainRecipe(epochs=182, batch_size=256, lr=0.1, augment=True),
         # The quick profile's choice, unchecked at this scale (no validation tasks were run on CIFAR).
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
-                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50)),
+                                  relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50), relearn_draws=3),
     },
 }
 
@@ -144,6 +154,7 @@ class StudyConfig:
     # Method hyperparameters changed from the registry's defaults: {method: {name: value}} (`--set`). A
     # model's checkpoint is keyed by its hyperparameters, so a change recomputes only the methods it names.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    population: int = POPULATION["walkthrough"]  # retrained models every verdict is read against (`POPULATION`)
 
     @classmethod
     def from_options(
@@ -161,11 +172,13 @@ class StudyConfig:
         test_per_class: int | None = None,
         scope: str = "walkthrough",
         overrides: dict[str, dict[str, Any]] | None = None,
+        population: int | None = None,
         **attacks: Any,
     ) -> "StudyConfig":
         """Fill unset options from the profile, validate everything, and name the run directory.
 
-        `attacks` overrides fields of the profile's `AttackSettings` (None leaves a field as it is)."""
+        `population` defaults to the scope's (`POPULATION`); `attacks` overrides fields of the profile's
+        `AttackSettings` (None leaves a field as it is)."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
         defaults = PROFILES[profile]
@@ -191,8 +204,10 @@ class StudyConfig:
             what = f"forget{'-'.join(map(str, classes))}" if classes else f"random{forget_fraction}"
             caps = "".join(f"-{name}{n}" for name, n in (("train", train_per_class), ("test", test_per_class)) if n)
             run_dir = f"runs/{profile}-{dataset}{caps}-{what}"
+        if population is None:
+            population = POPULATION.get(scope, POPULATION["walkthrough"])
         config = cls(profile, dataset, model, classes, forget_fraction, seed_tuple, train, device, str(run_dir),
-                     attack_settings, train_per_class, test_per_class, scope, dict(overrides or {}))
+                     attack_settings, train_per_class, test_per_class, scope, dict(overrides or {}), population)
         config.validate()
         resolve_device(device)  # asking for CUDA on a machine without it stops here, before any work
         return config
@@ -235,6 +250,7 @@ class StudyConfig:
             raise ConfigError(f"unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; valid: {', '.join(SCOPES)}")
+        _check_int(self.population, "population (retrained models)", minimum=1)
         for method in self.overrides:
             self.hparams(method, self.seeds[0])  # an unknown method, name or value stops here
 
@@ -268,8 +284,9 @@ class StudyConfig:
 
     def cache_key(self) -> str:
         """What the models depend on: not the device, the run directory, the seeds, the attack settings (a
-        run whose attacks change keeps its models, see `Run.open`), the scope or the overrides (each
-        unlearned model's checkpoint is keyed by its own hyperparameters, `ecnb.evaluate`)."""
+        run whose attacks change keeps its models, see `Run.open`), the scope, the population's size (each
+        retrained model is trained the same way whatever their number) or the overrides (each unlearned
+        model's checkpoint is keyed by its own hyperparameters, `ecnb.evaluate`)."""
         d = self.to_dict()
         for k in NOT_IN_CACHE_KEY:
             d.pop(k)
@@ -287,7 +304,7 @@ class StudyConfig:
             raise ConfigError(f"run directory {self.run_dir!r} is not writable (no write permission on {probe})")
 
 
-NOT_IN_CACHE_KEY = ("device", "run_dir", "seeds", "attacks", "scope", "overrides")
+NOT_IN_CACHE_KEY = ("device", "run_dir", "seeds", "attacks", "scope", "overrides", "population")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -16,11 +17,12 @@ from .attacks import attack_rows
 from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import remove_cached
-from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, output_rows, probe_rows
+from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, output_rows, probabilities, probe_rows
 from .models import TappedNet
-from .results import read_results, remove_results, result_row, write_results
+from .outcomes import Outcomes, remove_outcomes, save_outcomes
+from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
 from .ec import for_scenario, is_ec
-from .train import REFERENCES, model_from_state
+from .train import model_from_state, predict
 from .methods import planned_steps, run_method
 from .unlearn import UnlearnData, UnlearningError
 from .weights import weight_rows
@@ -80,20 +82,21 @@ def _unlearn_or_load(
             model = model_from_state(run.config, ds, ckpt["state_dict"], device)
             return model, float(ckpt["meta"]["wall_time"]), True
     remove_cached(run, method, seed)
+    remove_outcomes(run, seed, method)
     model, stats = run_method(method, original, unlearn_data(ds, split), hp)
     save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
     return model, stats.wall_time, False
 
 
-def measured(results: pd.DataFrame, seed: int, scenario: str = "class") -> set[str]:
-    """The methods of `seed` that `results` holds every metric of `method_rows` for (those of a class-wise
-    run include the probes and the attacks). Their rows came from the same checkpoint and references (a
-    run directory holds one configuration), so a notebook that loads such a model again need not measure
-    it again."""
+def measured(run: Run, results: pd.DataFrame, seed: int) -> set[str]:
+    """The methods of `seed` that `results` holds every metric of `measure` for (those of a class-wise run
+    include the probes and the attacks) and whose per-image outcomes are on disk. Their rows came from the
+    same checkpoint and references (a run directory holds one configuration), so a notebook that loads such
+    a model again need not measure it again."""
     rows = results[results["seed"] == seed]
     metrics = rows.groupby("method")["metric"].agg(set)
-    needed = METHOD_METRICS | (CLASS_METRICS if scenario == "class" else set())
-    return {m for m, have in metrics.items() if needed <= have}
+    needed = METHOD_METRICS | (CLASS_METRICS if run.config.scenario == "class" else set())
+    return {m for m, have in metrics.items() if needed <= have and run.outcomes_path(m, seed).exists()}
 
 
 def reference_rows(
@@ -104,25 +107,47 @@ def reference_rows(
     return accuracy_rows(model, splits, method, seed) + [result_row(seed, method, "wall_time", meta["wall_time"])]
 
 
-def method_rows(
+def measure(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, model: TappedNet, seed: int,
     references: dict[str, TappedNet], wall_time: float | None = None,
-) -> list[dict]:
-    """Every metric of one model: accuracy per split, MIA efficacy, its outputs on the forgotten images
-    against `retrain`'s, per-layer CKA to the original and to the retrained model, its weight distance to the
-    original and the line between the two, per-layer full-data and few-shot probe accuracy, the relearning
-    curve, and its wall time."""
+) -> tuple[list[dict], Outcomes]:
+    """Every metric of one model, as rows: accuracy per split, MIA efficacy, its outputs on the forgotten
+    images against `retrain`'s, per-layer CKA to the original and to the retrained model, its weight distance
+    to the original and the line between the two, per-layer full-data and few-shot probe accuracy, the
+    relearning curve, and its wall time; and the per-image outcomes behind the figures the verdicts read.
+    `references` holds `original` and `retrain` (the rest of the population, if there, is not read)."""
     splits = split_tensors(ds, split)
     spatial = max_spatial(run.config.profile, ds.input_shape)
     cka_splits = {name: splits[name] for name in CKA_SPLITS}
+    yardsticks = {name: references[name] for name in REFERENCES}
     rows = accuracy_rows(model, splits, method, seed) + mia_rows(model, splits, method, seed)
     rows += output_rows(model, splits, method, seed, references["retrain"])
     rows += weight_rows(model, references["original"], splits, method, seed)
-    rows += cka_rows(run, model, method, seed, references, cka_splits, spatial)
+    rows += cka_rows(run, model, method, seed, yardsticks, cka_splits, spatial)
     rows += probe_rows(run, model, method, seed, ds, split, spatial)
-    rows += attack_rows(run, model, method, seed, ds, split, spatial)
+    attack, attack_outcomes = attack_rows(run, model, method, seed, ds, split, spatial)
+    rows += attack
     if wall_time is not None:
         rows.append(result_row(seed, method, "wall_time", wall_time))
+    if attack_outcomes is None:  # random-sample forgetting: no forgotten class to recover
+        no_draws = np.zeros((0, 0, 0), dtype=bool)
+        relearn, steps, fewshot, taps = no_draws, (), no_draws, ()
+    else:
+        relearn, steps = attack_outcomes.relearn, tuple(run.config.attacks.relearn_steps)
+        fewshot, taps = attack_outcomes.fewshot, tuple(model.taps)
+    x_retain, y_retain = splits["test_retain"]
+    return rows, Outcomes(relearn, steps, fewshot, taps,
+                          forget_top=probabilities(model, splits["forget_train"][0]).max(1).values.numpy(),
+                          retain_correct=(predict(model, x_retain).argmax(1) == y_retain.cpu()).numpy())
+
+
+def measure_and_save(
+    run: Run, ds: Dataset, split: ForgetSplit, method: str, model: TappedNet, seed: int,
+    references: dict[str, TappedNet], wall_time: float | None = None,
+) -> list[dict]:
+    """`measure`, with the outcomes written to the run directory; returns the rows for `results.csv`."""
+    rows, outcomes = measure(run, ds, split, method, model, seed, references, wall_time)
+    save_outcomes(run, method, seed, outcomes)
     return rows
 
 
@@ -149,8 +174,8 @@ def run_methods(
         raise ConfigError(f"{', '.join(unrunnable)} move each forget sample to another class, which needs class-wise "
                           "forgetting; leave them out of a random-sample study")
     device = resolve_device(device) if isinstance(device, str) else device
-    done = measured(read_results(run.root), seed, run.config.scenario)
-    references_todo = [name for name in REFERENCES if name in references and name not in done]
+    done = measured(run, read_results(run.root), seed)
+    references_todo = [name for name in references if name not in done]
     args = [(method, method in done) for method in [*methods, *references_todo]]
     shared = (run, ds, split, seed, references, device)
     models = {}
@@ -159,13 +184,14 @@ def run_methods(
     for i, (rows, error) in run_jobs(_method_job, args, worker_count(device, len(args)), shared, longest_first):
         method = args[i][0]
         bar.set_postfix_str(method)
-        if method in REFERENCES:
+        if is_reference(method):
             write_results(run.root, rows)
             bar.update()
             continue
         if error is not None:
             run.record_failure(seed, method, error)
             remove_results(run.root, seed, method)
+            remove_outcomes(run, seed, method)
             bar.write(f"{method} failed and is left out of the results: {error}")
         else:
             if rows is not None:
@@ -188,7 +214,7 @@ def _longest_first(split: ForgetSplit, settings: dict[str, dict[str, Any]], args
     written, or a reference's, have none): the order in which workers should take them. `settings` holds
     each method's hyperparameters."""
     def work(method: str, is_done: bool) -> float:
-        if is_done or method in REFERENCES:
+        if is_done or is_reference(method):
             return 0.0
         steps = planned_steps(method, len(split.forget_idx), len(split.retain_idx), settings[method])
         return steps * (EC_STEP_COST if is_ec(method) else 1.0)
@@ -204,9 +230,9 @@ def _measure(
     """One method of `run_methods`: its rows (None when loaded with its rows already written) or its
     UnlearningError's message, or why it could not be measured (a network whose representation collapsed
     without a non-finite weight). A reference is measured as it is, with its training time."""
-    if method in REFERENCES:
+    if is_reference(method):
         wall_time = load_checkpoint(run.checkpoint_path(method, seed))["meta"]["wall_time"]
-        return method_rows(run, ds, split, method, references[method], seed, references, wall_time), None
+        return measure_and_save(run, ds, split, method, references[method], seed, references, wall_time), None
     try:
         model, wall_time, loaded = _unlearn_or_load(run, ds, split, method, seed, references["original"], device)
     except UnlearningError as e:
@@ -214,7 +240,7 @@ def _measure(
     if loaded and is_done:
         return None, None
     try:
-        return method_rows(run, ds, split, method, model, seed, references, wall_time), None
+        return measure_and_save(run, ds, split, method, model, seed, references, wall_time), None
     except DegenerateFeatures as e:
         return None, f"its representation collapsed, so it cannot be measured ({e})"
 
@@ -232,10 +258,10 @@ def _load_model(run: Run, ds: Dataset, method: str, seed: int, device: torch.dev
 def run_references(
     run: Run, ds: Dataset, split: ForgetSplit, seed: int, references: dict[str, TappedNet]
 ) -> None:
-    """The same metrics for `original` and `retrain`, the two yardsticks every method is read against
-    (once: their checkpoints are the run's, so rows that are all there stay). In this process, at one
-    thread like every job of `ecnb.workers`: two evaluations do not repay starting workers."""
-    done = measured(read_results(run.root), seed, run.config.scenario)
+    """The same metrics for `original` and the retrained population, the yardsticks every method is read
+    against (once: their checkpoints are the run's, so rows that are all there stay). In this process, at
+    one thread like every job of `ecnb.workers`: a few evaluations do not repay starting workers."""
+    done = measured(run, read_results(run.root), seed)
     with one_thread():
         for method, model in references.items():
             if method not in done:

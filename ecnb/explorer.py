@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .embeddings import Atlas
+from .results import is_reference
 from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves, relearn_curves
 from .viz.style import groups
 
@@ -172,7 +173,7 @@ def attack_explorer(results: pd.DataFrame, layers: list[str]) -> ipywidgets.VBox
     `retrain`, which are always drawn as the two ends."""
     import ipywidgets as widgets
 
-    chosen = [m for m in dict.fromkeys(results["method"]) if m not in ("original", "retrain")]
+    chosen = [m for m in dict.fromkeys(results["method"]) if not is_reference(m)]
     methods = widgets.SelectMultiple(options=chosen, value=tuple(chosen[:2]), description="methods",
                                      rows=min(8, max(len(chosen), 1)))
     view = widgets.ToggleButtons(options=ATTACK_VIEWS, description="attack")
@@ -181,8 +182,8 @@ def attack_explorer(results: pd.DataFrame, layers: list[str]) -> ipywidgets.VBox
         shown = ["original", "retrain", *methods.value]
         if view.value == "relearning":
             return relearn_curves(results, shown)
-        return layer_curves(results[results["method"].isin(shown)], "fewshot_probe_accuracy", "test_forget",
-                            layers, title="Few-shot probe per layer on the forgotten classes' test images")
+        return layer_curves(results, "fewshot_probe_accuracy", "test_forget", layers, methods=shown,
+                            title="Few-shot probe per layer on the forgotten classes' test images")
 
     out = _redrawn(methods, [methods, view], figure)
     return widgets.VBox([widgets.HBox([methods, view]), out])

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import permutation_test, spearmanr
 
+from .results import is_reference
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT, FEWSHOT_GAP, KEEPS, N_TEST_FORGET, OUTPUT_KS, RELEARN_GAP, RETAIN, RETAIN_DROP,
-    SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose, attack_distances, keeps_retain, with_interval,
+    CKA, DEPTH, ERASED, FEWSHOT_CENTRE, FEWSHOT_GAP, KEEPS, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
+    attack_distance, attack_distances, figure_text, high, keeps_retain, low, nearer, wilson_interval, with_interval,
 )
 
 
@@ -47,53 +50,101 @@ def superficial_answer(table: pd.DataFrame, baselines: Sequence[str]) -> Prose:
     lines = [f"Of {len(present)} baselines, {len(forgot)} bring forget accuracy down to `retrain`'s level "
              f"({_names(forgot)})."]
     if superficial:
-        gaps = ", ".join(f"`{b}` {table.loc[b, RELEARN_GAP]:+.2f} / {table.loc[b, FEWSHOT_GAP]:+.2f}" for b in superficial)
+        gaps = ", ".join(f"`{b}` {figure_text(table.loc[b], RELEARN_GAP)} / {figure_text(table.loc[b], FEWSHOT_GAP)}"
+                         for b in superficial)
         lines.append(f"**{len(superficial)} of them are superficial**: an attacker with a few images brings the class "
-                     f"back far beyond `retrain`'s level (relearning gap / few-shot gap: {gaps}).")
+                     "back decidedly beyond what the retrained models allow (relearning gap / few-shot gap with 95% "
+                     f"intervals: {gaps}).")
     if erased:
-        lines.append(f"Erased on this run: {_names(erased)}.")
+        lines.append(f"Erased on this run (no gap beyond the retrained models' own spread): {_names(erased)}.")
+    undecided = [b for b in forgot if table.loc[b, DEPTH] == "undecided"]
+    if undecided:
+        lines.append(f"This run cannot decide the depth of {_names(undecided)}: an interval spans a cut.")
     holds = len(superficial) >= 2
     lines.append(f"The claim \"at least two baselines are superficial\" **{'holds' if holds else 'does not hold'}** on "
                  "this run (one forget class and one seed; a sweep reads it over several).")
-    told = [b for b in forgot if table.loc[b, "output tell"]]
+    told = [b for b in forgot if table.loc[b, OUTPUT_TELL_NAME] is True]
     if told:
         lines.append(f"Their outputs give some of them away without any attack: {_names(told)} answer a forgotten image "
-                     f"unlike `retrain` does (output KS distance >= 0.5).")
+                     f"unlike the retrained models do (output distance decidedly >= {OUTPUT_TELL}).")
     return Prose(" ".join(lines))
+
+
+def _separated(a: float, b: float, n: float) -> int:
+    """+1 when accuracy `a` is above `b` with their Wilson 95% intervals apart (on n images), -1 when below,
+    0 when the intervals overlap: the only directions the prose states."""
+    (a_lo, a_hi), (b_lo, b_hi) = wilson_interval(a, n), wilson_interval(b, n)
+    return 1 if a_lo > b_hi else -1 if a_hi < b_lo else 0
+
+
+def rank_correlation(x: pd.Series, y: pd.Series):
+    """Spearman's rank correlation with a permutation p-value (two-sided; exact for up to 8 points, where the
+    t approximation says p = 0 for three points in order, which chance gives one time in three)."""
+    def rho(a: np.ndarray) -> float:
+        return spearmanr(a, np.asarray(y, dtype=float)).statistic
+
+    return permutation_test((np.asarray(x, dtype=float),), rho, permutation_type="pairings", n_resamples=9999,
+                            random_state=0)
 
 
 def basin_answer(table: pd.DataFrame, results: pd.DataFrame, method: str, others: Sequence[str]) -> Prose:
     """Notebook 02's weight-space answer: why `method`'s forgetting is undone so fast, read from the line from
-    the original to it and from the weight distances of `others` (the baselines)."""
+    the original to it (against the line from the original to `retrain`) and from the weight distances of
+    `others` (the baselines that forgot at the output)."""
     rows = results[(results["metric"] == "interpolation_accuracy") & (results["split"] == "test_forget")]
-    line = rows[rows["method"] == method].set_index("layer")["value"]
-    if line.empty or method not in table.index:
-        return Prose(f"`{method}` was not measured on this run.")
-    start = line.get("t0.00", float("nan"))
-    inside = [t for t, v in line.drop(index="t1.00", errors="ignore").items() if v >= start / 2]
-    stays = bool(inside) and inside[-1] == "t0.75"
-    kept = (f"keeps at least half of the original's accuracy on the forgotten class along the whole line up to "
-            f"t = 0.75 ({line['t0.75']:.2f} there, against {start:.2f} at t = 0): its forgetting sits on the last "
-            "stretch of the line, inside the original's basin, where a few fine-tuning steps can walk it back"
-            if stays else
-            f"loses the forgotten class before t = 0.75 ({line.get('t0.75', float('nan')):.2f} there, against "
-            f"{start:.2f} at t = 0): on this run it left the original's basin well before the end of the line")
-    d, d_retrain = table.loc[method, WEIGHTS], table.loc["retrain", WEIGHTS]
-    points = table.loc[[m for m in others if m in table.index]].dropna(subset=[WEIGHTS, RELEARN_GAP])
-    rho = spearmanr(points[WEIGHTS], points[RELEARN_GAP]).statistic if len(points) >= 3 else float("nan")
-    if pd.isna(rho):  # fewer than three baselines, or one of the two figures the same for all of them
-        across = (f"Over {len(points)} baseline(s) with these figures, no rank correlation between weight distance "
-                  "and relearning gap can be read.")
+    lines = {m: rows[rows["method"] == m].set_index("layer")["value"] for m in (method, "retrain")}
+    if lines[method].empty or lines["retrain"].empty or method not in table.index:
+        return Prose(f"`{method}` or `retrain` was not measured on this run.")
+    n = table.loc["original", N_TEST_FORGET]
+    inner = [t for t in lines[method].index if t not in ("t0.00", "t1.00")]
+    above = [t for t in inner if _separated(lines[method][t], lines["retrain"][t], n) > 0]
+
+    def at(m: str, t: str) -> str:
+        return with_interval(lines[m][t], n)
+
+    if above:
+        t = above[-1]
+        line = (f"Along the straight line from `original` (t = 0) to `{method}` (t = 1) the forgotten class is kept "
+                f"further than along the line to `retrain`: at {t.replace('t', 't = ')} it still reads **{at(method, t)}** "
+                f"where the line to `retrain` reads **{at('retrain', t)}** (Wilson 95% intervals apart). `{method}`'s "
+                "forgetting sits near the end of a line that stays in the original's basin, which is what a few "
+                "fine-tuning steps can walk back: the weight-space reading of its relearning gap "
+                f"({figure_text(table.loc[method], RELEARN_GAP)}).")
     else:
-        trend = ("methods that moved the weights further relearn *less* readily" if rho <= -0.5 else
-                 "methods that moved the weights further relearn *more* readily" if rho >= 0.5 else
-                 "how far a method moved the weights says little about how fast the class comes back")
-        across = (f"Over the {len(points)} baselines, the rank correlation between weight distance and relearning "
-                  f"gap is **{rho:+.2f}**: on this run {trend}.")
-    return Prose(
-        f"`{method}` moved the weights by **{d:.4f}** (RMS of the difference to the original; `retrain`, trained from "
-        f"scratch, is **{d_retrain:.4f}** away) and {kept} (relearning gap {table.loc[method, RELEARN_GAP]:+.2f}). "
-        + across)
+        t = inner[len(inner) // 2] if inner else "t1.00"
+        line = (f"Along the straight line from `original` to `{method}` the forgotten class is not kept decidedly "
+                f"further than along the line to `retrain` at any t (at {t.replace('t', 't = ')}: {at(method, t)} against "
+                f"{at('retrain', t)}): on this run the line does not show `{method}` staying in the original's "
+                "basin, so it does not explain its relearning gap.")
+    forgot = [m for m in others if m in table.index and table.loc[m, DEPTH] != KEEPS]
+    points = table.loc[forgot].dropna(subset=[WEIGHTS, RELEARN_GAP])
+    test = rank_correlation(points[WEIGHTS], points[RELEARN_GAP]) if len(points) >= 3 else None
+    if test is None or pd.isna(test.statistic):  # too few methods, or one figure the same for all of them
+        across = (f"Over {len(points)} baseline(s) that forgot at the output, no rank correlation between weight "
+                  "distance and relearning gap can be read.")
+    else:
+        trend = ("methods that moved the weights further relearn *less* readily" if test.statistic < 0 else
+                 "methods that moved the weights further relearn *more* readily")
+        across = (f"Over the {len(points)} baselines that forgot at the output, the rank correlation between weight "
+                  f"distance and relearning gap is **{test.statistic:+.2f}** (Spearman, p = {test.pvalue:.2f}): "
+                  + (f"{trend}." if test.pvalue < 0.05 else "too weak, with this few methods, to say which way it goes."))
+    d, d_retrain = table.loc[method, WEIGHTS], table.loc["retrain", WEIGHTS]
+    return Prose(f"`{method}` moved the weights by **{d:.4f}** (RMS of the difference to the original; `retrain`, "
+                 f"trained from scratch, is **{d_retrain:.4f}** away). {line} {across}")
+
+
+def _attack_comparison(table: pd.DataFrame, a: str, b: str) -> str:
+    """Which of `a` and `b` the attacks read as nearer the retrained models, attack by attack, stated only
+    where the two distances' 95% intervals are apart: "nearer on relearning; cannot be told apart on few-shot"."""
+    d = attack_distances(table)
+    said = []
+    for attack in ("relearning", "few-shot"):
+        verdict = nearer(d, attack, a, b)
+        what = (f"`{a}` nearer" if verdict is True else f"`{b}` nearer" if verdict is False else "cannot be told apart")
+        said.append(f"{attack}: {what} ({d.loc[a, attack]:.2f} [{d.loc[a, attack + ' low']:.2f}, "
+                    f"{d.loc[a, attack + ' high']:.2f}] against {d.loc[b, attack]:.2f} [{d.loc[b, attack + ' low']:.2f}, "
+                    f"{d.loc[b, attack + ' high']:.2f}])")
+    return "; ".join(said)
 
 
 def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec[last]") -> Prose:
@@ -105,8 +156,8 @@ def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec
     useful = [b for b in baselines if b in table.index and keeps_retain(table)[b]]
     lowest = min(useful, key=lambda b: table.loc[b, CKA]) if useful else None
     below = lowest is not None and ec[CKA] < table.loc[lowest, CKA]
-    parts = [f"`ec` is **{ec[VERDICT]}**: relearning gap {ec[RELEARN_GAP]:+.2f}, few-shot gap {ec[FEWSHOT_GAP]:+.2f}, "
-             f"output KS {ec[OUTPUT_KS]:.2f}."]
+    parts = [f"`ec` is **{ec[VERDICT]}**: relearning gap {figure_text(ec, RELEARN_GAP)}, few-shot gap "
+             f"{figure_text(ec, FEWSHOT_GAP)}, output distance {figure_text(ec, OUTPUT_DISTANCE, signed=False)}."]
     if lowest is not None:
         parts.append(f"Its mean intermediate CKA to the original, {ec[CKA]:.3f}, is "
                      f"{'below' if below else 'not below'} every baseline that keeps retain accuracy (the lowest, "
@@ -116,55 +167,63 @@ def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec
         deeper = ec[CKA] < a[CKA]
         parts.append(f"**Does depth matter?** With supervision at the last point only, `{ablation}` reaches CKA "
                      f"{a[CKA]:.3f} against `ec`'s {ec[CKA]:.3f}: supervising every depth "
-                     f"{'moves the intermediate layers further' if deeper else 'does not move them further'}. On the "
-                     f"attacks it is {a[RELEARN_GAP]:+.2f} / {a[FEWSHOT_GAP]:+.2f} against `ec`'s "
-                     f"{ec[RELEARN_GAP]:+.2f} / {ec[FEWSHOT_GAP]:+.2f} (relearning / few-shot gap), so depth "
-                     f"{'brings the attacks nearer `retrain`' if _nearer(table, 'ec', ablation) else 'does not bring the attacks nearer `retrain`'}.")
+                     f"{'moves the intermediate layers further' if deeper else 'does not move them further'}. "
+                     "Distance to the retrained models on the attacks (95% intervals): "
+                     f"{_attack_comparison(table, 'ec', ablation)}.")
     return Prose(" ".join(parts))
-
-
-def _nearer(table: pd.DataFrame, a: str, b: str) -> bool:
-    """Whether `a` is nearer `retrain` than `b` on the two attacks together."""
-    d = attack_distances(table).sum(axis=1)
-    return bool(d[a] < d[b])
 
 
 def plugin_answer(table: pd.DataFrame, baselines: Sequence[str], variant: str = "ec") -> Prose:
     """Notebook 03's answer about the plug-ins B+`variant`: does each move its baseline's intermediate layers
-    further from the original (CKA), and nearer `retrain` on the attacks, at what cost?"""
+    further from the original (CKA), and nearer the retrained models on each attack (only where the
+    intervals are apart), at what cost?"""
     pairs = [(b, f"{b}+{variant}") for b in baselines if {b, f"{b}+{variant}"} <= set(table.index)]
     if not pairs:
         return Prose(f"No plug-in of `{variant}` was measured on this run.")
+    d = attack_distances(table)
     lower = [p for b, p in pairs if table.loc[p, CKA] < table.loc[b, CKA]]
-    nearer = [p for b, p in pairs if _nearer(table, p, b)]
-    costly = [p for _, p in pairs if not keeps_retain(table)[p]]
-    return Prose(
-        f"Of {len(pairs)} plug-ins `B+{variant}`, {len(lower)} lower their baseline's mean intermediate CKA "
-        f"({_names(lower)}) and {len(nearer)} bring the attacks nearer `retrain` than their baseline "
-        f"({_names(nearer)}); {len(costly)} cost more than 0.03 of retain accuracy ({_names(costly)}).")
+    lines = [f"Of {len(pairs)} plug-ins `B+{variant}`, {len(lower)} lower their baseline's mean intermediate CKA "
+             f"({_names(lower)})."]
+    for attack in ("relearning", "few-shot"):
+        reads = {p: nearer(d, attack, p, b) for b, p in pairs}
+        closer = [p for p, r in reads.items() if r is True]
+        further = [p for p, r in reads.items() if r is False]
+        tied = [p for p, r in reads.items() if r is None]
+        lines.append(f"On the {attack} attack, {len(closer)} are decidedly nearer the retrained models than their "
+                     f"baseline ({_names(closer)}), {len(further)} decidedly further ({_names(further)}), and "
+                     f"{len(tied)} cannot be told apart from it ({_names(tied)}).")
+    costly = [p for _, p in pairs if table.loc[p, "cost"].startswith("hurts")]
+    unsure = [p for _, p in pairs if table.loc[p, "cost"].startswith("retain cost undecided")]
+    lines.append(f"{len(costly)} decidedly cost retain accuracy ({_names(costly)})"
+                 + (f"; for {_names(unsure)} the cost is undecided." if unsure else "."))
+    return Prose(" ".join(lines))
 
 
 def variant_answer(table: pd.DataFrame, variant: str, anchors: Sequence[str], ablations: Sequence[str]) -> Prose:
-    """Notebook 03's answer beyond the paper: does `variant` succeed, is it nearer `retrain` than the
-    tamper-resistant `anchors` at no greater cost, and which of its parts (`ablations`) does the work."""
+    """Notebook 03's answer beyond the paper: does `variant` succeed, is it nearer the retrained models than
+    the tamper-resistant `anchors` (only where the intervals are apart) at no greater cost, and which of its
+    parts (`ablations`) does the work."""
     if variant not in table.index:
         return Prose(f"`{variant}` was not measured on this run.")
     v = table.loc[variant]
-    d = attack_distances(table)
     parts = [f"`{variant}` is **{v[VERDICT]}**; it {'succeeds' if v[SUCCEEDS] else 'does not succeed'} on this run "
-             f"(relearning distance to `retrain` {d.loc[variant, 'relearning']:.2f}, few-shot distance "
-             f"{d.loc[variant, 'few-shot']:.2f}, output KS {v[OUTPUT_KS]:.2f}, retain drop {v[RETAIN_DROP]:+.3f})."]
+             f"(relearning gap {figure_text(v, RELEARN_GAP)}, few-shot gap {figure_text(v, FEWSHOT_GAP)}, output "
+             f"distance {figure_text(v, OUTPUT_DISTANCE, signed=False)}, retain drop {figure_text(v, RETAIN_DROP)})."]
     for anchor in (a for a in anchors if a in table.index):
-        better = [k for k in ("relearning", "few-shot") if d.loc[variant, k] < d.loc[anchor, k]]
-        cheaper = v[RETAIN_DROP] <= table.loc[anchor, RETAIN_DROP] + 1e-9
-        parts.append(f"Against `{anchor}` ({table.loc[anchor, VERDICT]}): nearer `retrain` on "
-                     f"{' and '.join(better) if better else 'neither attack'}, at "
-                     f"{'no greater' if cheaper else 'a greater'} retain cost.")
+        costlier = table.loc[variant, low(RETAIN_DROP)] > table.loc[anchor, high(RETAIN_DROP)]
+        cheaper = table.loc[variant, high(RETAIN_DROP)] < table.loc[anchor, low(RETAIN_DROP)]
+        cost = ("a decidedly greater" if costlier else "a decidedly smaller" if cheaper else
+                "a retain cost that cannot be told apart from its")
+        parts.append(f"Against `{anchor}` ({table.loc[anchor, VERDICT]}): {_attack_comparison(table, variant, anchor)}; "
+                     f"at {cost} retain cost.")
     measured = [a for a in ablations if a in table.index]
     if measured:
-        ranked = sorted([variant, *measured], key=lambda m: d.loc[m].sum())
-        parts.append("**Which part does the work?** Nearest `retrain` on the two attacks together: "
-                     + ", then ".join(f"`{m}` ({d.loc[m].sum():.2f})" for m in ranked) + ".")
+        both = attack_distance(table)
+        ranked = sorted([variant, *measured], key=lambda m: both.loc[m, "both"])
+        parts.append("**Which part does the work?** Distance to the retrained models on the two attacks together "
+                     "(95% intervals; parts whose intervals overlap cannot be ranked): "
+                     + ", ".join(f"`{m}` {both.loc[m, 'both']:.2f} [{both.loc[m, 'both low']:.2f}, "
+                                 f"{both.loc[m, 'both high']:.2f}]" for m in ranked) + ".")
     return Prose(" ".join(parts))
 
 
@@ -173,7 +232,7 @@ def representation_answer(results: pd.DataFrame, table: pd.DataFrame, taps: Sequ
     rows = results[(results["metric"] == "cka_to_original") & (results["split"] == "forget_train")]
     by = rows.pivot_table(index="method", columns="layer", values="value")
     first, deepest = taps[0], taps[-2]
-    methods = [m for m in by.index if m not in ("original", "retrain")]
+    methods = [m for m in by.index if not is_reference(m)]
     if "retrain" not in by.index or not methods:
         return Prose("This run has no unlearned method to compare with `retrain`.")
     lo, hi = by.loc[methods, deepest].min(), by.loc[methods, deepest].max()
@@ -181,11 +240,11 @@ def representation_answer(results: pd.DataFrame, table: pd.DataFrame, taps: Sequ
         f"At `{first}` every model stays close to the original (CKA to it: `retrain` {by.loc['retrain', first]:.2f}, "
         f"the methods {by.loc[methods, first].min():.2f}-{by.loc[methods, first].max():.2f}): early features hardly "
         f"depend on one class. At `{deepest}`, the last intermediate layer, the methods spread from {lo:.2f} to "
-        f"{hi:.2f} and `retrain` sits at {by.loc['retrain', deepest]:.2f}. `retrain`'s best few-shot probe reads the "
-        f"forgotten class at {table.loc['retrain', FEWSHOT]:.2f}: even a model that never saw the class groups its "
-        "images together from a few examples, so a red cluster in `retrain`'s panels is expected. What gives a "
-        "hidden class away is how much *more* an attacker recovers than from `retrain` (notebooks 02 and 03), "
-        "not whether the class forms a cluster.")
+        f"{hi:.2f} and `retrain` sits at {by.loc['retrain', deepest]:.2f}. The retrained models' best few-shot probe "
+        f"reads the forgotten class at {table[FEWSHOT_CENTRE].iloc[0]:.2f} on average: even a model that never saw the "
+        "class groups its images together from a few examples, so a red cluster in `retrain`'s panels is expected. "
+        "What gives a hidden class away is how much *more* an attacker recovers than from the retrained models "
+        "(notebooks 02 and 03), not whether the class forms a cluster.")
 
 
 def claims_answer(claims: pd.DataFrame) -> Prose:
@@ -194,8 +253,11 @@ def claims_answer(claims: pd.DataFrame) -> Prose:
     for dataset, part in claims.groupby("dataset", sort=False):
         held = part[part["holds"].astype(bool)]
         failed = int(part["failed"].iloc[0]) if "failed" in part else 0
+        undecided = int((part["undecided"] > 0).sum()) if "undecided" in part else 0
         lines.append(f"**{dataset}** ({int(part['cells'].iloc[0])} cells{f', {failed} failed' if failed else ''}): "
-                     f"{len(held)} of {len(part)} claims hold.")
+                     f"{len(held)} of {len(part)} claims hold"
+                     + (f"; {undecided} of them read a verdict that some cell could not decide (counted as not "
+                        "holding there)." if undecided else "."))
         for claim in ("at least two baselines are superficial in a majority of the cells",):
             if claim in set(part["claim"]):
                 r = part.set_index("claim").loc[claim]

@@ -21,6 +21,24 @@ from .artifacts import ArtifactError, atomic_write
 COLUMNS = ["seed", "method", "metric", "layer", "split", "value"]
 KEY = COLUMNS[:-1]
 REFERENCES = ("original", "retrain")
+# The population of retrained models (docs/study.md, "Verdicts"): `retrain`, the run's own, and `retrain#1` ...
+# `retrain#<K-1>`, trained the same way on the same D_r from other initialisations and minibatch orders.
+MEMBER_PREFIX = "retrain#"
+
+
+def population_names(size: int) -> list[str]:
+    """The names of a population of `size` retrained models, the run's own `retrain` first."""
+    return ["retrain", *(f"{MEMBER_PREFIX}{j}" for j in range(1, size))]
+
+
+def is_member(method: str) -> bool:
+    """Whether `method` is one of the population of retrained models (`retrain` included)."""
+    return method == "retrain" or (method.startswith(MEMBER_PREFIX) and method[len(MEMBER_PREFIX):].isdigit())
+
+
+def is_reference(method: str) -> bool:
+    """Whether `method` is a yardstick (`original` or a retrained model), not an unlearning method."""
+    return method == "original" or is_member(method)
 
 
 def result_row(seed: int, method: str, metric: str, value: float, split: str = "", layer: str = "") -> dict:
@@ -109,9 +127,11 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """`original` and `retrain` first (the yardsticks), then the others in first-seen order."""
+    """`original` and `retrain` first (the yardsticks), then the rest of the population in order, then the
+    methods in first-seen order."""
     seen = list(dict.fromkeys(methods))
-    return [m for m in REFERENCES if m in seen] + [m for m in seen if m not in REFERENCES]
+    members = sorted((m for m in seen if is_member(m) and m != "retrain"), key=lambda m: int(m[len(MEMBER_PREFIX):]))
+    return [m for m in REFERENCES if m in seen] + members + [m for m in seen if not is_reference(m)]
 
 
 def summarize(df: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFrame:

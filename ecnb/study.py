@@ -29,8 +29,8 @@ from .config import ConfigError, StudyConfig
 from .attacks import check_shots
 from .data import check_available, load_dataset
 from .scopes import selection
-from .results import read_results
-from .verdicts import summary
+from .results import population_names, read_results, summarize
+from .verdicts import judge_run, summary, summary_key
 
 if TYPE_CHECKING:  # imported where a report is rendered: notebook kernels import this module, nbformat costs 0.8 s
     import nbformat
@@ -215,9 +215,11 @@ def run_study(
                 params = notebook_parameters(config, seed, methods, ablations)
                 execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params)
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
-        table = summary(study_results(run, methods, ablations), config.seeds)
-        report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks], table)
+        table, key = study_summary(run, methods, ablations)
+        report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks],
+                              table, key)
     log("\n" + (table.to_string() if not table.empty else "(no results)"))
+    log(key)
     for line in run.failure_lines():
         log(line)
     log(f"\nreport: {report.absolute()}")
@@ -254,11 +256,31 @@ def _remove_partial_files(root: Path) -> None:
 
 
 def study_results(run: Run, methods: list[str] | None = None, ablations: list[str] | None = None) -> pd.DataFrame:
-    """The run's results for its seeds, limited to the references and the methods of its scope (a full study
-    run earlier in the same directory leaves rows a walkthrough does not show)."""
-    shown = {"original", "retrain", *selection(run.config.scope, methods, ablations, run.config).methods}
+    """The run's results for its seeds, limited to the references, the retrained population and the methods of
+    its scope (a full study run earlier in the same directory leaves rows a walkthrough does not show)."""
+    shown = {"original", *population_names(run.config.population),
+             *selection(run.config.scope, methods, ablations, run.config).methods}
     results = read_results(run.root)
     return results[results["seed"].isin(run.config.seeds) & results["method"].isin(shown)]
+
+
+def study_verdicts(run: Run, methods: list[str] | None = None, ablations: list[str] | None = None) -> dict[int, pd.DataFrame]:
+    """The `judge` table of each seed of the run, for the methods of its scope that were measured."""
+    chosen = selection(run.config.scope, methods, ablations, run.config).methods
+    measured = set(read_results(run.root)["method"])
+    return {seed: judge_run(run, seed, [m for m in chosen if m in measured]) for seed in run.config.seeds}
+
+
+def study_summary(run: Run, methods: list[str] | None = None, ablations: list[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """The run's summary table and its key: the verdicts once `original` and the retrained models are measured
+    (notebook 02) for every seed, else the whole-model figures measured so far (a study cut to notebook 01)."""
+    measured = all(run.outcomes_path(m, seed).exists() for seed in run.config.seeds
+                   for m in ("original", *population_names(run.config.population)))
+    if not measured:
+        return summarize(study_results(run, methods, ablations), run.config.seeds), (
+            "No verdicts yet: notebook 02 measures the retrained models they are read against.")
+    judged = study_verdicts(run, methods, ablations)
+    return summary(judged), summary_key(judged)
 
 
 TITLE = "Superficial forgetting and Erase at the Core"
@@ -272,17 +294,18 @@ def study_title(config: StudyConfig) -> str:
     return f"{TITLE}: {config.dataset}, {config.model}, {what} ({config.scope})"
 
 
-def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = None) -> Path:
+def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = None, key: str | None = None) -> Path:
     """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests.
-    `table` is the run's summary when the caller already has it."""
+    `table` and `key` are the run's summary and its key when the caller already has them."""
     config = run.config
-    if table is None:
-        table = summary(study_results(run), config.seeds)
+    if table is None or key is None:
+        table, key = study_summary(run)
     intro = (
         f"# {study_title(config)}\n\nSeeds: {list(config.seeds)}; the notebooks below are those of seed "
         f"{config.seeds[0]}. Accuracy is reported as is (not 1 - accuracy); every accuracy on the forgotten "
         "class's test images comes with its Wilson 95% interval.\n\n"
         + (table.to_html() if not table.empty else "")
+        + "\n\n" + "\n\n".join(key.splitlines())
         + "".join(f"\n\n**{line}**" for line in run.failure_lines())
     )
     return render_report(run.root / "report.html", executed, intro, study_title(config))

@@ -10,9 +10,11 @@ a failing cell is reported and the others go on; Ctrl-C cancels the running cell
 complete or absent (every write in a study is atomic), and the next run resumes.
 
 At the top of the sweep directory: `results.csv` (every cell's rows plus `dataset` and `forget_set`;
-`seed` is already a column), `verdicts.csv` (each method's verdict and evidence per cell), `summary.csv`
-(per method, mean +- std over cells and how often it is superficial / erased), `claims.csv` (docs/study.md
-section 7's claims read over the cells), notebook 05 executed, and `report.html`.
+`seed` is already a column), `verdicts.csv` (each method's verdict and evidence per cell, every gap with its
+interval), `summary.csv` (per method, mean +- std over cells and how often it is superficial / erased /
+undecided), `claims.csv` (docs/study.md section 6's claims read over the cells, with how many cells were
+undecided), `null_tests.csv` (per cell, how many retrained models pass their null read, and the cell's
+resolution), notebook 05 executed, and `report.html`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from .artifacts import ArtifactError, atomic_write
+from .artifacts import ArtifactError, Run, atomic_write
 from .config import PROFILES, REPORTED_CLASSES, SWEEP_SEEDS, ConfigError, StudyConfig, resolve_device
 from .ec import baselines, variant_names
 from .results import read_results
@@ -41,6 +43,7 @@ from .study import (
     preflight,
     render_report,
     run_study,
+    study_verdicts,
 )
 from .methods import table_digest
 from .unlearn import TAMPER_RESISTANT
@@ -52,22 +55,23 @@ from .verdicts import (
     FEWSHOT,
     FEWSHOT_GAP,
     FORGET,
-    OUTPUT_KS,
+    OUTPUT_DISTANCE,
     RELEARN_GAP,
+    RESOLUTION,
     RETAIN,
     SUCCEEDS,
     SUPERFICIAL,
     TELLS,
+    UNDECIDED,
     VERDICT,
     claims,
-    evidence,
-    judge,
+    null_test,
     variant_claims,
 )
 
 SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
 CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
-HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_KS]
+HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_DISTANCE]
 
 
 @dataclass(frozen=True)
@@ -303,16 +307,29 @@ def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]
             continue
         rows = read_results(run_dir)
         frames.append(rows.assign(dataset=cell.dataset, forget_set=cell.forget_label))
-        judged[cell] = judge(evidence(rows, cell.seed))
+        chosen = json.loads((Path(run_dir) / CELL_FILE).read_text())["selection"]
+        judged[cell] = study_verdicts(Run.load(run_dir), chosen["methods"], chosen["ablations"])[cell.seed]
     columns = ["dataset", "forget_set", "seed", "method", "metric", "layer", "split", "value"]
     merged = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     verdicts = pd.concat([t.assign(dataset=c.dataset, forget_set=c.forget_label, seed=c.seed)
                           for c, t in judged.items()]).rename_axis("method").reset_index() if judged else pd.DataFrame()
     tables = {"results.csv": merged, "verdicts.csv": verdicts, "summary.csv": summarize_cells(verdicts),
-              "claims.csv": claims_by_dataset(runs, judged, base)}
+              "claims.csv": claims_by_dataset(runs, judged, base),
+              "null_tests.csv": null_tests(verdicts) if not verdicts.empty else pd.DataFrame()}
     for name, table in tables.items():
         atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return {name.removesuffix(".csv"): table for name, table in tables.items()}
+
+
+def null_tests(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: how many retrained models pass their null read (erased, keeps retain, no tell, read against
+    the others) out of how many, and the cell's resolution."""
+    rows = []
+    for (dataset, forget_set, seed), part in verdicts.groupby(["dataset", "forget_set", "seed"], sort=False):
+        passed, read = null_test(part.set_index("method"))
+        rows.append({"dataset": dataset, "forget_set": forget_set, "seed": seed, "null reads passed": passed,
+                     "null reads": read, RESOLUTION: part[RESOLUTION].iloc[0]})
+    return pd.DataFrame(rows)
 
 
 def claims_by_dataset(runs: dict[Cell, Path | None], judged: dict[Cell, pd.DataFrame], base: list[str]) -> pd.DataFrame:
@@ -339,6 +356,7 @@ def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
     stats.columns = [f"{col} {stat}" for col, stat in stats.columns]
     counts = grouped.agg(cells=(DEPTH, "size"), superficial=(DEPTH, lambda v: int((v == SUPERFICIAL).sum())),
                          erased=(DEPTH, lambda v: int((v == ERASED).sum())),
+                         undecided=(DEPTH, lambda v: int((v == UNDECIDED).sum())),
                          succeeds=(SUCCEEDS, lambda v: int(v.astype(bool).sum())))
     return pd.concat([counts, stats], axis=1).reset_index()
 
@@ -359,17 +377,20 @@ def summary_text(tables: dict[str, pd.DataFrame]) -> str:
     """What the sweep command prints: per data set and method, mean ± std over cells of the headline figures
     and in how many cells it is superficial / erased / succeeds; then how many claims hold."""
     summary, claims_table = tables["summary"], tables["claims"]
-    short = {FORGET: "forget_train", RETAIN: "test_retain", FEWSHOT_GAP: "few-shot gap", RELEARN_GAP: "relearning gap",
-             OUTPUT_KS: "output KS", CKA: "mean int. CKA"}
+    short = {FORGET: "forget_train acc.", RETAIN: "test_retain acc.", FEWSHOT_GAP: "few-shot gap",
+             RELEARN_GAP: "relearning gap", OUTPUT_DISTANCE: "output distance", CKA: "mean int. CKA"}
     table = summary[["dataset", "method"]].copy()
     for column, name in short.items():
         mean, std = summary[f"{column} mean"], summary[f"{column} std"]
         table[name] = [f"{m:.3f}" if pd.isna(d) else f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, std)]
-    for counted in ("superficial", "erased", "succeeds"):
+    for counted in ("superficial", "erased", "undecided", "succeeds"):
         table[counted] = [f"{k}/{n}" for k, n in zip(summary[counted], summary["cells"])]
     held = int(claims_table["holds"].astype(bool).sum()) if not claims_table.empty else 0
+    nulls = tables.get("null_tests", pd.DataFrame())
+    null = ("" if nulls.empty else f"\nnull test: {int(nulls['null reads passed'].sum())} of {int(nulls['null reads'].sum())} "
+            "retrained models read as erased, keeps retain, no tell against the others, over the cells")
     return (f"{table.set_index(['dataset', 'method']).to_string()}\n\n"
-            f"{held} of {len(claims_table)} claims hold over the cells")
+            f"{held} of {len(claims_table)} claims hold over the cells" + null)
 
 
 def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -379,7 +400,7 @@ def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:
     if not (root / "sweep.json").exists():
         raise ArtifactError(f"{root} is not a sweep directory (no sweep.json): run `python -m ecnb sweep` first")
     tables = {}
-    for name in ("results", "verdicts", "summary", "claims"):
+    for name in ("results", "verdicts", "summary", "claims", "null_tests"):
         path = root / f"{name}.csv"
         if not path.exists() or path.stat().st_size <= 1:  # a table with no rows is written as one newline
             tables[name] = pd.DataFrame()

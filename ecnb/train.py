@@ -19,9 +19,11 @@ from .config import StudyConfig, TrainRecipe, resolve_device
 from .data import Dataset, ForgetSplit
 from .features import remove_cached
 from .models import TappedNet, build_model
+from .results import MEMBER_PREFIX, is_member, population_names
 from .workers import run_jobs, shared, worker_count
 
-REFERENCES = ("original", "retrain")
+# A retrained model of the population other than the run's own: seeded by the study seed and its number.
+MEMBER_SEED_STRIDE = 1000
 
 
 def seed_everything(seed: int) -> None:
@@ -140,13 +142,15 @@ def train_reference(
     seed: int,
     device: torch.device | str = "auto",
 ) -> TappedNet:
-    """Train `original` (on D) or `retrain` (on D_r) with the same recipe, or load its checkpoint.
+    """Train `original` (on D) or a retrained model (`retrain` or `retrain#j`, on D_r) with the same recipe,
+    or load its checkpoint. `retrain#j` differs from `retrain` only in its seed (`member_seed`): another
+    initialisation and minibatch order on the same D_r.
 
     The checkpoint records the configuration's cache key; one made by another configuration is
     retrained, never silently reused.
     """
-    if method not in ("original", "retrain"):
-        raise ValueError(f"reference method must be 'original' or 'retrain', not {method!r}")
+    if method != "original" and not is_member(method):
+        raise ValueError(f"reference method must be 'original', 'retrain' or 'retrain#<j>', not {method!r}")
     device = resolve_device(device) if isinstance(device, str) else device
     config = run.config
     path = run.checkpoint_path(method, seed)
@@ -159,26 +163,36 @@ def train_reference(
     remove_cached(run, method, seed)  # features of the previous weights (the cache refuses them anyway)
     idx = np.arange(len(ds.y_train)) if method == "original" else split.retain_idx
     idx_t = torch.as_tensor(idx, device=ds.y_train.device)
-    seed_everything(seed)
+    trained_seed = member_seed(method, seed)
+    seed_everything(trained_seed)
     model = build_model(config.model, ds.input_shape[0], ds.num_classes)
     start = time.perf_counter()
-    history = fit(model, ds.x_train[idx_t], ds.y_train[idx_t], config.train, seed, device, desc=f"{method} (seed {seed})")
+    history = fit(model, ds.x_train[idx_t], ds.y_train[idx_t], config.train, trained_seed, device,
+                  desc=f"{method} (seed {seed})")
     meta = {"cache_key": key, "method": method, "seed": seed, "final_loss": history[-1],
             "wall_time": time.perf_counter() - start}
     save_checkpoint(path, model, meta)
     return model.eval()
 
 
+def member_seed(method: str, seed: int) -> int:
+    """The seed a reference is trained with: the study seed for `original` and `retrain`, and for `retrain#j`
+    the study seed plus j x `MEMBER_SEED_STRIDE` (another initialisation and minibatch order)."""
+    return seed + (int(method[len(MEMBER_PREFIX):]) * MEMBER_SEED_STRIDE if method.startswith(MEMBER_PREFIX) else 0)
+
+
 def train_references(
     run: Run, ds: Dataset, split: ForgetSplit, seed: int, device: torch.device | str = "auto"
 ) -> dict[str, TappedNet]:
-    """`original` and `retrain`, trained side by side in two worker processes (`ecnb.workers`: the same
-    weights as one after another), or loaded from their checkpoints."""
+    """`original` and the population of retrained models (`retrain`, `retrain#1` ... as many as the run's
+    `population`), trained side by side in worker processes (`ecnb.workers`: the same weights as one after
+    another), or loaded from their checkpoints."""
     device = resolve_device(device) if isinstance(device, str) else device
-    todo = [(name,) for name in REFERENCES if not _has_checkpoint(run, name, seed)]
+    names = ["original", *population_names(run.config.population)]
+    todo = [(name,) for name in names if not _has_checkpoint(run, name, seed)]
     for _ in run_jobs(_reference_job, todo, worker_count(device, len(todo)), (run, ds, split, seed, device)):
         pass
-    return {name: train_reference(run, ds, split, name, seed, device) for name in REFERENCES}
+    return {name: train_reference(run, ds, split, name, seed, device) for name in names}
 
 
 def _has_checkpoint(run: Run, method: str, seed: int) -> bool:

@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-per-class", type=int, default=1000)
     parser.add_argument("--test-per-class", type=int, default=300)
     parser.add_argument("--methods", nargs="+", help="baselines (default: all, or ga with --tiny); EC and plug-ins follow")
+    parser.add_argument("--population", type=int, default=3, help="retrained models the verdicts read against")
     parser.add_argument("--tiny", action="store_true", help="CPU-sized: a minute end to end")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -209,14 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     batch, steps = 512, 20
     if args.tiny:
         args.epochs, args.train_per_class, args.test_per_class = 1, 4, 4
-        attacks = {"shots": 2, "retain_shots": 1, "probe_draws": 2, "relearn_steps": [0, 1]}
+        attacks = {"shots": 2, "retain_shots": 1, "probe_draws": 2, "relearn_steps": [0, 1], "relearn_draws": 1}
         batch, steps = 8, 1
+        args.population = 2
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())
     torch.backends.cudnn.benchmark = device.type == "cuda"
     config = StudyConfig.from_options(
         profile="paper", dataset="fashion_mnist", model="resnet18", forget_classes=[FORGET_CLASS], epochs=args.epochs,
         device=args.device, run_dir=args.run_dir, train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class, **attacks)
+        test_per_class=args.test_per_class, population=args.population, **attacks)
     run = ecnb.Run.open(config, force=True)
     ds = ecnb.run_dataset(run, device).padded(32)
     split = ecnb.forget_split(run, ds, 0)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    references = {m: ecnb.train_reference(run, ds, split, m, 0, device) for m in ("original", "retrain")}
+    references = ecnb.train_references(run, ds, split, 0, device)  # `original` and the retrained population
     fit_wall = ecnb.artifacts.load_checkpoint(run.checkpoint_path("original", 0))["meta"]["wall_time"]
     ecnb.write_results(run.root, [r for m, net in references.items() for r in ecnb.reference_rows(run, net, splits, m, 0)])
     methods = [*args.methods, "ec", *(f"{b}+ec" for b in args.methods)]
@@ -248,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         "syncs_per_epoch": syncs_per_epoch(ds, device, config.train),
         "ec_step": ec_against_ft(data, device, 256 if not args.tiny else 4, steps),
         "peak_gpu_mib": peak,
-        "cka": cka_gpu_against_cpu(run, ds, split, {**models, **references}, device),
+        "cka": cka_gpu_against_cpu(run, ds, split, {**models, "original": references["original"],
+                                                    "retrain": references["retrain"]}, device),
         "wall_times": {m: float(s) for m, s in wall.items()},
         "failures": run.failure_lines(),
     }
-    table = verdicts.summary(results, [0]).to_string()
+    judged = {0: verdicts.judge_run(run, 0, methods)}
+    table = verdicts.summary(judged).to_string() + "\n" + verdicts.summary_key(judged)
     figures["total_s"] = time.perf_counter() - start
     text = markdown(figures, table)
     ecnb.artifacts.save_json(run.root / "gpu_check.json", json.loads(json.dumps(figures, default=float)))
@@ -266,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             if (run.root / name).exists():
                 (out / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run.root / name, out / name)
+        shutil.copytree(run.root / "seed0" / "outcomes", out / "seed0" / "outcomes", dirs_exist_ok=True)
     return 0
 
 

@@ -1,11 +1,12 @@
 """Erasure on the validation tasks: which settings of an EC variant (or any method) does the study's verdict
 call erased, with no tell and retain accuracy kept, and how near `retrain` do the attacks find it?
 
-Every run is read as the study reads it (scripts/validation.py: `ecnb.evaluate.method_rows`, then
-`ecnb.verdicts.judge` against the task's own `retrain`), with retain accuracy on the validation split. Per
+Every run is read as the study reads it (scripts/validation.py: `ecnb.evaluate.measure`, then
+`ecnb.verdicts.judge` against the task's population of retrained models), with retain accuracy on the
+validation split. Per
 method and setting it prints, averaged over the tasks: forget and retain accuracy, the relearning and
 few-shot gaps, the lowest relearning difference (over-resistance), the output KS distance and entropy on
-D_f, mean intermediate CKA, the weight distance, the attack distance to `retrain`
+D_f, mean intermediate CKA, the weight distance, the attack distance to the retrained models
 (`ecnb.verdicts.attack_distance`), and the share of tasks on which it is erased, keeps retain, shows each
 tell and succeeds. Among a method's settings the one that succeeds on the most tasks wins, then the one
 erased on the most, then the smallest attack distance, then the smallest retain drop. Nothing here reads
@@ -15,7 +16,8 @@ a reported class.
                                    [--workers 2] [--out runs/tuning/erasure.csv]
 
 `--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
-literals). The raw rows of every run go to `--out`, so a table can be read again without running anything.
+literals). The raw rows of every run go to `--out` and their per-image outcomes beside it (`<out>.outcomes/`), so a
+table can be read again without running anything.
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ import pandas as pd  # noqa: E402
 
 import ecnb  # noqa: E402
 from ecnb.methods import hparams, run_method  # noqa: E402
+from ecnb.outcomes import Outcomes, read_outcomes, write_outcomes  # noqa: E402
 from ecnb.unlearn import UnlearningError  # noqa: E402
 from ecnb.verdicts import (  # noqa: E402
-    CKA, DEPTH, ENTROPY, ERASED, FEWSHOT_GAP, FORGET, OUTPUT_KS, OUTPUT_TELL_NAME, RELEARN_GAP, RESISTANCE,
+    CKA, DEPTH, ENTROPY, ERASED, FEWSHOT_GAP, FORGET, OUTPUT_DISTANCE, OUTPUT_TELL_NAME, RELEARN_GAP, RESISTANCE,
     RESISTANCE_TELL_NAME, RETAIN, RETAIN_DROP, SUCCEEDS, WEIGHTS, attack_distance, attack_distances, keeps_retain,
 )
 from ecnb.workers import run_jobs, shared  # noqa: E402
@@ -71,7 +74,7 @@ GRIDS: dict[str, dict[str, list] | list[dict[str, list]]] = {
 BUDGETS = {"ec_epochs": [0, 5], "ec_lr": [0.003, 0.01]}
 GRIDS.update({ecnb.ec.plugin_name(b, v): BUDGETS for v in ["ec", *ecnb.ec.variant_names()] for b in ecnb.ec.baselines()})
 
-FIGURES = [FORGET, RETAIN, RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, RESISTANCE, OUTPUT_KS, ENTROPY, CKA, WEIGHTS]
+FIGURES = [FORGET, RETAIN, RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, RESISTANCE, OUTPUT_DISTANCE, ENTROPY, CKA, WEIGHTS]
 
 
 def settings(grid: dict[str, list] | list[dict[str, list]]) -> list[dict]:
@@ -93,8 +96,9 @@ def _grids(grid: dict[str, list] | list[dict[str, list]], round_: int | None) ->
     return grid[round_ - 1]
 
 
-def _job(method: str, setting: dict, t: int, label: str) -> tuple[list[dict], float] | str:
-    """One method and setting on task `t` (of the shared tasks): its rows and wall time, or why it diverged."""
+def _job(method: str, setting: dict, t: int, label: str) -> tuple[tuple[list[dict], Outcomes], float] | str:
+    """One method and setting on task `t` (of the shared tasks): its rows, outcomes and wall time, or why it
+    diverged."""
     task = shared()[t]
     hp = hparams(method, "quick", task.seed, **setting)
     try:
@@ -126,16 +130,16 @@ def main() -> None:
     report(pd.DataFrame(judged), tasks)
 
 
-def judge_run(task, label: str, rows: list[dict], method: str, setting: str, seconds: float) -> dict:
-    """One run's figures, read against its task's `retrain` by the study's own verdicts."""
-    table = judge_task(task, rows)
+def judge_run(task, label: str, rows: list[dict], outcomes: Outcomes, method: str, setting: str, seconds: float) -> dict:
+    """One run's figures, read against its task's retrained models by the study's own verdicts."""
+    table = judge_task(task, rows, {label: outcomes})
     distances = attack_distances(table)
     r = table.loc[label]
     return {"method": method, "setting": setting, "class": task.cls, "seconds": seconds,
-            **{c: r[c] for c in FIGURES}, "distance": attack_distance(table)[label],
+            **{c: r[c] for c in FIGURES}, "distance": attack_distance(table).loc[label, "both"],
             "relearning distance": distances.loc[label, "relearning"], "few-shot distance": distances.loc[label, "few-shot"],
             "erased": r[DEPTH] == ERASED, "keeps retain": bool(keeps_retain(table)[label]),
-            "output tell": bool(r[OUTPUT_TELL_NAME]), "over-resistance": bool(r[RESISTANCE_TELL_NAME]),
+            "output tell": r[OUTPUT_TELL_NAME] is not False, "over-resistance": r[RESISTANCE_TELL_NAME] is not False,
             "succeeds": bool(r[SUCCEEDS]), "verdict": r["verdict"]}
 
 
@@ -154,8 +158,9 @@ def run_all(args: argparse.Namespace, overrides: dict, tasks: list) -> list[dict
         if isinstance(outcome, str):
             print(f"{method} {setting} class {tasks[t].cls}: {outcome}", flush=True)
             continue
-        rows, seconds = outcome
-        judged.append(judge_run(tasks[t], label, rows, method, labels[label][1], seconds))
+        (rows, outcomes), seconds = outcome
+        write_outcomes(_outcomes_path(args.out, label, tasks[t].cls), outcomes)
+        judged.append(judge_run(tasks[t], label, rows, outcomes, method, labels[label][1], seconds))
         raw += [{**row, "label": label, "setting": labels[label][1], "class": tasks[t].cls, "seconds": seconds}
                 for row in rows]
         print(method, labels[label][1], tasks[t].cls, judged[-1]["verdict"],
@@ -175,8 +180,17 @@ def read_back(path: str, tasks: list) -> list[dict]:
         rows = part[["seed", "method", "metric", "layer", "split", "value"]].to_dict("records")
         method = label.split("#")[0]
         seconds = pd.to_numeric(part["seconds"], errors="coerce").iloc[0]
-        judged.append(judge_run(by_class[cls], label, rows, method, part["setting"].iloc[0], seconds))
+        outcomes = read_outcomes(_outcomes_path(path, label, cls))
+        if outcomes is None:
+            print(f"{label} class {cls}: no outcomes beside {path}; left out", flush=True)
+            continue
+        judged.append(judge_run(by_class[cls], label, rows, outcomes, method, part["setting"].iloc[0], seconds))
     return judged
+
+
+def _outcomes_path(out: str, label: str, cls: int) -> Path:
+    """Where a run's per-image outcomes go, beside the raw rows of `--out`."""
+    return Path(f"{out}.outcomes") / f"{label}-forget{cls}.npz"
 
 
 def report(per_task: pd.DataFrame, tasks: list) -> None:
@@ -194,7 +208,7 @@ def report(per_task: pd.DataFrame, tasks: list) -> None:
         print("\nmean over the tasks; shares are fractions of the tasks:")
         print(table.round(3).to_string(index=False))
         print("\nchosen per method:")
-        print(chosen[["method", "setting", RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_KS, "distance", *shares]]
+        print(chosen[["method", "setting", RETAIN_DROP, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_DISTANCE, "distance", *shares]]
               .round(3).to_string(index=False))
         family = per_task["method"].map(lambda m: m.split("+", 1)[1] if "+" in m and not m.startswith("ec") else None)
         plugins = per_task.assign(family=family).dropna(subset=["family"])

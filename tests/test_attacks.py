@@ -151,3 +151,24 @@ def test_attack_settings_are_a_plain_part_of_the_configuration():
     assert again.attacks.relearn_steps == (0, 10, 40)
     with pytest.raises(ConfigError, match="unknown attack setting 'nope'"):
         StudyConfig.from_options(nope=1)
+
+
+def test_the_relearning_attack_averages_several_draws_of_the_attackers_images(trained, drawn):
+    """Each draw is a fine-tuning of its own on that draw's images (checked by hand for the second draw); the
+    study's figure is their mean, and the per-image outcomes behind it are kept."""
+    settings = dataclasses.replace(trained.run.config.attacks, relearn_draws=3, relearn_steps=(0, 5, 10))
+    outcomes = attacks.relearn_outcomes(trained.retrain, trained.ds, trained.split, drawn, settings)
+    x_test, y_test = trained.splits["test_forget"]
+    assert outcomes.shape == (3, 3, len(y_test)) and outcomes.dtype == bool
+    idx = torch.as_tensor(np.concatenate([drawn.forget[1], drawn.retain[1]]))
+    by_hand = attacks.relearn_correct(trained.retrain, trained.ds.x_train[idx], trained.ds.y_train[idx], x_test, y_test,
+                                      settings.relearn_lr, settings.relearn_momentum, settings.relearn_steps)
+    assert np.array_equal(outcomes[1], by_hand)
+    curve = attacks.relearn_accuracy(trained.retrain, trained.ds, trained.split, drawn, settings)
+    assert curve == {t: pytest.approx(outcomes[:, i].mean()) for i, t in enumerate(settings.relearn_steps)}
+
+
+def test_more_relearning_draws_than_the_attacker_has_are_refused():
+    settings = dataclasses.replace(StudyConfig().attacks, relearn_draws=9)
+    with pytest.raises(ConfigError, match="relearn draws 9 must be at most the 5 draws of the attacker's images"):
+        settings.validate()

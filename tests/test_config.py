@@ -38,6 +38,8 @@ BAD = [
     (["--set", "gd.lr=0.1"], "unknown unlearning method 'gd'; valid: ft, ga"),
     (["--methods", "gd"], "unknown baseline method 'gd'; valid: ft, ga"),
     (["--ablations", "ec[none]"], "unknown ablation 'ec[none]'; valid: ec[last]"),
+    (["--population", "0"], "population (retrained models) 0 must be an integer >= 1"),
+    (["--relearn-draws", "6"], "relearn draws 6 must be at most the 5 draws of the attacker's images"),
 ]
 
 
@@ -105,6 +107,13 @@ def test_cache_key_ignores_device_and_run_dir_but_not_recipe():
     assert StudyConfig.from_dict(same_models.to_dict()) == same_models
     assert a.cache_key() != StudyConfig.from_options(run_dir="a", epochs=5).cache_key()
     assert StudyConfig.from_dict(a.to_dict()) == a
+
+
+def test_the_population_follows_the_scope_unless_given_and_never_changes_the_models():
+    assert StudyConfig.from_options().population == 3 and StudyConfig.from_options(scope="full").population == 5
+    given = StudyConfig.from_options(scope="full", population=2)
+    assert given.population == 2 and StudyConfig.from_dict(given.to_dict()) == given
+    assert given.cache_key() == StudyConfig.from_options().cache_key(), "retrained models are trained the same way"
 
 
 def test_overrides_are_read_as_literals_and_reach_the_methods_settings():

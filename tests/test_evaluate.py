@@ -34,23 +34,28 @@ def test_models_measured_before_are_loaded_without_measuring_them_again(trained,
     evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
     evaluate.run_references(run, trained.ds, trained.split, 0, refs)
     first = read_results(run.root)
-    assert evaluate.measured(first, 0) == {"ga", "original", "retrain"}
+    assert evaluate.measured(run, first, 0) == {"ga", "original", "retrain"}
+    assert all(run.outcomes_path(m, 0).exists() for m in ("ga", "original", "retrain")), "per-image outcomes kept"
 
     measuring = []
-    monkeypatch.setattr(evaluate, "method_rows", lambda run, ds, split, method, *a, **k: measuring.append(method) or [])
+    monkeypatch.setattr(evaluate, "measure_and_save", lambda run, ds, split, method, *a, **k: measuring.append(method) or [])
     models = evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
     evaluate.run_references(run, trained.ds, trained.split, 0, refs)
     assert measuring == [] and list(models) == ["ga"]
     pd.testing.assert_frame_equal(read_results(run.root), first)
 
-    # a metric missing, or a checkpoint from other settings: measured again
+    # a metric missing, its outcomes missing, or a checkpoint from other settings: measured again
     first[~((first["method"] == "ga") & (first["metric"] == "probe_accuracy"))].to_csv(run.root / "results.csv", index=False)
     evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
     assert measuring == ["ga"]
     write_results(run.root, first[first["method"] == "ga"].to_dict("records"))
+    run.outcomes_path("retrain", 0).unlink()
+    evaluate.run_references(run, trained.ds, trained.split, 0, refs)
+    assert measuring == ["ga", "retrain"]
+    write_results(run.root, first[first["method"] == "ga"].to_dict("records"))
     monkeypatch.setitem(unlearn.HPARAMS["quick"], "ga", {**unlearn.HPARAMS["quick"]["ga"], "epochs": 1})
     evaluate.run_methods(run, trained.ds, trained.split, ["ga"], 0, refs, "cpu")
-    assert measuring == ["ga", "ga"]
+    assert measuring == ["ga", "retrain", "ga", "retrain"], "retrain's outcomes are still missing (measuring is stubbed)"
 
 
 def test_unlearn_data_is_the_forget_split(trained):

@@ -364,8 +364,8 @@ def test_attack_explorer_draws_the_chosen_attack_with_both_references(monkeypatc
     df = attack_results()
     drawn = []
     monkeypatch.setattr(explorer, "relearn_curves", lambda rows, methods: drawn.append(("relearn", methods)) or go.Figure())
-    monkeypatch.setattr(explorer, "layer_curves", lambda rows, metric, split, layers, title: drawn.append(
-        ("probe", sorted(set(rows["method"])), metric, split, layers)) or go.Figure())
+    monkeypatch.setattr(explorer, "layer_curves", lambda rows, metric, split, layers, title, methods: drawn.append(
+        ("probe", sorted(methods), metric, split, layers)) or go.Figure())
     box = explorer.attack_explorer(df, LAYERS)
     methods, view = box.children[0].children
     assert list(methods.options) == ["ga", "scrub", "ec"] and methods.value == ("ga", "scrub")

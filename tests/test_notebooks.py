@@ -45,10 +45,11 @@ def test_notebook_01_runs_and_writes_its_rows(tiny_run):
     config, executed, _ = tiny_run
     df = ecnb.read_results(config.run_dir)
     acc = df[df["metric"] == "accuracy"]
-    assert set(acc["method"]) == {"original", "retrain"} and set(df["seed"]) == {1}
+    population = {"retrain", "retrain#1", "retrain#2"}
+    assert set(acc["method"]) == {"original", *population} and set(df["seed"]) == {1}
     assert set(acc["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}
-    assert set(df[df["metric"] == "wall_time"]["method"]) == {"original", "retrain"}
-    assert (Path(config.run_dir) / "seed1" / "models" / "retrain.pt").exists()
+    assert set(df[df["metric"] == "wall_time"]["method"]) == {"original", *population}
+    assert all((Path(config.run_dir) / "seed1" / "models" / f"{m}.pt").exists() for m in population)
     assert len(plotly_figures(executed)) == 2, "the sample grid and the per-class accuracy figure"
     retrain_forget = acc[(acc["method"] == "retrain") & (acc["split"] == "forget_train")]["value"].item()
     assert retrain_forget < 0.2, "retrain never saw class 5"
@@ -85,9 +86,17 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
     assert own.min() > 0.999, "a model is identical to itself"
     # accuracy, entropy, KS, MIA; relearning, few-shot probe; interpolation, distance scatter; two CKA curves,
     # the full-data probe; the evidence map
-    assert len(plotly_figures(executed)) == 12
+    figures = plotly_figures(executed)
+    assert len(figures) == 12
+    bands = [f for f in figures if any(str(t.get("name", "")).startswith("retrained models (3): range") for t in f["data"])]
+    assert len(bands) == 5, "relearning, few-shot and the three per-layer curves draw the population as a band"
+    for member in ("retrain#1", "retrain#2"):
+        metrics = set(df.loc[df["method"] == member, "metric"])
+        assert {"relearn_accuracy", "fewshot_probe_accuracy", "cka_to_original", "mia_efficacy"} <= metrics, member
+        assert (Path(config.run_dir) / "seed1" / "outcomes" / f"{member}.npz").exists()
     text = markdown_outputs(executed)
     assert "The claim \"at least two baselines are superficial\" **" in text and "moved the weights by **" in text
+    assert "Read against each other, **" in text and "come out *erased, keeps retain, no tell* (the null test" in text
     assert (Path(config.run_dir) / "seed1" / "models" / "ga.pt").exists()
 
 

@@ -145,7 +145,7 @@ def test_two_fresh_studies_at_once_do_not_interfere_and_agree_exactly(fresh_runs
     for run_dir, proc in zip((a, b), procs):
         assert proc.returncode == 0, stderr_of(run_dir)[-2000:]
         assert not leftovers(run_dir)
-    assert set(read_results(a)["method"]) == {"original", "retrain", "ga"}
+    assert set(read_results(a)["method"]) == {"original", "retrain", "retrain#1", "retrain#2", "ga"}
     pd.testing.assert_frame_equal(values(a), values(b), check_exact=True)
 
 
@@ -239,7 +239,8 @@ def test_damaged_files_are_named_with_the_way_out_and_force_recovers(fresh_runs,
     assert code == 0, stderr[-2000:]
     load_checkpoint(path)
     expected = values(fresh_runs[0])
-    expected = expected[expected["method"].isin(["original", "retrain"]) & expected["metric"].isin(["accuracy", "split_size"])]
+    expected = expected[expected["method"].isin(["original", "retrain", "retrain#1", "retrain#2"])
+                        & expected["metric"].isin(["accuracy", "split_size"])]
     pd.testing.assert_frame_equal(values(run_dir), expected.reset_index(drop=True), check_exact=True)
 
 
@@ -247,7 +248,7 @@ def test_a_diverging_method_is_recorded_as_failed_and_the_others_go_on(fresh_run
     run, seed = ecnb.Run.load(copy_run(fresh_runs[0], tmp_path / "run")), 0
     ds = ecnb.load_dataset("digits")
     split = ecnb.forget_split(run, ds, seed)
-    references = {name: ecnb.train_reference(run, ds, split, name, seed, "cpu") for name in ("original", "retrain")}
+    references = ecnb.train_references(run, ds, split, seed, "cpu")
     run.checkpoint_path("ga", seed).unlink()
     assert "ga" in set(read_results(run.root)["method"]), "rows of an earlier success"
     monkeypatch.setitem(unlearn.HPARAMS["quick"], "ga", {**unlearn.HPARAMS["quick"]["ga"], "lr": 1e6})
@@ -262,8 +263,9 @@ def test_a_diverging_method_is_recorded_as_failed_and_the_others_go_on(fresh_run
     results = read_results(run.root)
     assert "ga" not in set(results["method"]) and "rl" in set(results["method"])
     assert not run.checkpoint_path("ga", seed).exists()
-    table = ecnb.verdicts.judge(ecnb.verdicts.evidence(results, seed))
-    assert "ga" not in table.index and table.loc["rl"].notna().all() and table.loc["rl", "verdict"]
+    table = ecnb.verdicts.judge_run(run, seed, ["ga", "rl"])
+    assert "ga" not in table.index and table.loc["rl", "verdict"] and table.loc["rl", "depth"] in ecnb.verdicts.DEPTHS
+    assert not run.outcomes_path("ga", seed).exists(), "a failed method keeps no outcomes of an earlier success"
     ecnb.viz.accuracy_bars(results, title="a failed method is just absent")
     assert run.failure_lines() == [f"ga (seed 0) failed: {message}"]
     assert main(["summary", str(run.root)]) == 0
@@ -281,7 +283,7 @@ def test_a_method_whose_representation_collapses_is_recorded_as_failed_and_the_o
     run, seed = ecnb.Run.load(copy_run(fresh_runs[0], tmp_path / "run")), 0
     ds = ecnb.load_dataset("digits")
     split = ecnb.forget_split(run, ds, seed)
-    references = {name: ecnb.train_reference(run, ds, split, name, seed, "cpu") for name in ("original", "retrain")}
+    references = ecnb.train_references(run, ds, split, seed, "cpu")
     remove_results(run.root, seed, "ga")
     unlearn_or_load = evaluate._unlearn_or_load
 

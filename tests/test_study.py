@@ -29,7 +29,8 @@ def values(run_dir: Path, methods: set[str] | None = None) -> pd.DataFrame:
 def test_study_command_end_to_end(tiny_study):
     run_dir, printed = tiny_study
     assert "report: " in printed and "[95% CI]" in printed, "one seed: each forget accuracy with its interval"
-    assert "relearning gap" in printed and "few-shot gap" in printed and "verdict" in printed
+    assert "relearning gap [95% CI]" in printed and "few-shot gap [95% CI]" in printed and "verdict" in printed
+    assert "seed 0: 3 retrained models; null test: " in printed, "the verdicts' own false-alarm rate, on this run"
     df = ecnb.read_results(run_dir)
     assert set(df["seed"]) == {0}
     assert not df.duplicated(KEY).any()
@@ -38,7 +39,8 @@ def test_study_command_end_to_end(tiny_study):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "config.json").read_text())["scope"] == "walkthrough"
     walkthrough = ecnb.scopes.selection("walkthrough", ["ga", "scrub"], ["ec[last]"])
-    assert {p.removesuffix(".pt") for p in checkpoint_times(run_dir, 0)} == {"original", "retrain", *walkthrough.methods}
+    assert {p.removesuffix(".pt") for p in checkpoint_times(run_dir, 0)} == {
+        "original", "retrain", "retrain#1", "retrain#2", *walkthrough.methods}
     assert {"ga+ec", "scrub+ec", "ec+soft"} <= set(walkthrough.methods)
     assert not {"ga+ec+soft", "scrub+ec+soft"} & set(walkthrough.methods)
     html = (run_dir / "report.html").read_text()
@@ -67,12 +69,13 @@ def test_the_full_scope_over_a_walkthrough_reuses_its_models_and_values(tiny_stu
     assert {name: after[name] for name in before} == before, "every walkthrough model is reused"
     added = {name.removesuffix(".pt") for name in set(after) - set(before)}
     assert added == {"ec[uniform]", "ec[depth]", "ec[nl]", "ec+soft[hard]", "ec+soft[pull]", "ec+soft[relabel]",
-                     "ga+ec+soft", "scrub+ec+soft"}
+                     "ga+ec+soft", "scrub+ec+soft", "retrain#3", "retrain#4"}, "the full scope reads five retrained models"
     shared = set(ecnb.read_results(tiny_study[0])["method"])
     pd.testing.assert_frame_equal(values(run_dir, shared)[lambda d: d["seed"] == 0].reset_index(drop=True),
                                   values(tiny_study[0], shared)[lambda d: d["seed"] == 0].reset_index(drop=True))
     assert json.loads((run_dir / "config.json").read_text())["scope"] == "full"
     assert "ec[uniform]" in printed, "the full study's summary shows its ablations"
+    assert "seed 0: 5 retrained models" in printed
 
 
 def test_a_study_over_two_seeds_runs_each_and_summarises_over_them(tmp_path, capsys):
@@ -92,7 +95,9 @@ def test_a_study_over_two_seeds_runs_each_and_summarises_over_them(tmp_path, cap
     table = printed[printed.index("verdict"):printed.index("report: ")]
     ga = next(line for line in table.splitlines() if line.startswith("ga "))
     assert ga.count("±") >= 5, "mean ± std over the two seeds"
-    assert ga.rstrip().endswith(ecnb.verdicts.verdict_summary(df)["ga"]), "the verdict line over both seeds"
+    judged = ecnb.study.study_verdicts(ecnb.Run.load(tmp_path), ["ga"])
+    assert ga.rstrip().endswith(ecnb.verdicts.verdict_summary(judged)["ga"]), "the verdict line over both seeds"
+    assert "seed 0: 3 retrained models" in printed and "seed 1: 3 retrained models" in printed
 
 
 def test_a_second_study_on_the_same_run_dir_is_refused(tmp_path):

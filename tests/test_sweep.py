@@ -27,7 +27,7 @@ from ecnb import sweep, viz
 from ecnb.cli import main
 from ecnb.study import NOTEBOOKS_DIR
 from ecnb.methods import HPARAMS
-from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE
+from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE, floor, high, low
 
 # Relearning scored up to step 10 (the reference step) instead of 50: the attack is a fifth of its cost.
 TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10])
@@ -98,8 +98,12 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
         own[columns].sort_values(key).reset_index(drop=True), check_dtype=False)
 
     verdicts = tables["verdicts"]
-    assert len(verdicts) == 3 * 3, "three finished cells x (original, retrain, ga)"
-    assert set(verdicts["depth"]) <= set(DEPTHS) | {REFERENCE}
+    assert len(verdicts) == 3 * 5, "three finished cells x (original, three retrained models, ga)"
+    assert set(verdicts["depth"]) <= set(DEPTHS)
+    assert {low(RELEARN_GAP), high(RELEARN_GAP), floor(FEWSHOT_GAP), "resolution"} <= set(verdicts.columns)
+    nulls = tables["null_tests"]
+    assert len(nulls) == 3 and (nulls["null reads"] == 3).all() and (nulls["null reads passed"] <= 3).all()
+    assert "null test: " in printed
     summary = tables["summary"].set_index("method")
     assert (summary["cells"] == 3).all()
     ga = verdicts[verdicts["method"] == "ga"]
@@ -181,10 +185,11 @@ def test_an_unreachable_ray_cluster_is_refused_before_any_work(tmp_path, capsys)
 def verdict_rows() -> pd.DataFrame:
     rows = []
     for forget_set, depth, cost in (("3", "superficial", "keeps retain"), ("8", "erased", "hurts retain (-0.05)")):
-        for method, d, c, cka in (("original", "reference", "reference", 1.0), ("retrain", "reference", "reference", 0.8),
-                                  ("ga", depth, cost, 0.9)):
-            tells = "output tell" if d == "erased" else "" if d != "reference" else "reference"
-            verdict = "reference" if d == "reference" else f"{d}, {c}" + (f"; {tells}" if tells else "")
+        for method, d, c, cka in (("original", "keeps the class", "keeps retain", 1.0),
+                                  ("retrain", "erased", "keeps retain", 0.8), ("ga", depth, cost, 0.9)):
+            tells = "output tell" if d == "erased" and method == "ga" else ""
+            verdict = {"original": REFERENCE, "retrain": f"{REFERENCE}; null read: erased, keeps retain"}.get(
+                method, f"{d}, {c}" + (f"; {tells}" if tells else ""))
             rows.append({"method": method, "depth": d, "cost": c, "tells": tells, "verdict": verdict,
                          CKA: cka + (0.02 if forget_set == "8" else 0), RELEARN_GAP: 0.5, FEWSHOT_GAP: 0.4,
                          "dataset": "digits", "forget_set": forget_set, "seed": 0})
@@ -196,7 +201,7 @@ def test_verdict_heatmap_has_a_cell_per_method_and_forget_set():
     heat = fig.data[0]
     assert list(heat.y) == ["original", "retrain", "ga"]
     assert list(heat.x) == ["digits · forget 3 · seed 0", "digits · forget 8 · seed 0"]
-    assert [list(r) for r in heat.text] == [["reference"] * 2, ["reference"] * 2, ["superficial", "erased − T"]]
+    assert [list(r) for r in heat.text] == [["reference"] * 2, ["null ok"] * 2, ["superficial", "erased − T"]]
     order = ["reference", *DEPTHS]
     assert list(heat.z[2]) == [order.index("superficial"), order.index("erased")]
     assert heat.hovertext[2][1].startswith("ga in digits · forget 8 · seed 0: erased, hurts retain (-0.05); output tell")

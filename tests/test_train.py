@@ -92,6 +92,19 @@ def test_reference_models_learn_what_they_saw(trained):
     assert accs["retain_train"] > 0.9 and accs["forget_train"] < 0.1
 
 
+def test_the_retrained_population_differs_only_in_its_seed(trained):
+    """`retrain#1` trains on the same D_r with another seed (study seed + 1000): other weights, no forgotten class."""
+    assert train.member_seed("retrain#2", 3) == 2003 and train.member_seed("retrain", 3) == 3
+    assert train.member_seed("original", 3) == 3
+    member = ecnb.train_reference(trained.run, trained.ds, trained.split, "retrain#1", 0, "cpu")
+    assert not torch.equal(member.head.weight, trained.retrain.head.weight)
+    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(member, trained.splits, "retrain#1", 0)
+            if r["metric"] == "accuracy"}
+    assert accs["retain_train"] > 0.9 and accs["forget_train"] < 0.1
+    with pytest.raises(ValueError, match="reference method must be 'original', 'retrain' or 'retrain#<j>'"):
+        ecnb.train_reference(trained.run, trained.ds, trained.split, "retrain#x", 0, "cpu")
+
+
 def test_run_dir_of_another_configuration_is_not_reused(tmp_path):
     ecnb.Run.open(StudyConfig.from_options(epochs=3, run_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match=r"different configuration \(train.epochs: 3 -> 4\).*--force"):

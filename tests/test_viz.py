@@ -91,6 +91,22 @@ def test_one_seeds_relearning_curve_carries_wilson_intervals():
     assert "Wilson" in fig.layout.title.text
 
 
+def test_the_retrained_population_is_a_band_around_retrain_not_more_lines():
+    df = one_seed_attacks()
+    others = {"retrain#1": (0.0, 0.3), "retrain#2": (0.0, 0.2)}
+    df = pd.concat([df, pd.DataFrame([result_row(0, m, "relearn_accuracy", v, split="test_forget", layer=f"step{s}")
+                                      for m, curve in others.items() for s, v in zip((0, 10), curve)])])
+    fig = viz.relearn_curves(df, ["original", "retrain", "ga"])
+    names = [t.name for t in fig.data]
+    assert "retrain#1" not in names and "retrain#2" not in names and {"retrain", "ga", "original"} <= set(names)
+    band = next(t for t in fig.data if t.name == "retrained models (3): range")
+    lower = fig.data[names.index(band.name) - 1]
+    assert list(lower.y) == [0.0, 0.1] and list(band.y) == [0.0, 0.3], "lowest and highest of the three at each step"
+    assert band.fill == "tonexty"
+    without = viz.relearn_curves(df, ["original", "ga"])
+    assert not any(str(t.name).startswith("retrained models") for t in without.data), "no retrain, no band"
+
+
 def test_many_methods_get_a_menu_of_groups_with_the_references_always_shown():
     methods = ["original", "retrain", "ft", "ga", "rl", "scrub", "cu", "salun", "ga+ec", "rl+ec", "ec", "ec[last]",
                "ga+ec+soft"]

@@ -89,7 +89,7 @@ def test_two_workers_write_what_one_process_writes(tmp_path, monkeypatch):
     one = _study(tmp_path / "one", monkeypatch, 1)
     two = _study(tmp_path / "two", monkeypatch, 2)
     timeless = [r[r["metric"] != "wall_time"].reset_index(drop=True) for r in (one[0], two[0])]
-    assert set(timeless[0]["method"]) == {"original", "retrain", "ga", "rl"}
+    assert set(timeless[0]["method"]) == {"original", "retrain", "retrain#1", "retrain#2", "ga", "rl"}
     pd.testing.assert_frame_equal(*timeless)
     assert one[1].keys() == two[1].keys()
     for m in one[1]:

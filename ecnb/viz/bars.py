@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from ..results import method_order
 from ..verdicts import RETAIN_TOL
 from .curves import errors, test_forget_size
-from .style import method_color
+from .style import drop_members, method_color
 
 SPLIT_TITLES = {"forget_train": "forget set D_f (forget_train)", "test_forget": "forgotten class, test images",
                 "test_retain": "retained classes, test images"}
@@ -31,7 +31,7 @@ def accuracy_bars(df: pd.DataFrame, methods: list[str] | None = None, title: str
     if methods is not None:
         rows = rows[rows["method"].isin(methods)]
     splits = [s for s in SPLIT_TITLES if s in set(rows["split"])]
-    order = method_order(rows["method"])
+    order = drop_members(method_order(rows["method"]))
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[SPLIT_TITLES[s] for s in splits],
                         horizontal_spacing=0.06)
     n = test_forget_size(df)
@@ -59,7 +59,7 @@ def metric_bars(df: pd.DataFrame, metric: str, split: str, methods: list[str] | 
     rows = df[(df["metric"] == metric) & (df["split"] == split) & (df["layer"] == "")]
     if methods is not None:
         rows = rows[rows["method"].isin(methods)]
-    order = method_order(rows["method"])
+    order = drop_members(method_order(rows["method"]))
     stats = rows.groupby("method")["value"].agg(["mean", "std"]).reindex(order)
     fig = go.Figure(_bar(order, stats["mean"], errors(stats["mean"], stats["std"], None)))
     if line is not None:
@@ -98,7 +98,8 @@ def spread_bars(table: pd.DataFrame, column: str, methods: list[str] | None = No
     value as a dot, and `retrain`'s mean as a dashed line."""
     rows = table if methods is None else table[table["method"].isin(methods)]
     stats = rows.groupby("method", sort=False)[column].agg(["mean", "std"])
-    order = method_order(stats.index)
+    order = drop_members(method_order(stats.index))
+    rows = rows[rows["method"].isin(order)]
     fig = go.Figure(_bar(order, stats.loc[order, "mean"], dict(type="data", array=list(stats.loc[order, "std"].fillna(0)))))
     fig.add_trace(go.Scatter(x=rows["method"], y=rows[column], mode="markers", name="one cell",
                              marker=dict(color="black", size=5)))

@@ -8,9 +8,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..results import method_order
+from ..results import is_member, method_order
 from ..verdicts import wilson_interval
-from .style import REFERENCE_LINES, family, groups, line_style, marker_symbol
+from .style import BAND_COLOR, REFERENCE_LINES, drop_members, family, groups, line_style, marker_symbol
 
 # Metrics that are accuracies on `test_forget`: their points get a Wilson interval when one seed is shown.
 ON_TEST_FORGET = {"fewshot_probe_accuracy", "probe_accuracy", "relearn_accuracy", "interpolation_accuracy", "accuracy"}
@@ -47,6 +47,23 @@ def _trace(method: str, x: list, y: pd.Series, error_y: dict) -> go.Scatter:
                       legendrank=1 if method in REFERENCE_LINES else 1000)
 
 
+def _population_band(means: pd.DataFrame, x: list) -> list[go.Scatter]:
+    """The retrained models' range (lowest to highest mean at each x), as a filled band: `means` is a method x
+    position table. Nothing when the run has a single retrained model."""
+    members = [m for m in means.index if is_member(m)]
+    if len(members) < 2:
+        return []
+    part = means.loc[members].reindex(columns=x)
+    lower, upper = part.min(), part.max()
+    edge = dict(width=0, color=BAND_COLOR)
+    return [go.Scatter(x=x, y=list(lower), mode="lines", line=edge, showlegend=False, hoverinfo="skip",
+                       legendgroup="retrain"),
+            go.Scatter(x=x, y=list(upper), mode="lines", line=edge, fill="tonexty", fillcolor=BAND_COLOR,
+                       name=f"retrained models ({len(members)}): range", legendgroup="retrain", legendrank=1,
+                       hovertext=[f"retrained models: {lo:.2f}-{hi:.2f}" for lo, hi in zip(lower, upper)],
+                       hoverinfo="text")]
+
+
 def _with_group_menu(fig: go.Figure, methods: list[str]) -> go.Figure:
     """With many methods, a menu that shows one group of them at a time (the references always)."""
     others = [m for m in methods if m not in REFERENCE_LINES]
@@ -54,26 +71,28 @@ def _with_group_menu(fig: go.Figure, methods: list[str]) -> go.Figure:
     if len(others) <= GROUP_MENU_ABOVE or len(by_group) < 2:
         return fig
     names = [t.name for t in fig.data]
-    buttons = [dict(label=label, method="restyle",
-                    args=[{"visible": [n in REFERENCE_LINES or n in members for n in names]}])
+    always = lambda n: n is None or n in REFERENCE_LINES or n.startswith("retrained models")  # noqa: E731
+    buttons = [dict(label=label, method="restyle", args=[{"visible": [always(n) or n in members for n in names]}])
                for label, members in by_group.items()]
     buttons.append(dict(label="all methods", method="restyle", args=[{"visible": [True] * len(names)}]))
     first = next(iter(by_group.values()))
     for t in fig.data:
-        t.visible = t.name in REFERENCE_LINES or t.name in first
+        t.visible = always(t.name) or t.name in first
     fig.update_layout(updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.02, yanchor="bottom")],
                       margin=dict(t=110))
     return fig
 
 
 def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], title: str | None = None,
-                 group_menu: bool = True) -> go.Figure:
-    """A per-layer metric across the network (x: layer, input to output), one line per method; with many
-    methods (and `group_menu`), a menu shows one group of them at a time."""
+                 group_menu: bool = True, methods: list[str] | None = None) -> go.Figure:
+    """A per-layer metric across the network (x: layer, input to output), one line per method (`methods`, or
+    every method of `df`), the retrained models' range as a band around `retrain`; with many methods (and
+    `group_menu`), a menu shows one group of them at a time."""
     stats = layer_stats(df, metric, split)
     n = test_forget_size(df) if metric in ON_TEST_FORGET and split == "test_forget" else None
-    fig = go.Figure()
-    methods = method_order(stats.index.get_level_values("method"))
+    fig = go.Figure(_population_band(stats["mean"].unstack("layer"), taps) if len(stats) else [])
+    shown = method_order(stats.index.get_level_values("method"))
+    methods = drop_members([m for m in shown if methods is None or m in methods])
     for method in methods:
         part = stats.loc[method].reindex(taps)
         fig.add_trace(_trace(method, taps, part["mean"], errors(part["mean"], part["std"], n)))
@@ -86,16 +105,19 @@ def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], tit
 
 def relearn_curves(df: pd.DataFrame, methods: list[str] | None = None, title: str | None = None) -> go.Figure:
     """The relearning attack: the forgotten classes' test accuracy against fine-tuning steps on the attacker's
-    few images, one line per method, `retrain` dashed and `original` dotted in black. A method that hid the
-    class climbs above `retrain`'s curve; one that resists far more than `retrain` stays far below it."""
+    few images, one line per method, `retrain` dashed and `original` dotted in black, the retrained models'
+    range as a grey band. A method that hid the class climbs above the band; one that resists far more than
+    the retrained models stays far below it."""
     rows = df[(df["metric"] == "relearn_accuracy") & (df["split"] == "test_forget")]
+    rows = rows.assign(step=rows["layer"].str.removeprefix("step").astype(int))
+    everyone = rows.groupby(["method", "step"], sort=True)["value"].mean()
+    means = everyone.unstack("step") if len(everyone) else pd.DataFrame()
     if methods is not None:
         rows = rows[rows["method"].isin(methods)]
-    rows = rows.assign(step=rows["layer"].str.removeprefix("step").astype(int))
     stats = rows.groupby(["method", "step"], sort=True)["value"].agg(["mean", "std"])
     n = test_forget_size(df[df["method"].isin(rows["method"].unique())] if len(rows) else df)
-    fig = go.Figure()
-    shown = method_order(rows["method"])
+    shown = drop_members(method_order(rows["method"]))
+    fig = go.Figure(_population_band(means, list(means.columns)) if "retrain" in shown else [])
     for method in shown:
         part = stats.loc[method]
         fig.add_trace(_trace(method, list(part.index), part["mean"], errors(part["mean"], part["std"], n)))

@@ -7,6 +7,7 @@ import colorsys
 from functools import cache
 
 from ..ec import baselines, is_ec
+from ..results import is_member
 
 FORGET_COLOR = "#d62728"  # the forgotten class, in every embedding
 RETAIN_COLOR = "#7f7f7f"
@@ -75,8 +76,15 @@ def _hsl(hue: float, saturation: float, lightness: float) -> str:
 # The verdicts: one colour and one marker per depth; a method that hurts retain accuracy gets the open marker.
 DEPTH_STYLE = {
     "reference": ("black", "diamond"), "keeps the class": ("#7f7f7f", "x"), "superficial": ("#d62728", "circle"),
-    "partial": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
+    "undecided": ("#9467bd", "triangle-up"), "partial": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
 }
+BAND_COLOR = "rgba(0, 0, 0, 0.12)"  # the retrained models' range, behind `retrain`'s line
+
+
+def drop_members(methods: list[str]) -> list[str]:
+    """`methods` without the retrained population's other members: figures draw the run's own `retrain` as a
+    line and the population as a band around it."""
+    return [m for m in methods if m == "retrain" or not is_member(m)]
 
 
 def groups(methods: list[str]) -> dict[str, list[str]]:

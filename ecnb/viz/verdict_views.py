@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..results import method_order
+from ..results import is_member, is_reference, method_order
 from ..verdicts import COST, DEPTH, DEPTHS, FEWSHOT_GAP, KEEPS_RETAIN, REFERENCE, RELEARN_GAP, VERDICT, WEIGHTS
 from .style import DEPTH_STYLE
 
@@ -17,8 +17,15 @@ def evidence_map(table: pd.DataFrame, x: str, y: str, title: str | None = None) 
     depth (an open marker when it hurts retain accuracy), `retrain`'s values as dashed cross-hairs. Labels
     alternate around neighbouring points so they do not pile up; hovering gives the whole verdict."""
     table = table.dropna(subset=[x, y])
+    others = table[[is_member(m) and m != "retrain" for m in table.index]]
+    table = table.drop(index=others.index).assign(
+        **{DEPTH: [REFERENCE if is_reference(m) else d for m, d in table.drop(index=others.index)[DEPTH].items()]})
     positions = {m: _LABEL_POSITIONS[i % len(_LABEL_POSITIONS)] for i, m in enumerate(table.sort_values(x).index)}
     fig = go.Figure()
+    if len(others):
+        fig.add_trace(go.Scatter(x=others[x], y=others[y], mode="markers", name="other retrained models",
+                                 marker=dict(color="black", size=7, symbol="diamond-open"),
+                                 hovertext=list(others.index), hoverinfo="text+x+y"))
     for depth in (REFERENCE, *DEPTHS):
         part = table[table[DEPTH] == depth]
         if part.empty:
@@ -61,8 +68,8 @@ def verdict_heatmap(verdicts: pd.DataFrame, title: str | None = None) -> go.Figu
     z, text, hover = [], [], []
     for m in methods:
         row = [grid.loc[(m, c)] if (m, c) in grid.index else None for c in columns]
-        z.append([order.index(r[DEPTH]) if r is not None else None for r in row])
-        text.append([_short(r) if r is not None else "" for r in row])
+        z.append([order.index(REFERENCE if is_reference(m) else r[DEPTH]) if r is not None else None for r in row])
+        text.append([_short(m, r) if r is not None else "" for r in row])
         hover.append([f"{m} in {c}: {r[VERDICT]}<br>relearning gap {r[RELEARN_GAP]:+.2f}, few-shot gap "
                       f"{r[FEWSHOT_GAP]:+.2f}" if r is not None else f"{m} in {c}: not measured"
                       for r, c in zip(row, columns)])
@@ -78,18 +85,22 @@ def verdict_heatmap(verdicts: pd.DataFrame, title: str | None = None) -> go.Figu
     return fig
 
 
-def _short(row: pd.Series) -> str:
-    """A cell's text: the depth, `−` when it hurts retain, `T` for each tell."""
-    if row[DEPTH] == REFERENCE:
+def _short(method: str, row: pd.Series) -> str:
+    """A cell's text: the depth, `−` when it hurts retain (`−?` undecided), `T` for each tell (`T?` undecided);
+    a retrained model's null read passed (`null ok`) or not."""
+    if method == "original":
         return "reference"
-    marks = ("" if row[COST] == KEEPS_RETAIN else " −") + " T" * (row["tells"].count("tell") if row["tells"] else 0)
-    return row[DEPTH] + marks
+    if is_member(method):
+        return "null ok" if row[DEPTH] == "erased" and row[COST] == KEEPS_RETAIN and not row["tells"] else "null fails"
+    cost = "" if row[COST] == KEEPS_RETAIN else " −?" if "undecided" in row[COST] else " −"
+    tells = [t.strip() for t in row["tells"].split(",")] if isinstance(row["tells"], str) and row["tells"] else []
+    return row[DEPTH] + cost + "".join(" T?" if t.endswith("?") else " T" for t in tells)
 
 
 def agreement_figure(agreement: pd.DataFrame, title: str | None = None) -> go.Figure:
     """How many cells give each depth, per method (stacked bars, from `ecnb.sweep.agreement`): a bar of one
     colour is a verdict that holds over forget classes and seeds; a mixed one flips."""
-    rows = agreement[agreement["method"].map(lambda m: m not in ("original", "retrain"))]
+    rows = agreement[agreement["method"].map(lambda m: not is_reference(m))]
     fig = go.Figure([go.Bar(y=rows["method"], x=rows[d], name=d, orientation="h", marker_color=DEPTH_STYLE[d][0],
                             text=[str(v) if v else "" for v in rows[d]], textposition="inside")
                      for d in DEPTHS])

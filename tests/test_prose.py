@@ -1,0 +1,86 @@
+"""The notebooks' generated answers state a direction only where the intervals separate the two figures. The
+first cases are sentences an earlier version wrote about overlapping figures (the depth ablation, the plug-ins,
+the variant against an anchor, the weight-space answer)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ecnb import prose
+from ecnb.verdicts import (CKA, FEWSHOT_GAP, N_TEST_FORGET, OUTPUT_DISTANCE, RELEARN_GAP, RESISTANCE, RETAIN_DROP,
+                           WEIGHTS, high, low)
+
+
+def figure(value: float, lo: float, hi: float, name: str) -> dict:
+    return {name: value, low(name): lo, high(name): hi}
+
+
+def judged(**rows: dict) -> pd.DataFrame:
+    """A hand-made `judge` table; every figure defaults to 0 [0, 0]."""
+    base = {"depth": "erased", "cost": "keeps retain", "tells": "", "succeeds": False, "verdict": "erased, keeps retain",
+            CKA: 0.8, WEIGHTS: 0.01, N_TEST_FORGET: 40.0,
+            **{k: v for f in (RELEARN_GAP, RESISTANCE, FEWSHOT_GAP, OUTPUT_DISTANCE, RETAIN_DROP)
+               for k, v in figure(0.0, 0.0, 0.0, f).items()}}
+    return pd.DataFrame({m: {**base, **r} for m, r in {"original": {}, "retrain": {}, **rows}.items()}).T
+
+
+def test_depth_is_not_said_to_help_when_the_attacks_overlap():
+    """`ec[last]` at +0.98 / +0.18 against `ec`'s +0.95 / +0.20: one test image of 40 on relearning, the few-shot
+    gap the other way, every interval overlapping. The old answer said "depth brings the attacks nearer"."""
+    table = judged(ec={**figure(0.95, 0.85, 1.0, RELEARN_GAP), **figure(0.20, 0.08, 0.32, FEWSHOT_GAP), CKA: 0.745},
+                   **{"ec[last]": {**figure(0.98, 0.9, 1.0, RELEARN_GAP), **figure(0.18, 0.06, 0.30, FEWSHOT_GAP),
+                                   CKA: 0.817}})
+    text = str(prose.ec_answer(table, [], "ec[last]"))
+    assert "relearning: cannot be told apart" in text and "few-shot: cannot be told apart" in text
+    assert "nearer (" not in text
+    assert "moves the intermediate layers further" in text, "CKA 0.745 against 0.817"
+
+
+def test_plugins_are_read_attack_by_attack():
+    """ga+ec and scrub+ec bring relearning nearer but the few-shot gap gets worse (0.14 -> 0.205, 0.07 -> 0.205):
+    the old answer counted both as "nearer retrain"."""
+    table = judged(
+        ga={**figure(0.95, 0.88, 1.0, RELEARN_GAP), **figure(0.14, 0.12, 0.16, FEWSHOT_GAP)},
+        scrub={**figure(0.875, 0.78, 0.95, RELEARN_GAP), **figure(0.07, 0.05, 0.09, FEWSHOT_GAP)},
+        **{"ga+ec": {**figure(0.30, 0.2, 0.4, RELEARN_GAP), **figure(0.205, 0.19, 0.22, FEWSHOT_GAP)},
+           "scrub+ec": {**figure(0.05, 0.0, 0.14, RELEARN_GAP), **figure(0.205, 0.19, 0.22, FEWSHOT_GAP)}})
+    text = str(prose.plugin_answer(table, ["ga", "scrub"]))
+    assert "On the relearning attack, 2 are decidedly nearer the retrained models than their baseline" in text
+    assert "On the few-shot attack, 0 are decidedly nearer the retrained models than their baseline (none), 2 " \
+           "decidedly further (`ga+ec`, `scrub+ec`)" in text
+
+
+def test_the_variant_is_not_nearer_an_anchor_on_figures_within_each_others_intervals():
+    """`ec+soft` "nearer retrain on few-shot" than `weight_dist_reg` on 0.015 against 0.030 (probes 0.81 [0.66,
+    0.90] and 0.82 [0.68, 0.91])."""
+    table = judged(**{"ec+soft": {**figure(-0.015, -0.16, 0.12, FEWSHOT_GAP), "verdict": "erased, hurts retain (-0.12)",
+                                  **figure(0.12, 0.09, 0.15, RETAIN_DROP)},
+                      "weight_dist_reg": {**figure(0.030, -0.12, 0.16, FEWSHOT_GAP), **figure(0.0, -0.01, 0.01, RETAIN_DROP)}})
+    text = str(prose.variant_answer(table, "ec+soft", ["weight_dist_reg"], []))
+    assert "few-shot: cannot be told apart" in text and "`ec+soft` nearer" not in text
+    assert "at a decidedly greater retain cost" in text
+
+
+def test_the_weight_space_answer_compares_with_retrains_line_and_leaves_out_what_never_forgot():
+    line = {"t0.00": 1.0, "t0.25": 0.95, "t0.50": 0.9, "t0.75": 0.8, "t1.00": 0.0}
+    retrain_line = {"t0.00": 1.0, "t0.25": 0.9, "t0.50": 0.2, "t0.75": 0.0, "t1.00": 0.0}
+    results = pd.DataFrame([{"seed": 0, "method": m, "metric": "interpolation_accuracy", "layer": t,
+                             "split": "test_forget", "value": v}
+                            for m, values in (("ga", line), ("retrain", retrain_line)) for t, v in values.items()])
+    six = {m: {WEIGHTS: 0.001 * (i + 1), RELEARN_GAP: 0.9 - 0.1 * i} for i, m in enumerate(["ga", "rl", "a", "b", "c", "d"])}
+    table = judged(**six, ft={WEIGHTS: 0.0001, RELEARN_GAP: 0.0, "depth": "keeps the class"})
+    text = str(prose.basin_answer(table, results, "ga", [*six, "ft"]))
+    assert "at t = 0.75 it still reads **0.80 [" in text and "the line to `retrain` reads **0.00 [" in text
+    assert "Over the 6 baselines that forgot at the output" in text, "ft never forgot: left out"
+    # six points in reverse order: 2 of the 720 orders are as extreme, p = 2/720
+    assert "**-1.00** (Spearman, p = 0.00)" in text and "relearn *less* readily" in text
+    three = str(prose.basin_answer(table, results, "ga", ["ga", "rl", "a"]))
+    assert "(Spearman, p = 0.33)" in three and "too weak, with this few methods" in three, "3 in order: 2 of 6 orders"
+    two = str(prose.basin_answer(table, results, "ga", ["ga", "rl", "ft"]))
+
+    assert "no rank correlation between weight distance and relearning gap can be read" in two and "nan" not in two
+
+    close = {"t0.00": 1.0, "t0.25": 0.9, "t0.50": 0.3, "t0.75": 0.05, "t1.00": 0.0}
+    results = pd.concat([results[results["method"] == "retrain"],
+                         results[results["method"] == "ga"].assign(value=list(close.values()))])
+    text = str(prose.basin_answer(table, results, "ga", list(six)))
+    assert "is not kept decidedly further than along the line to `retrain` at any t" in text
