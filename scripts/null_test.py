@@ -8,7 +8,9 @@ default `ga`, `rl` and `ec`, at the study's hyperparameters) against the whole p
 be called superficial. Retain accuracy is read on the validation split, as every tuning script does.
 
     python scripts/null_test.py [--classes 1 2 4 7 9] [--seeds 0 1] [--population 5] [--methods ga rl ec]
-                                [--workers 2]
+                                [--workers 2] [--out runs/validation-tasks/null_test.csv]
+
+The whole table (every model's figures and verdict per task) goes to `--out`.
 """
 from __future__ import annotations
 
@@ -51,10 +53,12 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=["ga", "rl", "ec"])
     parser.add_argument("--workers", type=int, default=2, help="tasks run side by side, one thread each")
+    parser.add_argument("--out", default="runs/validation-tasks/null_test.csv")
     args = parser.parse_args()
     jobs = [(c, s, args.population, args.methods) for c in args.classes for s in args.seeds]
     tables = [t for _, t in run_jobs(task_table, jobs, args.workers)]
     table = pd.concat(tables).rename_axis("model").reset_index()
+    table.to_csv(args.out, index=False)
     members = table[table[NULL_PASS].notna()]
     methods = table[table["model"].isin(args.methods)]
     shown = ["class", "seed", "model", RELEARN_GAP, FEWSHOT_GAP, OUTPUT_DISTANCE, RESOLUTION, VERDICT]

@@ -159,7 +159,8 @@ def test_gap_levels_by_hand():
 def test_a_one_cut_figure_is_decided_only_when_its_interval_is_on_one_side():
     assert verdicts.rules.beyond(0.6, 0.7, 0.5, 0.2) is True
     assert verdicts.rules.beyond(0.3, 0.45, 0.5, 0.2) is False
-    assert verdicts.rules.beyond(0.4, 0.6, 0.5, 0.2) is None
+    assert verdicts.rules.beyond(0.4, 0.6, 0.5, 0.2) is None, "stands out from the population, spans the cut"
+    assert verdicts.rules.beyond(0.15, 0.6, 0.5, 0.2) is False, "within the population's own spread: not told apart"
     assert verdicts.rules.beyond(0.55, 0.65, 0.5, 0.7) is False, "the population's own spread raises the cut"
     assert verdicts.rules.beyond(0.5, 0.6, 0.5, 0.0) is True, "exactly at the cut counts"
 

@@ -19,10 +19,11 @@ among themselves (its *floor*). With `x` a figure, `[lo, hi]` its 95 % interval 
 both are decided and one is mid, *undecided* otherwise (also when an attack was not measured).
 
 **Tells and cost**, each one figure against one cut `c` raised to the floor (`c* = max(c, f)`): shown when
-`lo >= c*`, absent when `hi < c*`, undecided in between. The output tell reads the output distance (KS to
-the population's outputs on D_f) against `OUTPUT_TELL`; the over-resistance tell the deepest dip of the
-relearning curve below the population's against `RESISTANCE_TELL`; the cost the retain drop against
-`RETAIN_TOL`.
+`lo >= c*`; absent when `hi < c*`, or when the figure does not stand out from the population (`lo <= f`: it
+does not tell the model apart from those that never saw D_f); undecided otherwise. The output tell reads the
+output distance (KS to the population's outputs on D_f) against `OUTPUT_TELL`; the over-resistance tell the
+deepest dip of the relearning curve below the population's against `RESISTANCE_TELL`; the cost the retain
+drop against `RETAIN_TOL`.
 
 A method **succeeds** when it is erased, keeps retain and shows no tell, all three decided. Each retrained
 model read against the others in the same way must come out so: the **null test**.
@@ -41,7 +42,9 @@ RETAIN_TOL = 0.03
 SUPERFICIAL_GAP = 0.3
 ERASED_TOL = 0.1
 OUTPUT_TELL = 0.5
-RESISTANCE_TELL = 0.3
+# Raised from 0.3: on the validation tasks (digits 1, 2, 4, 7, 9, seeds 0 and 1, five retrained models each) a
+# retrained model read against the others dips up to 0.33 below their relearning curve (scripts/null_test.py).
+RESISTANCE_TELL = 0.4
 # Thresholds are compared with a margin for float rounding: 0.7 - 0.4 is 0.29999999999999993 in binary.
 EPS = 1e-9
 
@@ -73,14 +76,15 @@ def gap_level(value: float, lo: float, hi: float, floor_: float) -> str:
 
 
 def beyond(lo: float, hi: float, cut: float, floor_: float) -> bool | None:
-    """Whether a one-cut figure (a tell, a cost) decidedly reaches `cut` raised to its floor (True), decidedly
-    falls short of it (False), or its interval spans it (None)."""
+    """Whether a one-cut figure (a tell, a cost) decidedly reaches `cut` raised to its floor (True); decidedly
+    falls short of it, or does not stand out from the population's own spread at all (False: it does not tell
+    the model apart from one that never saw D_f); or stands out but its interval spans the cut (None)."""
     if pd.isna(lo) or pd.isna(hi):
         return None
     cut = max(cut, floor_)
     if lo >= cut - EPS:
         return True
-    if hi < cut - EPS:
+    if hi < cut - EPS or lo <= floor_ + EPS:
         return False
     return None
 
@@ -114,7 +118,8 @@ def hurts_retain(row: pd.Series) -> bool | None:
 def cost(row: pd.Series) -> str:
     hurts = hurts_retain(row)
     if hurts is None:
-        return f"{COST_UNDECIDED} (-{row[RETAIN_DROP]:.2f} [{-row[high(RETAIN_DROP)]:+.2f}, {-row[low(RETAIN_DROP)]:+.2f}])"
+        change = [0.0 if abs(v) < 0.005 else -v for v in (row[RETAIN_DROP], row[high(RETAIN_DROP)], row[low(RETAIN_DROP)])]
+        return f"{COST_UNDECIDED} ({change[0]:+.2f} [{change[1]:+.2f}, {change[2]:+.2f}])"
     return f"{HURTS_RETAIN} (-{row[RETAIN_DROP]:.2f})" if hurts else KEEPS_RETAIN
 
 

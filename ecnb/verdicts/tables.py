@@ -46,9 +46,12 @@ def figure_text(row: pd.Series, figure: str, signed: bool = True) -> str:
     value, lo, hi = row[figure], row[low(figure)], row[high(figure)]
     if pd.isna(value):
         return "n/a"
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    text = fmt.format(value)
-    return text if pd.isna(lo) else f"{text} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+    def fmt(v: float) -> str:  # a value that rounds to zero is printed as +0.00, never -0.00
+        v = 0.0 if abs(v) < 0.005 else v
+        return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+    return fmt(value) if pd.isna(lo) else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
 
 SUMMARY_COLUMNS = {
@@ -94,7 +97,8 @@ def summary_key(judged: Mapping[int, pd.DataFrame]) -> str:
     """What the summary's columns mean, and the null test and resolution of each seed: printed under the
     table and shown in the report."""
     lines = ["Gaps are taken against the mean of the retrained models (the population); [95% CI] resamples the test "
-             "images, the attacker's draws and the population. relearning gap: the largest difference to the "
+             "images and the attacker's draws, and a gap counts only beyond the population's own spread (each retrained "
+             "model against the others). relearning gap: the largest difference to the "
              "population's relearning curve (@ the step); few-shot gap: the best layer's few-shot probe minus the "
              f"population's; output distance: KS distance of the answers on D_f to the population's. Depth: "
              f"superficial when a gap is decidedly >= {SUPERFICIAL_GAP}, erased when both are <= {ERASED_TOL} or within "
