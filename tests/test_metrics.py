@@ -186,6 +186,36 @@ def test_cka_rows(trained):
         metrics.cka_rows(trained.run, trained.retrain, "retrain", 0, {"ga": trained.original}, splits)
 
 
+def test_cka_sample_is_seeded_stratified_and_capped_only_where_asked(monkeypatch):
+    monkeypatch.setattr(metrics, "CKA_MAX_IMAGES", {"test_retain": 10})
+    y = torch.tensor([0] * 8 + [1] * 8 + [2] * 2)
+    x = torch.arange(18.0).view(18, 1) * 10  # the image is its position, times 10
+    name, sample = metrics.cka_sample("test_retain", x, y, seed=0)
+    positions = (sample[:, 0] / 10).long()
+    assert name == "test_retain@10"
+    assert torch.bincount(y[positions]).tolist() == [3, 3, 2]  # 10 // 3 classes = 3 per class, all 2 of class 2
+    assert torch.equal(positions, positions.sort().values)
+    assert torch.equal(metrics.cka_sample("test_retain", x, y, seed=0)[1], sample)
+    assert not torch.equal(metrics.cka_sample("test_retain", x, y, seed=1)[1], sample)
+    for split_name, n in (("test_forget", 18), ("test_retain", 10)):
+        name, whole = metrics.cka_sample(split_name, x[:n], y[:n], seed=0)
+        assert name == split_name and torch.equal(whole, x[:n])
+
+
+def test_cka_rows_read_the_capped_sample_and_leave_the_whole_splits_features(trained, monkeypatch):
+    monkeypatch.setattr(metrics, "CKA_MAX_IMAGES", {"test_retain": 90})
+    x, y = trained.splits["test_retain"]
+    rows = metrics.cka_rows(trained.run, trained.original, "original", 0, {"retrain": trained.retrain},
+                            {"test_retain": (x, y)})
+    keep = metrics._cap_per_class(y.numpy(), 10, seed=0)  # 9 retained classes, 90 // 9 each
+    a, b = (extract_features(m, x[keep]) for m in (trained.original, trained.retrain))
+    assert [(r["split"], r["layer"]) for r in rows] == [("test_retain", t) for t in trained.original.taps]
+    assert [r["value"] for r in rows] == pytest.approx([metrics.cka(a[t], b[t]) for t in trained.original.taps],
+                                                       abs=metrics.CKA_FLOAT32_TOLERANCE)
+    folder = trained.run.seed_dir(0) / "features"
+    assert (folder / "original__test_retain@90.npz").exists() and (folder / "retrain__test_retain@90.npz").exists()
+
+
 # --- membership inference ------------------------------------------------------------------------
 
 
