@@ -358,24 +358,30 @@ def mia_efficacy(
     - the members are D_r only, never D_f (the callers pass `retain_train`, disjoint from D_f by
       the forget split's check), so the attack is not trained on the very samples it judges;
     - members and non-members are balanced: the larger side is subsampled with a seeded RNG (both capped
-      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority;
+      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority; only
+      the drawn images go through the model (the same draw as from all their confidences);
     - confidences come from the model in eval mode on un-augmented images (`true_label_confidence`).
     For class-wise forgetting `test_xy` should be `test_retain`, so both shadow sets hold the same
     classes and the attack learns membership, not class.
     """
     if not len(forget_xy[1]):
         raise ValueError("MIA efficacy of an empty forget set is undefined")
-    members = true_label_confidence(model, *retain_xy)
-    non_members = true_label_confidence(model, *test_xy)
-    target = true_label_confidence(model, *forget_xy)
     rng = np.random.default_rng(seed)
-    k = min(len(members), len(non_members), max_per_side)
+    k = min(len(retain_xy[1]), len(test_xy[1]), max_per_side)
     if k == 0:
         raise ValueError("MIA needs non-empty member (retain) and non-member (test) sets")
-    shadow = np.concatenate([rng.choice(members, k, replace=False), rng.choice(non_members, k, replace=False)])
+    members = true_label_confidence(model, *_rows(retain_xy, rng.choice(len(retain_xy[1]), k, replace=False)))
+    non_members = true_label_confidence(model, *_rows(test_xy, rng.choice(len(test_xy[1]), k, replace=False)))
+    target = true_label_confidence(model, *forget_xy)
+    shadow = np.concatenate([members, non_members])
     labels = np.concatenate([np.ones(k), np.zeros(k)])
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], labels)
     return float(np.mean(attack.predict(target[:, None]) == 0))
+
+
+def _rows(xy: tuple[torch.Tensor, torch.Tensor], positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.as_tensor(positions, device=xy[0].device)
+    return xy[0][index], xy[1][index.to(xy[1].device)]
 
 
 def mia_rows(

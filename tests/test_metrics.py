@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.svm import SVC
 
 from ecnb import metrics
 from ecnb.data import make_forget_split, split_tensors
@@ -259,6 +260,25 @@ def test_mia_shadow_sets_are_balanced(trained, monkeypatch):
     (kwargs, x, y), = fitted
     assert kwargs == {"C": 3, "gamma": "auto", "kernel": "rbf"}
     assert x.shape == (200, 1) and int(y.sum()) == 100
+
+
+def test_mia_runs_only_the_drawn_images_and_matches_drawing_from_all_confidences(trained, monkeypatch):
+    s = trained.splits
+    model, k, seed = trained.original, 200, 4
+    # The recipe drawn from every image's confidence, computed here independently.
+    conf = {name: metrics.true_label_confidence(model, *s[name]) for name in ("retain_train", "test_retain", "forget_train")}
+    rng = np.random.default_rng(seed)
+    shadow = np.concatenate([rng.choice(conf["retain_train"], k, replace=False),
+                             rng.choice(conf["test_retain"], k, replace=False)])
+    svc = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], np.repeat([1.0, 0.0], k))
+    expected = float(np.mean(svc.predict(conf["forget_train"][:, None]) == 0))
+
+    seen = []
+    real = metrics.true_label_confidence
+    monkeypatch.setattr(metrics, "true_label_confidence", lambda m, x, y: seen.append(len(y)) or real(m, x, y))
+    value = metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=seed, max_per_side=k)
+    assert value == expected
+    assert seen == [k, k, len(s["forget_train"][1])]
 
 
 # --- linear probe ----------------------------------------------------------------------------------
