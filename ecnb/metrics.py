@@ -127,9 +127,11 @@ def _layer_cka_to_each(
 ) -> dict[str, list[float]]:
     """Per tap, `cka_to_each` of `feats` with each of `others` (`CKA_PRODUCTS`, on `device`)."""
     on = torch.device(device)
-    return {tap: cka_to_each(torch.as_tensor(feats[tap], device=on), [torch.as_tensor(f[tap], device=on) for f in others],
-                             products=CKA_PRODUCTS)
-            for tap in taps}
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=on)
+
+    return {tap: cka_to_each(tensor(feats[tap]), [tensor(f[tap]) for f in others], products=CKA_PRODUCTS) for tap in taps}
 
 
 # CKA reads a seeded sample of at most this many images of a split, the same number of each class. Only

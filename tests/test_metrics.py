@@ -266,7 +266,8 @@ def test_mia_runs_only_the_drawn_images_and_matches_drawing_from_all_confidences
     s = trained.splits
     model, k, seed = trained.original, 200, 4
     # The recipe drawn from every image's confidence, computed here independently.
-    conf = {name: metrics.true_label_confidence(model, *s[name]) for name in ("retain_train", "test_retain", "forget_train")}
+    conf = {name: metrics.true_label_confidence(model, *s[name])
+            for name in ("retain_train", "test_retain", "forget_train")}
     rng = np.random.default_rng(seed)
     shadow = np.concatenate([rng.choice(conf["retain_train"], k, replace=False),
                              rng.choice(conf["test_retain"], k, replace=False)])
@@ -276,7 +277,8 @@ def test_mia_runs_only_the_drawn_images_and_matches_drawing_from_all_confidences
     seen = []
     real = metrics.true_label_confidence
     monkeypatch.setattr(metrics, "true_label_confidence", lambda m, x, y: seen.append(len(y)) or real(m, x, y))
-    value = metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=seed, max_per_side=k)
+    value = metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=seed,
+                                 max_per_side=k)
     assert value == expected
     assert seen == [k, k, len(s["forget_train"][1])]
 
