@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,48 +62,85 @@ def accuracy_rows(
 
 Array = np.ndarray | torch.Tensor
 
+# The dtype of the study's CKA matrix products (`layer_cka`, `cka_rows`). Centring, the diagonals and the
+# sums over products are float64 whatever it is (within a block, float32 sums go by cascades); float32
+# products take half the time of float64 ones and move the value by less than `CKA_FLOAT32_TOLERANCE` on
+# the study's features (docs/benchmarks.md, "CKA at scale"), where figures and verdicts read two decimals.
+CKA_PRODUCTS = torch.float32
+CKA_FLOAT32_TOLERANCE = 1e-4
+CKA_BLOCK = 512  # samples per Gram block: small enough that the blocks below the diagonal, skipped, save work
 
-def cka(x: Array, y: Array, block_size: int = 2048) -> float:
+
+def cka(x: Array, y: Array, block_size: int = CKA_BLOCK, products: torch.dtype = torch.float64) -> float:
     """Linear CKA of two representations of the same n samples, with the unbiased HSIC estimator.
 
     CKA = HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)) for K = X Xᵀ, L = Y Yᵀ (Kornblith et al.
     2019; the unbiased HSIC of Song et al. 2012, as in Nguyen et al. 2021, so the value does not drift
-    with n). Arrays are (n, d) or (n, ...) and flattened per sample; numpy or torch, on any device;
-    computed in float64.
+    with n). Arrays are (n, d) or (n, ...) and flattened per sample; numpy or torch, on any device.
 
-    The n x n Gram matrices are never formed: sample blocks of `block_size` are streamed in pairs and
-    every term of HSIC_u is accumulated from the blocks, so memory is O(block_size * d +
-    block_size²) beyond the inputs, and the value equals the full-batch one (block_size >= n) up to
-    float rounding. Raises ValueError for n < 4 and for a representation that is constant across
-    samples (its self-HSIC is 0, so CKA is undefined).
+    Every term of HSIC_u is a sum over the Gram matrices with two exact forms, and the cheaper one for
+    the shapes is taken (`_feature_form_is_cheaper`): Gram blocks of `block_size` samples, those on and
+    above the diagonal (O(n²(dx + dy)) work, O(block_size² + n) memory beyond the inputs), or the d x d
+    products XᵀX, YᵀY and XᵀY (O(n(dx + dy)²) work), cheaper once n outgrows the features. Both give
+    the same value up to float rounding. Matrix products are in `products` (float64 by default; the
+    study's float32 is `CKA_PRODUCTS`), everything else in float64. Raises ValueError for n < 4 and
+    DegenerateFeatures for a representation that is constant across samples (its self-HSIC is 0, so
+    CKA is undefined).
     """
-    xt, yt = _as_2d_tensor(x), _as_2d_tensor(y)
+    return cka_to_each(x, [y], block_size, products)[0]
+
+
+def cka_to_each(
+    x: Array, ys: Sequence[Array], block_size: int = CKA_BLOCK, products: torch.dtype = torch.float64
+) -> list[float]:
+    """`cka(x, y)` for each y of `ys`, with x's share of the work (its Gram blocks or XᵀX) done once: a
+    model against both references costs three Grams instead of four."""
+    xt = _as_2d_tensor(x)
+    yts = [_as_2d_tensor(y).to(xt.device) for y in ys]
     n = len(xt)
-    if len(yt) != n:
-        raise ValueError(f"CKA compares representations of the same samples: got {n} and {len(yt)} rows")
+    if any(len(yt) != n for yt in yts):
+        raise ValueError(f"CKA compares representations of the same samples: got {n} and {[len(t) for t in yts]} rows")
     if n < 4:
         raise ValueError(f"unbiased CKA needs at least 4 samples, got {n}")
     if block_size < 1:
         raise ValueError(f"block_size {block_size} must be positive")
-    terms = _hsic_terms(xt, yt.to(xt.device), block_size)
-    h_xy = _hsic_u(terms["kl"], terms["rk"], terms["rl"], n)
-    h_xx = _hsic_u(terms["kk"], terms["rk"], terms["rk"], n)
-    h_yy = _hsic_u(terms["ll"], terms["rl"], terms["rl"], n)
-    for name, h, s in (("x", h_xx, terms["kk"]), ("y", h_yy, terms["ll"])):
-        # For real features h ≈ the mean squared off-diagonal kernel entry; for constant ones it is 0
-        # up to rounding, and the ratio below tells the two apart.
-        if not h > 1e-10 * s / (n * (n - 1)):
-            raise DegenerateFeatures(f"CKA is undefined: the features of {name} are (nearly) constant across samples")
-    return float(h_xy / torch.sqrt(h_xx * h_yy))
+    xc, ycs = _centred(xt, products), [_centred(yt, products) for yt in yts]
+    if _feature_form_is_cheaper(n, xc.shape[1], [yc.shape[1] for yc in ycs], block_size):
+        terms = _feature_terms(xc, ycs)
+    else:
+        terms = _gram_terms(xc, ycs, block_size)
+    h_xx = _checked_self_hsic("x", terms.kk, terms.rk, n)
+    return [float(_hsic_u(kl, terms.rk, rl, n) / torch.sqrt(h_xx * _checked_self_hsic("y", ll, rl, n)))
+            for kl, ll, rl in zip(terms.kl, terms.ll, terms.rl, strict=True)]
 
 
 def layer_cka(
     feats_a: dict[str, np.ndarray], feats_b: dict[str, np.ndarray], taps: list[str], device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """CKA between two models' features of the same samples, per tap, in the order of `taps`, computed on
-    `device` (on a GPU the float64 products take a fraction of the CPU's time)."""
+    `device` (on a GPU the products take a fraction of the CPU's time) with `CKA_PRODUCTS`."""
+    return {tap: values[0] for tap, values in _layer_cka_to_each(feats_a, [feats_b], taps, device).items()}
+
+
+def _layer_cka_to_each(
+    feats: dict[str, np.ndarray], others: list[dict[str, np.ndarray]], taps: list[str], device: torch.device | str
+) -> dict[str, list[float]]:
+    """Per tap, `cka_to_each` of `feats` with each of `others` (`CKA_PRODUCTS`, on `device`)."""
     on = torch.device(device)
-    return {tap: cka(torch.as_tensor(feats_a[tap], device=on), torch.as_tensor(feats_b[tap], device=on)) for tap in taps}
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=on)
+
+    return {tap: cka_to_each(tensor(feats[tap]), [tensor(f[tap]) for f in others], products=CKA_PRODUCTS) for tap in taps}
+
+
+# CKA reads a seeded sample of at most this many images of a split, the same number of each class. Only
+# `test_retain` is capped: it grows with the test set (9,000 images on Fashion-MNIST's full test set, where
+# `test_forget` holds 1,000 and `forget_train` a few hundred) and CKA's cost with n² (or n·d²), while its
+# CKA is only drawn (notebook 04, the explorer), never read by a verdict. On the validation task
+# (Fashion-MNIST, forget class 5; docs/benchmarks.md) the sample's value is within 0.011 of the whole
+# split's for every tap, model, reference and sample seed (root mean square 0.0025).
+CKA_MAX_IMAGES = {"test_retain": 2000}
 
 
 def cka_rows(
@@ -113,7 +152,8 @@ def cka_rows(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     max_spatial: int | None = None,
 ) -> list[dict]:
-    """`cka_to_original` / `cka_to_retrain` per split and layer, on cached flat features.
+    """`cka_to_original` / `cka_to_retrain` per split and layer, on cached flat features of the split's
+    images or, beyond `CKA_MAX_IMAGES`, of `cka_sample`'s.
 
     `references` maps "original" and/or "retrain" to those models. Rows come split by split, then
     reference by reference, each in network (tap) order; empty splits are skipped.
@@ -121,18 +161,31 @@ def cka_rows(
     unknown = set(references) - set(REFERENCES)
     if unknown:
         raise ValueError(f"CKA references must be among {REFERENCES}, not {sorted(unknown)}")
+    device = next(model.parameters()).device
     rows = []
-    for split_name, (x, _) in splits.items():
+    for split_name, (x, y) in splits.items():
         if not len(x):
             continue
-        feats = cached_features(run, method, seed, split_name, model, x, max_spatial)
-        for ref, ref_model in references.items():
-            ref_feats = cached_features(run, ref, seed, split_name, ref_model, x, max_spatial)
-            rows += [
-                result_row(seed, method, f"cka_to_{ref}", value, split=split_name, layer=tap)
-                for tap, value in layer_cka(feats, ref_feats, model.taps, next(model.parameters()).device).items()
-            ]
+        cache_name, x = cka_sample(split_name, x, y, seed)
+        feats = cached_features(run, method, seed, cache_name, model, x, max_spatial)
+        ref_feats = [cached_features(run, ref, seed, cache_name, ref_model, x, max_spatial)
+                     for ref, ref_model in references.items()]
+        values = _layer_cka_to_each(feats, ref_feats, model.taps, device)
+        rows += [result_row(seed, method, f"cka_to_{ref}", values[tap][i], split=split_name, layer=tap)
+                 for i, ref in enumerate(references) for tap in model.taps]
     return rows
+
+
+def cka_sample(split_name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[str, torch.Tensor]:
+    """The images CKA reads of a split, and the name their features are cached under: the whole split, or
+    beyond its `CKA_MAX_IMAGES` a sample drawn with `seed`, at most cap // classes images of each class,
+    cached as `<split>@<cap>` beside the whole split's features (notebook 04 embeds some of those)."""
+    cap = CKA_MAX_IMAGES.get(split_name)
+    if cap is None or len(y) <= cap:
+        return split_name, x
+    labels = y.cpu().numpy()
+    keep = _cap_per_class(labels, cap // len(np.unique(labels)), seed)
+    return f"{split_name}@{cap}", x[torch.as_tensor(keep, device=x.device)]
 
 
 def _as_2d_tensor(a: Array) -> torch.Tensor:
@@ -140,43 +193,122 @@ def _as_2d_tensor(a: Array) -> torch.Tensor:
     return t.reshape(len(t), -1)
 
 
-def _hsic_terms(x: torch.Tensor, y: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]:
-    """Sums over i != j of K·L, K·K, L·L, and the row sums of K̃ and L̃ (zero-diagonal Grams).
+def _centred(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`a` minus its mean sample, in `dtype`; the mean and the subtraction in float64, a chunk of rows at a time.
 
-    The features are centred first: HSIC_u is invariant to shifting every sample by one vector (the
-    shift adds terms of the form a_i + a_j + c to the Gram matrix, which the estimator cancels), and
-    centring removes the large common offsets (e.g. of ReLU features) that would otherwise cancel in
-    float64 only after losing digits.
+    HSIC_u is invariant to shifting every sample by one vector (the shift adds terms of the form
+    a_i + a_j + c to the Gram matrix, which the estimator cancels), and centring removes the large common
+    offsets (e.g. of ReLU features) that would otherwise cancel in the sums only after losing digits:
+    most of float32's seven.
     """
+    mean = a.sum(0, dtype=torch.float64) / len(a)
+    out = torch.empty(a.shape, dtype=dtype, device=a.device)
+    rows = max(1, 2**22 // max(a.shape[1], 1))  # float64 chunks of 32 MiB
+    for start in range(0, len(a), rows):
+        out[start : start + rows] = a[start : start + rows].double() - mean
+    return out
+
+
+def _feature_form_is_cheaper(n: int, dx: int, dys: list[int], block_size: int) -> bool:
+    """Whether XᵀX and, per y, YᵀY and XᵀY (n(dx² + Σ dy² + dx·dy) multiply-adds) cost less than the Gram
+    blocks (n²(dx + Σ dy) for one block, towards half that with many: only those on and above the
+    diagonal are formed)."""
+    blocks = -(-n // block_size)
+    gram = n * n * (dx + sum(dys)) * (blocks + 1) / (2 * blocks)
+    return n * (dx * dx + sum(dy * dy + dx * dy for dy in dys)) < gram
+
+
+@dataclass
+class _Terms:
+    """What HSIC_u needs of K = XXᵀ and each L = YYᵀ, with K̃, L̃ their zero-diagonal copies: sums over
+    i != j of K·K (`kk`) and, per y, of K·L (`kl`) and L·L (`ll`), and the row sums K̃1 (`rk`), L̃1 (`rl`)."""
+
+    kk: torch.Tensor
+    rk: torch.Tensor
+    kl: list[torch.Tensor]
+    ll: list[torch.Tensor]
+    rl: list[torch.Tensor]
+
+
+def _sum64(a: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """A sum in `a`'s dtype, returned in float64: torch sums float32 by cascades (pairwise), whose error grows
+    with the log of the count, at a tenth of the time of a float64 sum of a float32 tensor; the callers add
+    block sums up in float64."""
+    return (a.sum() if dim is None else a.sum(dim)).double()
+
+
+def _feature_terms(x: torch.Tensor, ys: list[torch.Tensor]) -> _Terms:
+    """`_Terms` from d x d products, for centred x (n, dx) and ys (n, dy).
+
+    With k_i = |x_i|² the diagonal of K: sum over i != j of K_ij L_ij = |XᵀY|²_F - k·l, and the row
+    sums of K̃ are X(Xᵀ1) - k (Xᵀ1 is all but 0 once centred).
+    """
+    def diagonal_and_row_sums(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = _sum64(a * a, 1)
+        return d, (a @ a.sum(0)).double() - d
+
+    k, rk = diagonal_and_row_sums(x)
+    terms = _Terms(_frobenius2(x.T @ x) - k @ k, rk, [], [], [])
+    for y in ys:
+        l, rl = diagonal_and_row_sums(y)
+        terms.kl.append(_frobenius2(x.T @ y) - k @ l)
+        terms.ll.append(_frobenius2(y.T @ y) - l @ l)
+        terms.rl.append(rl)
+    return terms
+
+
+def _frobenius2(m: torch.Tensor) -> torch.Tensor:
+    return _sum64(m * m)
+
+
+def _gram_terms(x: torch.Tensor, ys: list[torch.Tensor], block_size: int) -> _Terms:
+    """`_Terms` from blocks of the Gram matrices, for centred x and ys: the blocks on and above the
+    diagonal, each off-diagonal one standing for its transpose too."""
     n = len(x)
-    mean_x, mean_y = x.double().mean(0), y.double().mean(0)
+
+    def zeros(*shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float64, device=x.device)
+
+    terms = _Terms(zeros(), zeros(n), [zeros() for _ in ys], [zeros() for _ in ys], [zeros(n) for _ in ys])
     starts = list(range(0, n, block_size))
-
-    def block(a: torch.Tensor, mean: torch.Tensor, start: int) -> torch.Tensor:
-        return a[start : start + block_size].double() - mean
-
-    zero = torch.zeros((), dtype=torch.float64, device=x.device)
-    sums = {"kl": zero, "kk": zero, "ll": zero}
-    rk = torch.zeros(n, dtype=torch.float64, device=x.device)
-    rl = torch.zeros_like(rk)
     for i, b in enumerate(starts):
-        xb, yb = block(x, mean_x, b), block(y, mean_y, b)
+        rows = slice(b, b + block_size)
         for c in starts[i:]:
-            k = xb @ block(x, mean_x, c).T
-            l = yb @ block(y, mean_y, c).T
-            if c == b:
-                k.fill_diagonal_(0)
-                l.fill_diagonal_(0)
-            weight = 1.0 if c == b else 2.0  # an off-diagonal block stands for itself and its transpose
-            sums["kl"] = sums["kl"] + weight * (k * l).sum()
-            sums["kk"] = sums["kk"] + weight * (k * k).sum()
-            sums["ll"] = sums["ll"] + weight * (l * l).sum()
-            rk[b : b + len(k)] += k.sum(1)
-            rl[b : b + len(l)] += l.sum(1)
-            if c != b:
-                rk[c : c + k.shape[1]] += k.sum(0)
-                rl[c : c + l.shape[1]] += l.sum(0)
-    return {**sums, "rk": rk, "rl": rl}
+            cols = slice(c, c + block_size)
+            weight = 1.0 if c == b else 2.0
+            k = _gram_block(x, rows, cols)
+            terms.kk = terms.kk + weight * _sum64(k * k)
+            _add_row_sums(terms.rk, k, rows, cols)
+            for j, y in enumerate(ys):
+                l = _gram_block(y, rows, cols)
+                terms.kl[j] = terms.kl[j] + weight * _sum64(k * l)
+                terms.ll[j] = terms.ll[j] + weight * _sum64(l * l)
+                _add_row_sums(terms.rl[j], l, rows, cols)
+    return terms
+
+
+def _gram_block(a: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+    """Rows x cols of the zero-diagonal Gram matrix of `a`."""
+    g = a[rows] @ a[cols].T
+    if rows == cols:
+        g.fill_diagonal_(0)
+    return g
+
+
+def _add_row_sums(sums: torch.Tensor, block: torch.Tensor, rows: slice, cols: slice) -> None:
+    """Add a block's share of the row sums: its own rows' and, for a block above the diagonal, its transpose's."""
+    sums[rows] += _sum64(block, 1)
+    if rows != cols:
+        sums[cols] += _sum64(block, 0)
+
+
+def _checked_self_hsic(name: str, s: torch.Tensor, r: torch.Tensor, n: int) -> torch.Tensor:
+    """HSIC_u(K, K), refused for features that are (nearly) constant across samples: for real features it
+    is about the mean squared off-diagonal kernel entry, s / (n(n-1)); for constant ones 0 up to rounding."""
+    h = _hsic_u(s, r, r, n)
+    if not h > 1e-10 * s / (n * (n - 1)):
+        raise DegenerateFeatures(f"CKA is undefined: the features of {name} are (nearly) constant across samples")
+    return h
 
 
 def _hsic_u(s_ab: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor, n: int) -> torch.Tensor:
@@ -228,24 +360,30 @@ def mia_efficacy(
     - the members are D_r only, never D_f (the callers pass `retain_train`, disjoint from D_f by
       the forget split's check), so the attack is not trained on the very samples it judges;
     - members and non-members are balanced: the larger side is subsampled with a seeded RNG (both capped
-      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority;
+      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority; only
+      the drawn images go through the model (the same draw as from all their confidences);
     - confidences come from the model in eval mode on un-augmented images (`true_label_confidence`).
     For class-wise forgetting `test_xy` should be `test_retain`, so both shadow sets hold the same
     classes and the attack learns membership, not class.
     """
     if not len(forget_xy[1]):
         raise ValueError("MIA efficacy of an empty forget set is undefined")
-    members = true_label_confidence(model, *retain_xy)
-    non_members = true_label_confidence(model, *test_xy)
-    target = true_label_confidence(model, *forget_xy)
     rng = np.random.default_rng(seed)
-    k = min(len(members), len(non_members), max_per_side)
+    k = min(len(retain_xy[1]), len(test_xy[1]), max_per_side)
     if k == 0:
         raise ValueError("MIA needs non-empty member (retain) and non-member (test) sets")
-    shadow = np.concatenate([rng.choice(members, k, replace=False), rng.choice(non_members, k, replace=False)])
+    members = true_label_confidence(model, *_rows(retain_xy, rng.choice(len(retain_xy[1]), k, replace=False)))
+    non_members = true_label_confidence(model, *_rows(test_xy, rng.choice(len(test_xy[1]), k, replace=False)))
+    target = true_label_confidence(model, *forget_xy)
+    shadow = np.concatenate([members, non_members])
     labels = np.concatenate([np.ones(k), np.zeros(k)])
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], labels)
     return float(np.mean(attack.predict(target[:, None]) == 0))
+
+
+def _rows(xy: tuple[torch.Tensor, torch.Tensor], positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.as_tensor(positions, device=xy[0].device)
+    return xy[0][index], xy[1][index.to(xy[1].device)]
 
 
 def mia_rows(

@@ -1,7 +1,7 @@
 """Benchmarks of the study: how long it takes, where the time goes, against the project's targets.
 
     python scripts/bench.py [--device auto|cpu|cuda] [--out docs/benchmarks.md] [--skip-study]
-                            [--parts study steps driver cka umap tests]
+                            [--parts study steps driver cka measure umap tests]
 
 Parts (each prints its figures and fills its own block of the machine's section in --out):
 - study: the whole quick study (`python -m ecnb study`) in a fresh temporary run directory, after
@@ -16,8 +16,13 @@ Parts (each prints its figures and fills its own block of the machine's section 
   digits, per step, to show what the loops add to a bare step.
 - cka: every per-layer CKA between two models on `--cka-samples` inputs, `ecnb.features` +
   `ecnb.metrics.layer_cka` against the `pytorch-cka` package (a dev dependency) on the same models,
-  the same features and the same (full-sample, unbiased) estimator; skipped with the reason when the
-  package is missing.
+  the same features and the same (full-sample, unbiased) estimator, and both against the exact value
+  (float64 products); skipped with the reason when the package is missing.
+- measure: the time to measure one unlearned model (`ecnb.evaluate.method_rows` for `ft`, one thread,
+  as a worker of the study) on the digits and on Fashion-MNIST's full test set (the walkthrough with 300
+  training images per class), in a fresh process whose peak resident memory is reported; the
+  references' features are cached first, as their own jobs leave them. Fashion-MNIST is skipped, with
+  the reason, where it is not installed.
 - umap: `ecnb.embeddings.fit_umap` (umap-learn, notebook 04's settings) on each tap's flat and pooled
   features of `--umap-samples` test digits; import and first call (numba compiling, into an empty
   NUMBA_CACHE_DIR and with a filled one) apart from the steady per-layer time.
@@ -38,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
 import platform
 import re
@@ -68,9 +74,10 @@ from ecnb.config import PROFILES, ConfigError, resolve_device  # noqa: E402
 from ecnb.data import make_forget_split, split_tensors  # noqa: E402
 from ecnb.ec import ec_setup, ec_term  # noqa: E402
 from ecnb.embeddings import UmapSettings, fit_umap  # noqa: E402
+from ecnb import evaluate  # noqa: E402
 from ecnb.evaluate import max_spatial  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
-from ecnb.metrics import layer_cka  # noqa: E402
+from ecnb.metrics import CKA_FLOAT32_TOLERANCE, cka, cka_rows, layer_cka  # noqa: E402
 from ecnb.models import TappedNet, build_model  # noqa: E402
 from ecnb.train import fit, seed_everything  # noqa: E402
 from ecnb.methods import hparams, run_method  # noqa: E402
@@ -78,7 +85,7 @@ from ecnb.unlearn import Batch, Step, UnlearnData  # noqa: E402
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("study", "steps", "driver", "cka", "umap", "tests")
+PARTS = ("study", "steps", "driver", "cka", "measure", "umap", "tests")
 DEFAULT_PARTS = PARTS[:-1]
 FORGET_CLASS = 3  # the quick study's default forget set
 RESNET_BATCH = 512
@@ -89,6 +96,8 @@ STUDY_TARGET_S = 120.0  # `make study` (the walkthrough) after set-up, caches re
 TESTS_TARGET_S = 6 * 60.0  # pytest itself (`make test` with set-up at most 10 min)
 EC_RATIO_TARGET = 1.5
 RESNET_TARGET_IPS = 20_000.0
+CKA_RATIO_TARGET = 1.0  # ecnb's per-layer CKA (extraction included) against pytorch-cka's time
+MEASURE_TARGET_S = 15.0  # CPU seconds (one core) to measure one unlearned model on Fashion-MNIST's full test set
 
 
 # ----------------------------------------------------------------------------- timing
@@ -552,8 +561,9 @@ def pytorch_cka() -> Callable[..., list[torch.Tensor]] | None:
 
 
 def bench_cka(command: str, device: torch.device, models: Models, n: int, repeats: int) -> Block:
-    """ecnb's per-layer CKA as the study computes it (features extracted to numpy, float64 on the CPU)
-    against pytorch-cka on the same models, inputs and features; on CUDA also `layer_cka` on GPU tensors."""
+    """ecnb's per-layer CKA as the study computes it (features extracted to numpy, `CKA_PRODUCTS` on the
+    CPU) against pytorch-cka on the same models, inputs and features; on CUDA also `layer_cka` on GPU
+    tensors. Values: both against the exact CKA (float64 products)."""
     block = Block("cka", f"Per-layer CKA between two models ({n:,} samples)", command)
     compute_cka = pytorch_cka()
     rows = []
@@ -566,27 +576,111 @@ def bench_cka(command: str, device: torch.device, models: Models, n: int, repeat
         taps = pair.a.taps
         row = [pair.label, ", ".join(f"{fa[t].shape[1]:,}" for t in taps), f"{times['extract']:.3f}",
                f"{times['cka']:.3f}", f"{ours:.3f}", on_gpu]
+        exact = {t: cka(fa[t], fb[t]) for t in taps}
+        ours_off = max(abs(v - exact[t]) for t, v in layer_cka(fa, fb, taps).items())
+        row.append(f"{ours_off:.1e}")
+        model = pair.label.split(":")[0]
+        block.targets.append(Target(f"ecnb's CKA within {CKA_FLOAT32_TOLERANCE:.0e} of the exact value ({model})",
+                                    f"{ours_off:.1e}", ours_off <= CKA_FLOAT32_TOLERANCE))
         if compute_cka is None:
             row += ["-", "-", "-"]
         else:
             theirs = times["pytorch-cka"]
-            ref = layer_cka(fa, fb, taps)
-            diff = max(abs(float(v) - ref[t]) for v, t in zip(pair.reference(device, compute_cka), taps, strict=True))
-            row += [f"{theirs:.3f}", f"{ours / theirs:.2f}", f"{diff:.1e}"]
-            what = f"per-layer CKA faster than pytorch-cka ({pair.label.split(':')[0]}, as the study runs it)"
-            block.targets.append(Target(what, f"{ours / theirs:.2f}x its time", ours < theirs))
+            theirs_off = max(abs(float(v) - exact[t])
+                             for v, t in zip(pair.reference(device, compute_cka), taps, strict=True))
+            row += [f"{theirs:.3f}", f"{ours / theirs:.2f}", f"{theirs_off:.1e}"]
+            what = f"per-layer CKA at most {CKA_RATIO_TARGET:g}x pytorch-cka's time ({model}, as the study runs it)"
+            block.targets.append(Target(what, f"{ours / theirs:.2f}x its time", ours / theirs <= CKA_RATIO_TARGET))
         rows.append(row)
     reference = (f"pytorch-cka {metadata.version('pytorch-cka')}" if compute_cka is not None
                  else "pytorch-cka (not installed here: `pip install -c constraints.txt -e '.[dev]'`)")
     block.note(f"Median of {repeats} after one warm-up; seconds for all taps of a pair. ecnb: `extract_features` of "
                "both models (batches of 512, to numpy, as the study caches them) then `layer_cka` (unbiased HSIC, "
-               f"float64, centred, on the CPU arrays; on CUDA also on GPU tensors). {reference}: `compute_cka` with "
-               "forward hooks on the same taps and one batch of all samples, so both compute the same full-sample "
-               "unbiased CKA; it works in float32 without centring and also fills the cross-layer matrix. "
-               "'max CKA difference' is the largest difference between the two per-layer values. "
-               "Inputs: random normal images.")
+               "centred in float64, float32 products summed in float64, Gram blocks or the feature-space form, "
+               f"whichever costs less, on the CPU arrays; on CUDA also on GPU tensors). {reference}: `compute_cka` "
+               "with forward hooks on the same taps and one batch of all samples, so both compute the same "
+               "full-sample unbiased CKA; it works in float32 without centring and also fills the cross-layer "
+               "matrix. 'off the exact value': the largest difference, over taps, to `ecnb.metrics.cka` with "
+               "float64 products. Inputs: random normal images.")
     block.table(("models", "feature dims per tap", "ecnb extract", "ecnb layer_cka", "ecnb total",
-                 "ecnb total, CKA on the GPU", "pytorch-cka", "ecnb / pytorch-cka", "max CKA difference"), rows)
+                 "ecnb total, CKA on the GPU", "ecnb off the exact value", "pytorch-cka", "ecnb / pytorch-cka",
+                 "pytorch-cka off the exact value"), rows)
+    return block
+
+
+# ----------------------------------------------------------------------------- measuring one model
+
+
+# The runs of the measure part: data set -> (training, test) images per class; Fashion-MNIST as the walkthrough
+# on it runs (300 training images per class) with its whole test set (1,000 per class).
+MEASURE_RUNS = {"digits": (None, None), "fashion_mnist": (300, 1000)}
+MEASURE_METHOD = "ft"
+
+# Measures one unlearned model of a run as a worker of the study does (one thread), in a process of its own so
+# that its peak resident memory is the measurement's; argv: run directory, method. torch.optim's one-time
+# import is paid first, as a worker pays it when it unlearns.
+MEASURE_ONE = (
+    "import json, resource, sys, time\n"
+    "import torch, ecnb\n"
+    "from ecnb import evaluate\n"
+    "from ecnb.workers import one_thread\n"
+    "run, method = ecnb.Run.load(sys.argv[1]), sys.argv[2]\n"
+    "ds = ecnb.run_dataset(run); split = ecnb.forget_split(run, ds, 0)\n"
+    "refs = ecnb.train_references(run, ds, split, 0, 'cpu')\n"
+    "model, wall_time = evaluate.unlearn_or_load(run, ds, split, method, 0, refs['original'], 'cpu')\n"
+    "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)\n"
+    "with one_thread():\n"
+    "    start, cpu = time.perf_counter(), time.process_time()\n"
+    "    rows = evaluate.method_rows(run, ds, split, method, model, 0, refs, wall_time)\n"
+    "    wall, cpu = time.perf_counter() - start, time.process_time() - cpu\n"
+    "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+    "print(json.dumps({'wall': wall, 'cpu': cpu, 'rows': len(rows), 'peak': peak}))\n"
+)
+
+
+def measure_run(root: Path, dataset: str, per_class: tuple[int | None, int | None]) -> tuple[ecnb.Run, dict[str, int]]:
+    """A run on `dataset` (forget class 3, seed 0) with `original`, `retrain` and `MEASURE_METHOD` trained, and
+    the references' features of the CKA splits cached, as their own measuring leaves them; and its split sizes."""
+    config = ecnb.StudyConfig.from_options(dataset=dataset, train_per_class=per_class[0], test_per_class=per_class[1],
+                                           run_dir=str(root / dataset), device="cpu")
+    run = ecnb.Run.open(config)
+    ds = ecnb.run_dataset(run)
+    split = ecnb.forget_split(run, ds, 0)
+    refs = ecnb.train_references(run, ds, split, 0, "cpu")
+    evaluate.unlearn_or_load(run, ds, split, MEASURE_METHOD, 0, refs["original"], "cpu")
+    splits = split_tensors(ds, split)
+    spatial = max_spatial(config.profile, ds.input_shape)
+    cka_rows(run, refs["original"], "original", 0, refs, {s: splits[s] for s in evaluate.CKA_SPLITS}, spatial)
+    return run, {name: len(y) for name, (_, y) in splits.items()}
+
+
+def bench_measure(command: str) -> Block:
+    """`method_rows` of one unlearned model on each of `MEASURE_RUNS`, timed in a fresh one-thread process."""
+    block = Block("measure", f"Measuring one model (`method_rows` of `{MEASURE_METHOD}`)", command)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ecnb-bench-measure-") as tmp:
+        for dataset, per_class in MEASURE_RUNS.items():
+            print(f"measure: {dataset}: training the references and {MEASURE_METHOD} ...", flush=True)
+            try:
+                run, sizes = measure_run(Path(tmp), dataset, per_class)
+            except ConfigError as e:
+                print(f"measure: {dataset} skipped: {e}")
+                rows.append((dataset, "-", "-", "-", "-", f"skipped: {e}"))
+                continue
+            out = subprocess.run([sys.executable, "-c", MEASURE_ONE, str(run.root), MEASURE_METHOD], cwd=ROOT,
+                                 capture_output=True, text=True, check=True)
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            split_text = ", ".join(f"{name} {n:,}" for name, n in sizes.items())
+            rows.append((dataset, split_text, f"{m['wall']:.1f}", f"{m['cpu']:.1f}", mib(m["peak"]), m["rows"]))
+            if dataset == "fashion_mnist":
+                block.targets.append(Target(f"measuring one model on Fashion-MNIST's full test set <= "
+                                            f"{MEASURE_TARGET_S:.0f} s of one core", f"{m['cpu']:.1f} s",
+                                            m["cpu"] <= MEASURE_TARGET_S))
+    block.note(f"Forget class 3, seed 0, quick profile; `{MEASURE_METHOD}` unlearned, then measured alone in a fresh "
+               "process at one thread, as a worker of `run_methods` measures it, with the references' features "
+               "already cached. CPU = the process's CPU time over the measurement; peak = its largest resident "
+               "memory (getrusage), imports, data and the three models included.")
+    block.table(("data set", "images per split", "wall (s)", "CPU (s)", "peak memory", "rows"), rows)
     return block
 
 
@@ -734,6 +828,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(bench_study(f"{base} --parts study", args.device))
     if "tests" in args.parts:
         report(bench_tests(f"{base} --parts tests"))
+    if "measure" in args.parts:
+        report(bench_measure(f"{base} --parts measure"))
     if "steps" in args.parts:
         report(bench_steps(f"{base} --parts steps --repeats {args.repeats}", device, args.repeats))
     if {"driver", "cka", "umap"} & set(args.parts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.svm import SVC
 
 from ecnb import metrics
 from ecnb.data import make_forget_split, split_tensors
@@ -57,8 +58,63 @@ def test_cka_near_zero_for_independent_data():
 
 @pytest.mark.parametrize("block_size", [1, 4, 7, 16, 59, 60, 1000])
 def test_block_accumulation_equals_full_batch(block_size):
-    x, y = correlated(n=60)
+    x, y = correlated(n=60, d1=90, d2=70)  # more features than samples: the Gram form, in blocks
+    assert not metrics._feature_form_is_cheaper(60, 90, [70], block_size)
     assert metrics.cka(x, y, block_size=block_size) == pytest.approx(metrics.cka(x, y, block_size=60), abs=1e-10)
+
+
+@pytest.fixture(params=["gram", "features"])
+def form(request, monkeypatch):
+    """Every CKA of the test in one form, whatever the shapes."""
+    monkeypatch.setattr(metrics, "_feature_form_is_cheaper", lambda *args: request.param == "features")
+    return request.param
+
+
+@pytest.mark.parametrize("n,d1,d2", [(300, 6, 4), (200, 3, 40), (12, 50, 40), (5, 1, 1)])
+def test_both_forms_match_the_published_formula_for_tall_and_wide_features(form, n, d1, d2):
+    x, y = correlated(n, d1, d2)
+    assert metrics.cka(x, y, block_size=7) == pytest.approx(reference_cka(x - x.mean(0), y - y.mean(0)), abs=1e-10)
+
+
+def test_both_forms_hand_computed(form):
+    # test_cka_hand_computed's case, whose K and L have a single 1 off the diagonal each: CKA = -1/3.
+    x = np.array([[1.0], [1], [0], [0], [0]])
+    y = np.array([[1.0], [0], [1], [0], [0]])
+    assert metrics.cka(x, y, block_size=2) == pytest.approx(-1 / 3, abs=1e-12)
+
+
+def test_the_cheaper_form_is_taken():
+    # n = 2000 in 4 blocks of 512: the Gram blocks cost n²(dx + dy)(4 + 1)/(2 * 4) multiply-adds, the feature
+    # form n(dx² + dy² + dx·dy). d = 512: 2.56e9 against 1.57e9; d = 1024: 5.12e9 against 6.29e9.
+    assert metrics._feature_form_is_cheaper(2000, 512, [512], 512)
+    assert not metrics._feature_form_is_cheaper(2000, 1024, [1024], 512)
+    # one block of 2000: n²(dx + dy) = 8.19e9 against 6.29e9
+    assert metrics._feature_form_is_cheaper(2000, 1024, [1024], 2048)
+    # dx = 900: 4.5e9 against 4.86e9 with dy = 900; with two y of 100 each, 2.75e9 against 2.02e9
+    assert not metrics._feature_form_is_cheaper(2000, 900, [900], 512)
+    assert metrics._feature_form_is_cheaper(2000, 900, [100, 100], 512)
+
+
+def test_cka_to_each_equals_cka_pair_by_pair(form):
+    x, y = correlated(40, 8, 5)
+    z = RNG.normal(size=(40, 3))
+    assert metrics.cka_to_each(x, [y, z, x]) == pytest.approx([metrics.cka(x, y), metrics.cka(x, z), 1.0], abs=1e-12)
+    with pytest.raises(metrics.DegenerateFeatures, match="features of y"):
+        metrics.cka_to_each(x, [y, np.ones((40, 2))])
+
+
+def test_float32_products_agree_with_float64_within_the_stated_tolerance(form, trained):
+    """On real features (ReLU maps, large common offsets) and on features with an offset of 1000."""
+    x = trained.splits["test_retain"][0]
+    a = extract_features(trained.original, x)
+    b = extract_features(trained.retrain, x)
+    offset = (1000.0 + RNG.normal(size=(300, 20))).astype(np.float32)
+    pairs = [(a[t], b[t]) for t in trained.original.taps] + [(offset, offset[:, :10] ** 2 / 1000.0)]
+    for u, v in pairs:
+        exact = metrics.cka(u, v)
+        assert abs(metrics.cka(u, v, products=torch.float32) - exact) < metrics.CKA_FLOAT32_TOLERANCE
+    assert metrics.layer_cka(a, b, trained.original.taps) == pytest.approx(
+        {t: metrics.cka(a[t], b[t]) for t in trained.original.taps}, abs=metrics.CKA_FLOAT32_TOLERANCE)
 
 
 @pytest.mark.parametrize("n,d1,d2", [(4, 1, 1), (5, 3, 2), (12, 2, 7), (40, 30, 3)])
@@ -131,6 +187,36 @@ def test_cka_rows(trained):
         metrics.cka_rows(trained.run, trained.retrain, "retrain", 0, {"ga": trained.original}, splits)
 
 
+def test_cka_sample_is_seeded_stratified_and_capped_only_where_asked(monkeypatch):
+    monkeypatch.setattr(metrics, "CKA_MAX_IMAGES", {"test_retain": 10})
+    y = torch.tensor([0] * 8 + [1] * 8 + [2] * 2)
+    x = torch.arange(18.0).view(18, 1) * 10  # the image is its position, times 10
+    name, sample = metrics.cka_sample("test_retain", x, y, seed=0)
+    positions = (sample[:, 0] / 10).long()
+    assert name == "test_retain@10"
+    assert torch.bincount(y[positions]).tolist() == [3, 3, 2]  # 10 // 3 classes = 3 per class, all 2 of class 2
+    assert torch.equal(positions, positions.sort().values)
+    assert torch.equal(metrics.cka_sample("test_retain", x, y, seed=0)[1], sample)
+    assert not torch.equal(metrics.cka_sample("test_retain", x, y, seed=1)[1], sample)
+    for split_name, n in (("test_forget", 18), ("test_retain", 10)):
+        name, whole = metrics.cka_sample(split_name, x[:n], y[:n], seed=0)
+        assert name == split_name and torch.equal(whole, x[:n])
+
+
+def test_cka_rows_read_the_capped_sample_and_leave_the_whole_splits_features(trained, monkeypatch):
+    monkeypatch.setattr(metrics, "CKA_MAX_IMAGES", {"test_retain": 90})
+    x, y = trained.splits["test_retain"]
+    rows = metrics.cka_rows(trained.run, trained.original, "original", 0, {"retrain": trained.retrain},
+                            {"test_retain": (x, y)})
+    keep = metrics._cap_per_class(y.numpy(), 10, seed=0)  # 9 retained classes, 90 // 9 each
+    a, b = (extract_features(m, x[keep]) for m in (trained.original, trained.retrain))
+    assert [(r["split"], r["layer"]) for r in rows] == [("test_retain", t) for t in trained.original.taps]
+    assert [r["value"] for r in rows] == pytest.approx([metrics.cka(a[t], b[t]) for t in trained.original.taps],
+                                                       abs=metrics.CKA_FLOAT32_TOLERANCE)
+    folder = trained.run.seed_dir(0) / "features"
+    assert (folder / "original__test_retain@90.npz").exists() and (folder / "retrain__test_retain@90.npz").exists()
+
+
 # --- membership inference ------------------------------------------------------------------------
 
 
@@ -174,6 +260,27 @@ def test_mia_shadow_sets_are_balanced(trained, monkeypatch):
     (kwargs, x, y), = fitted
     assert kwargs == {"C": 3, "gamma": "auto", "kernel": "rbf"}
     assert x.shape == (200, 1) and int(y.sum()) == 100
+
+
+def test_mia_runs_only_the_drawn_images_and_matches_drawing_from_all_confidences(trained, monkeypatch):
+    s = trained.splits
+    model, k, seed = trained.original, 200, 4
+    # The recipe drawn from every image's confidence, computed here independently.
+    conf = {name: metrics.true_label_confidence(model, *s[name])
+            for name in ("retain_train", "test_retain", "forget_train")}
+    rng = np.random.default_rng(seed)
+    shadow = np.concatenate([rng.choice(conf["retain_train"], k, replace=False),
+                             rng.choice(conf["test_retain"], k, replace=False)])
+    svc = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], np.repeat([1.0, 0.0], k))
+    expected = float(np.mean(svc.predict(conf["forget_train"][:, None]) == 0))
+
+    seen = []
+    real = metrics.true_label_confidence
+    monkeypatch.setattr(metrics, "true_label_confidence", lambda m, x, y: seen.append(len(y)) or real(m, x, y))
+    value = metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=seed,
+                                 max_per_side=k)
+    assert value == expected
+    assert seen == [k, k, len(s["forget_train"][1])]
 
 
 # --- linear probe ----------------------------------------------------------------------------------
