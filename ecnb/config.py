@@ -251,18 +251,13 @@ class StudyConfig:
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; valid: {', '.join(SCOPES)}")
         _check_int(self.population, "population (retrained models)", minimum=1)
-        for method in self.overrides:
-            self.hparams(method, self.seeds[0])  # an unknown method, name or value stops here
-
-    def hparams(self, method: str, seed: int, **extra: Any) -> dict[str, Any]:
-        """`method`'s hyperparameters in this study: the profile's defaults with the study's `overrides` (and
-        `extra` on top), validated."""
-        from .methods import hparams
-
-        given = self.overrides.get(method, {})
-        if not isinstance(given, dict):
-            raise ConfigError(f"overrides of {method!r} must map hyperparameter names to values, not {given!r}")
-        return hparams(method, self.profile, seed, **{**given, **extra})
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides {self.overrides!r} must map method names to their hyperparameters")
+        for method, given in self.overrides.items():
+            if not isinstance(given, dict):
+                raise ConfigError(f"overrides of {method!r} must map hyperparameter names to values, not {given!r}")
+        # Whether each method and value exists is the registry's to say, not the configuration's:
+        # `ecnb.methods.check_config`, called wherever a study starts.
 
     @property
     def scenario(self) -> str:

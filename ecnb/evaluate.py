@@ -21,9 +21,9 @@ from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, outp
 from .models import TappedNet
 from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
-from .ec import for_scenario, is_ec
+from .ec import is_ec
 from .train import model_from_state, predict
-from .methods import planned_steps, run_method
+from .methods import for_scenario, planned_steps, run_method, study_hparams
 from .unlearn import UnlearnData, UnlearningError
 from .weights import weight_rows
 from .workers import one_thread, run_jobs, worker_count
@@ -57,7 +57,7 @@ def unlearn_or_load(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
     device: torch.device | str = "auto", **overrides: Any,
 ) -> tuple[TappedNet, float]:
-    """Unlearn `method` from `original` with the study's hyperparameters (`StudyConfig.hparams`, `overrides`
+    """Unlearn `method` from `original` with the study's hyperparameters (`ecnb.methods.study_hparams`, `overrides`
     on top), or load its checkpoint when one with the same settings exists.
 
     Returns the model and its wall time in seconds (measured when it was computed). A recomputed model
@@ -73,7 +73,7 @@ def _unlearn_or_load(
 ) -> tuple[TappedNet, float, bool]:
     """`unlearn_or_load`, and whether the model came from its checkpoint."""
     device = resolve_device(device) if isinstance(device, str) else device
-    hp = run.config.hparams(method, seed, **overrides)
+    hp = study_hparams(run.config, method, seed, **overrides)
     key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
     path = run.checkpoint_path(method, seed)
     if path.exists():
@@ -168,7 +168,7 @@ def run_methods(
     are measured with them when missing, as the last jobs. Returns the methods' models that succeeded.
     """
     # an unknown name, or one the forgetting scenario cannot run, stops here, before any work
-    settings = {method: run.config.hparams(method, seed) for method in methods}
+    settings = {method: study_hparams(run.config, method, seed) for method in methods}
     unrunnable = [m for m in methods if m not in for_scenario(methods, run.config)]
     if unrunnable:
         raise ConfigError(f"{', '.join(unrunnable)} move each forget sample to another class, which needs class-wise "

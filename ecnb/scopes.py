@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SCOPES, ConfigError, StudyConfig
-from .ec import ablation_names, baselines, for_scenario, plugin_name, variant_names
+from .ec import ablation_names, baselines, plugin_name, variant_names
+from .methods import for_scenario
 
 # The walkthrough's plug-ins: two baselines that forget by different means (gradient ascent, a teacher's
 # distillation) and are quick to unlearn; the full study plugs EC into every baseline.
@@ -58,7 +59,7 @@ class Selection:
 def selection(scope: str = "walkthrough", methods: Sequence[str] | None = None, ablations: Sequence[str] | None = None,
               config: StudyConfig | None = None) -> Selection:
     """The methods of `scope`, with the baselines (`methods`) or ablations given explicitly where not None.
-    With a `config`, the methods its forgetting scenario cannot run are left out (`ecnb.ec.for_scenario`)."""
+    With a `config`, the methods its forgetting scenario cannot run are left out (`ecnb.methods.for_scenario`)."""
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
     for given, valid, what in ((methods, baselines(), "baseline method"), (ablations, ablation_names(), "ablation")):

@@ -28,6 +28,7 @@ from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
 from .attacks import check_shots
 from .data import check_available, load_dataset
+from .methods import check_config
 from .scopes import selection
 from .results import population_names, read_results, summarize
 from .verdicts import judge_run, summary, summary_key
@@ -83,6 +84,7 @@ def open_notebook_run(run_dir: str | None = None, **options: Any) -> Run:
     at the directory the options name under the project's `runs/`, recorded in `LATEST_RUN` for the
     notebooks that follow."""
     config = StudyConfig.from_options(run_dir=run_dir, **options)
+    check_config(config)
     if run_dir is None:
         config = dataclasses.replace(config, run_dir=str(RUNS_DIR.parent / config.run_dir))
     run = Run.open(config)
@@ -228,8 +230,10 @@ def run_study(
 
 def preflight(config: StudyConfig, methods: list[str] | None = None, ablations: list[str] | None = None) -> None:
     """Every check a study makes before any work (a sweep makes them for each of its cells): the
-    configuration, the method selection, the data, the run directory, and the attacker's shots."""
+    configuration (and what the method registry says of it), the method selection, the data, the run directory,
+    and the attacker's shots."""
     config.validate()
+    check_config(config)
     selection(config.scope, methods, ablations, config)
     check_available(config.dataset)
     config.check_writable()
