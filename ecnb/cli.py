@@ -103,6 +103,9 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.PARAM=VALUE",
                         dest="overrides", help="change a method's hyperparameter, e.g. ga.lr=0.01 "
                         "(recorded in config.json; only the methods it names are recomputed)")
+    parser.add_argument("--method-file", nargs="+", action="extend", default=[], metavar="FILE", dest="method_files",
+                        help="a Python file that registers unlearning methods of your own (ecnb.register_method): "
+                        "they run, and are judged, like the baselines")
     parser.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
 
@@ -112,7 +115,7 @@ def _shared(args: argparse.Namespace) -> dict:
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class, scope=args.scope,
                 overrides=parse_overrides(args.overrides), shots=args.shots, retain_shots=args.retain_shots,
                 probe_draws=args.probe_draws, relearn_steps=args.relearn_steps, relearn_draws=args.relearn_draws,
-                population=args.population)
+                population=args.population, method_files=args.method_files)
 
 
 def main(argv: list[str] | None = None) -> int:

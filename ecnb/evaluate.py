@@ -23,7 +23,7 @@ from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
 from .ec import is_ec
 from .train import model_from_state, predict
-from .methods import for_scenario, planned_steps, run_method, study_hparams
+from .methods import for_scenario, planned_steps, run_method, source_digest, study_hparams
 from .unlearn import UnlearnData, UnlearningError
 from .weights import weight_rows
 from .workers import one_thread, run_jobs, worker_count
@@ -74,7 +74,9 @@ def _unlearn_or_load(
     """`unlearn_or_load`, and whether the model came from its checkpoint."""
     device = resolve_device(device) if isinstance(device, str) else device
     hp = study_hparams(run.config, method, seed, **overrides)
-    key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+    code = source_digest(method)  # a method from a method file: its content too (`ecnb.user_methods`)
+    key = json.dumps({"config": run.config.cache_key(), "hparams": hp, **({"code": code} if code else {})},
+                     sort_keys=True, default=str)
     path = run.checkpoint_path(method, seed)
     if path.exists():
         ckpt = load_checkpoint(path)

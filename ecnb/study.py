@@ -117,6 +117,8 @@ def notebook_parameters(
         **selection,
         "scope": config.scope,
         "overrides": config.overrides,
+        "method_files": list(config.method_files),
+        "checkpoints": {name: brought["path"] for name, brought in config.checkpoints.items()},
         "profile": config.profile,
         "dataset": config.dataset,
         "model": config.model,

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .artifacts import ArtifactError, Run, atomic_write
 from .config import PROFILES, REPORTED_CLASSES, SWEEP_SEEDS, ConfigError, StudyConfig, resolve_device
-from .ec import baselines, variant_names
+from .ec import variant_names
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
@@ -45,7 +45,7 @@ from .study import (
     run_study,
     study_verdicts,
 )
-from .methods import table_digest
+from .methods import builtin_baselines, table_digest
 from .unlearn import TAMPER_RESISTANT
 from .verdicts import (
     CKA,
@@ -294,7 +294,9 @@ def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str 
 
 
 def baselines_of(methods: list[str] | None) -> list[str]:
-    return list(methods) if methods is not None else baselines()
+    """The baselines a sweep's claims are read over: those chosen (default: every one) that the package has, not
+    the methods a user brought (`ecnb.methods.builtin_baselines`)."""
+    return [b for b in (methods if methods is not None else builtin_baselines()) if b in builtin_baselines()]
 
 
 def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]) -> dict[str, pd.DataFrame]:
