@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from .artifacts import ArtifactError
 from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig,
-                     parse_overrides)
+                     parse_checkpoints, parse_overrides)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
     study.add_argument("--scope", choices=list(SCOPES), default="walkthrough",
                        help="walkthrough: what a lab needs, in minutes (default); full: every ablation and plug-in")
+    study.add_argument("--checkpoint", nargs="+", action="extend", default=[], metavar="NAME=PATH", dest="checkpoints",
+                       help="a model of the study's architecture unlearned elsewhere (a state dict), measured and judged "
+                       "like a method under NAME")
     _study_options(study)
 
     sweep = sub.add_parser("sweep", help="the study over forget classes x seeds (x data sets), one study per cell, on Ray")
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             config = StudyConfig.from_options(
                 **_shared(args), dataset=args.dataset, forget_classes=args.forget_classes,
                 forget_fraction=args.forget_fraction, seeds=args.seeds, run_dir=args.run_dir,
+                checkpoints=parse_checkpoints(args.checkpoints),
             )
             try:
                 run_study(config, force=args.force, methods=args.methods, ablations=args.ablations)
