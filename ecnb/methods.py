@@ -17,7 +17,7 @@ from . import ec as _ec  # noqa: F401  (registers the EC family in METHODS and H
 from .config import StudyConfig
 from .ec import baselines, needs_forgotten_classes
 from .unlearn import HPARAMS, METHODS, get_method, hparams, planned_steps, run_method, table_digest, unlearn, validate
-from .user_methods import check_name, load_method_file, methods_of, source_digest
+from .user_methods import check_name, methods_of, source_digest, use_method_files
 
 __all__ = ["HPARAMS", "METHODS", "brought_methods", "builtin_baselines", "check_config", "for_scenario", "get_method",
            "hparams", "load_method_files", "planned_steps", "run_method", "source_digest", "study_hparams",
@@ -25,9 +25,9 @@ __all__ = ["HPARAMS", "METHODS", "brought_methods", "builtin_baselines", "check_
 
 
 def load_method_files(config: StudyConfig) -> None:
-    """Register the methods of `config`'s method files in this process (each file once, again when it changed)."""
-    for path in config.method_files:
-        load_method_file(path)
+    """Register the methods of `config`'s method files in this process (each file once, again when it changed),
+    and only theirs (`ecnb.user_methods.use_method_files`)."""
+    use_method_files(config.method_files)
 
 
 def brought_methods(config: StudyConfig) -> list[str]:

@@ -25,7 +25,7 @@ import importlib.util
 import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,18 @@ def load_method_file(path: str | Path) -> list[str]:
     for name in loading.names:
         _SOURCE.update(dict.fromkeys(_family(name), digest))
     return list(loading.names)
+
+
+def use_method_files(paths: Iterable[str | Path]) -> None:
+    """Make the method files at `paths` the ones this process's registry holds: each is loaded (`load_method_file`),
+    and a file loaded before that is not among them is let go with its methods, so that one process that meets
+    two studies (a notebook kernel, a test) holds the methods of the one it works on, and a moved file does not
+    clash with itself."""
+    keep = [str(Path(p).absolute()) for p in paths]
+    for path in [p for p in _LOADED if p not in keep]:
+        _unregister(_LOADED.pop(path).names)
+    for path in keep:
+        load_method_file(path)
 
 
 def _family(name: str) -> list[str]:
