@@ -1,4 +1,4 @@
-"""`python -m ecnb ...`: the study, a sweep of studies, a run's summary, JupyterLab, the explorer app, the data download.
+"""`python -m ecnb ...`: the study, sweeps of it, a run's summary, two runs compared, JupyterLab, the explorer, the data.
 
 Bad input stops before any work with one line (`ecnb: error: ...`) and exit status 2, no traceback.
 A damaged file in the run directory or a failed notebook also ends in one line, with status 1;
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="print the summary table of a run directory")
     summary.add_argument("run_dir")
+
+    compare = sub.add_parser("compare", help="what changed from one run (or sweep) to another beyond noise; exit 1 when "
+                             "a verdict or a claim changed")
+    compare.add_argument("run_a", metavar="RUN_A", help="the run directory (or sweep directory) to compare against")
+    compare.add_argument("run_b", metavar="RUN_B", help="the run directory (or sweep directory) to compare")
 
     lab = sub.add_parser("lab", help="JupyterLab over the project: the notebooks and every run's executed copies")
     lab.add_argument("--port", type=int, help="port on 127.0.0.1 (default: Jupyter's, 8888 or the next free)")
@@ -173,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
             print(key)
             for line in run.failure_lines():
                 print(line)
+        elif args.command == "compare":
+            from .compare import compare
+
+            try:
+                comparison = compare(args.run_a, args.run_b)
+            except ArtifactError as e:  # exit 1 says "changed": a run that cannot be read is bad input here
+                print(f"ecnb: error: {e}", file=sys.stderr)
+                return 2
+            print(comparison.report())
+            return 1 if comparison.changed else 0
         elif args.command in ("lab", "explore"):
             from . import serve
 
