@@ -2,8 +2,8 @@
 
 The walkthrough is what a 90-minute lab needs, in about two minutes on a laptop CPU: `original` and
 `retrain`, every baseline, `ec`, one depth ablation (`ec[last]`: does depth matter?), the EC variant beyond
-the paper, and the plug-ins `B+ec` of two baselines, enough for notebook 03 to show what a plug-in does. The
-full study adds every ablation (the variant's included) and every plug-in, the variant's `B+variant` too,
+the paper, and the plug-ins `B+ec` of two baselines (and of every method a user brings), enough for notebook 03
+to show what a plug-in does. The full study adds every ablation (the variant's included) and every plug-in, the variant's `B+variant` too,
 which the plug-in claims are read over; sweeps run it. A scope only chooses which models exist: a model is
 computed the same way in both, so the two share a run directory and every checkpoint they have in common.
 """
@@ -25,8 +25,9 @@ DEPTH_ABLATION = "ec[last]"
 
 @dataclass(frozen=True)
 class Selection:
-    """The methods of one study: the baselines (notebook 02), and for notebook 03 `ec`, the plug-ins of
-    `plugin_bases`, the ablations, and the variants with the plug-ins of `variant_bases`."""
+    """The methods of one study: the baselines (notebook 02: the package's, a user's methods, models unlearned
+    elsewhere), and for notebook 03 `ec`, the plug-ins of `plugin_bases`, the ablations, and the variants with the
+    plug-ins of `variant_bases`."""
 
     scope: str
     baselines: tuple[str, ...]

@@ -59,8 +59,8 @@ TINY_SELECTION = ["--seeds", "0", "--ablations", "ec[last]"]
 
 # The order in which the test files go out to the xdist workers (`pytest -n auto`), each file whole to one
 # worker: the longest first, so that the short files fill in at the end. Unlisted files follow in collection order.
-LONGEST_FIRST = ["test_browser.py", "test_sweep.py", "test_study.py", "test_reliability.py", "test_gpu_check.py",
-                 "test_notebooks.py", "test_workers.py"]
+LONGEST_FIRST = ["test_browser.py", "test_sweep.py", "test_study.py", "test_reliability.py", "test_bring_your_own.py",
+                 "test_cluster.py", "test_gpu_check.py", "test_notebooks.py", "test_workers.py"]
 
 
 def file_of(nodeid: str) -> str:
