@@ -108,7 +108,8 @@ def register_method(
     if missing:
         raise ConfigError(f"method {name!r}: defaults must give {', '.join(missing)}")
     own_setup = {"setup": _guarded(name, "setup", setup)} if setup else {}
-    method = Method(name, _guarded(name, "loss", loss), phases or every_epoch(Phase("train", over, batches)),
+    schedule = _guarded(name, "phases", phases) if phases else every_epoch(Phase("train", over, batches))
+    method = Method(name, _guarded(name, "loss", loss), schedule,
                     grad_hook=_guarded(name, "gradient hook", grad_hook) if grad_hook else None, params=rules,
                     optimizer=optimizer, summary=summary or f"brought by {Path(_LOADING[-1][0]).name}", **own_setup)
     METHODS[name] = method
