@@ -202,6 +202,7 @@ def test_compare_names_the_method_whose_hyperparameter_changed(fresh_runs, tmp_p
     run_dir = copy_run(fresh_runs[0], tmp_path / "run")
     code, stderr = cli(study_args(run_dir, "--set", "ga.epochs=1"), notebooks=(NB01, NB02))
     assert code == 0, stderr[-2000:]
+    capsys.readouterr()  # the study's own printout
     assert main(["compare", str(fresh_runs[0]), str(run_dir)]) == 1
     printed = capsys.readouterr().out
     assert "configuration:\n  overrides.ga.epochs: - -> 1\n" in printed
