@@ -11,8 +11,9 @@ from typing import Any
 
 # name -> (module, attribute or None for the module itself)
 _EXPORTS: dict[str, tuple[str, str | None]] = {
-    **{m: (m, None) for m in ("attacks", "ec", "embeddings", "evaluate", "explorer", "features", "methods", "metrics", "prose",
-                              "scopes", "serve", "study", "sweep", "unlearn", "verdicts", "viz", "weights")},
+    **{m: (m, None) for m in ("attacks", "compare", "ec", "embeddings", "evaluate", "explorer", "features", "methods",
+                              "metrics", "prose", "scopes", "serve", "study", "sweep", "unlearn", "user_methods",
+                              "user_models", "verdicts", "viz", "weights")},
     "ArtifactError": ("artifacts", "ArtifactError"),
     "Run": ("artifacts", "Run"),
     "ConfigError": ("config", "ConfigError"),
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "reference_rows": ("evaluate", "reference_rows"),
     "build_model": ("models", "build_model"),
     "read_results": ("results", "read_results"),
+    "register_method": ("user_methods", "register_method"),
     "summarize": ("results", "summarize"),
     "write_results": ("results", "write_results"),
     "predict": ("train", "predict"),

@@ -14,59 +14,17 @@ Layout (docs/study.md, "The results contract"):
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import ATTACK_METRICS, NOT_IN_CACHE_KEY, ConfigError, StudyConfig, check_seed
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
+from .files import ArtifactError, atomic_write, remove_temporaries  # noqa: F401  (the run directory's writers import them here)
+from .results import drop_metrics
 
 OUTCOMES_DIR = "outcomes"
-
-
-class ArtifactError(RuntimeError):
-    """A file in the run directory is unreadable; the message names it and how to recompute it."""
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
-
-    The rename is atomic on POSIX, so readers (and a later resumed run) see the old file or the new
-    one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; artifacts are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def remove_temporaries(root: str | Path) -> None:
-    """Delete the temporary files that `atomic_write`s killed mid-write left under `root`.
-
-    Nothing reads them (readers open final names only); this keeps a run directory from filling up
-    after crashes. Call it only while no writer is running (the study holds its lock).
-    """
-    for path in Path(root).rglob(".*.tmp"):
-        path.unlink()
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
@@ -150,8 +108,6 @@ class Run:
     def drop_attacks(self) -> None:
         """Remove what earlier attack settings measured: every seed's attack images, the attacks' rows and the
         per-image outcomes the verdicts resample."""
-        from .results import drop_metrics
-
         for seed_dir in self.root.glob("seed*"):
             (seed_dir / "attack_set.json").unlink(missing_ok=True)
             shutil.rmtree(seed_dir / OUTCOMES_DIR, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""`python -m ecnb ...`: the study, a sweep of studies, a run's summary, JupyterLab, the explorer app, the data download.
+"""`python -m ecnb ...`: the study, sweeps of it, a run's summary, two runs compared, JupyterLab, the explorer, the data.
 
 Bad input stops before any work with one line (`ecnb: error: ...`) and exit status 2, no traceback.
 A damaged file in the run directory or a failed notebook also ends in one line, with status 1;
@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from .artifacts import ArtifactError
 from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig,
-                     parse_overrides)
+                     parse_checkpoints, parse_overrides)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
     study.add_argument("--scope", choices=list(SCOPES), default="walkthrough",
                        help="walkthrough: what a lab needs, in minutes (default); full: every ablation and plug-in")
+    study.add_argument("--checkpoint", nargs="+", action="extend", default=[], metavar="NAME=PATH", dest="checkpoints",
+                       help="a model of the study's architecture unlearned elsewhere (a state dict), measured and judged "
+                       "like a method under NAME")
     _study_options(study)
 
     sweep = sub.add_parser("sweep", help="the study over forget classes x seeds (x data sets), one study per cell, on Ray")
@@ -56,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="print the summary table of a run directory")
     summary.add_argument("run_dir")
+
+    compare = sub.add_parser("compare", help="what changed from one run (or sweep) to another beyond noise; exit 1 when "
+                             "a verdict or a claim changed")
+    compare.add_argument("run_a", metavar="RUN_A", help="the run directory (or sweep directory) to compare against")
+    compare.add_argument("run_b", metavar="RUN_B", help="the run directory (or sweep directory) to compare")
 
     lab = sub.add_parser("lab", help="JupyterLab over the project: the notebooks and every run's executed copies")
     lab.add_argument("--port", type=int, help="port on 127.0.0.1 (default: Jupyter's, 8888 or the next free)")
@@ -103,6 +111,9 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.PARAM=VALUE",
                         dest="overrides", help="change a method's hyperparameter, e.g. ga.lr=0.01 "
                         "(recorded in config.json; only the methods it names are recomputed)")
+    parser.add_argument("--method-file", nargs="+", action="extend", default=[], metavar="FILE", dest="method_files",
+                        help="a Python file that registers unlearning methods of your own (ecnb.register_method): "
+                        "they run, and are judged, like the baselines")
     parser.add_argument("--force", action="store_true", help="recompute everything in the run directory")
 
 
@@ -112,7 +123,7 @@ def _shared(args: argparse.Namespace) -> dict:
                 train_per_class=args.train_per_class, test_per_class=args.test_per_class, scope=args.scope,
                 overrides=parse_overrides(args.overrides), shots=args.shots, retain_shots=args.retain_shots,
                 probe_draws=args.probe_draws, relearn_steps=args.relearn_steps, relearn_draws=args.relearn_draws,
-                population=args.population)
+                population=args.population, method_files=args.method_files)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             config = StudyConfig.from_options(
                 **_shared(args), dataset=args.dataset, forget_classes=args.forget_classes,
                 forget_fraction=args.forget_fraction, seeds=args.seeds, run_dir=args.run_dir,
+                checkpoints=parse_checkpoints(args.checkpoints),
             )
             try:
                 run_study(config, force=args.force, methods=args.methods, ablations=args.ablations)
@@ -166,6 +178,16 @@ def main(argv: list[str] | None = None) -> int:
             print(key)
             for line in run.failure_lines():
                 print(line)
+        elif args.command == "compare":
+            from .compare import compare
+
+            try:
+                comparison = compare(args.run_a, args.run_b)
+            except ArtifactError as e:  # exit 1 says "changed": a run that cannot be read is bad input here
+                print(f"ecnb: error: {e}", file=sys.stderr)
+                return 2
+            print(comparison.report())
+            return 1 if comparison.changed else 0
         elif args.command in ("lab", "explore"):
             from . import serve
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,11 @@ class StudyConfig:
     # model's checkpoint is keyed by its hyperparameters, so a change recomputes only the methods it names.
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     population: int = POPULATION["walkthrough"]  # retrained models every verdict is read against (`POPULATION`)
+    # What a user brought (`ecnb.user_methods`, `ecnb.user_models`), each file with the sha256 of its content when the
+    # study began, so a run directory says which code and which weights it measured: method files {path: sha256}
+    # and models unlearned elsewhere {name: {"path": path, "sha256": sha256}}.
+    method_files: dict[str, str] = field(default_factory=dict)
+    checkpoints: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_options(
@@ -176,12 +182,15 @@ class StudyConfig:
         scope: str = "walkthrough",
         overrides: dict[str, dict[str, Any]] | None = None,
         population: int | None = None,
+        method_files: Sequence[str] | None = None,
+        checkpoints: Mapping[str, str] | None = None,
         **attacks: Any,
     ) -> "StudyConfig":
         """Fill unset options from the profile, validate everything, and name the run directory.
 
         `population` defaults to the scope's (`POPULATION`); `attacks` overrides fields of the profile's
-        `AttackSettings` (None leaves a field as it is)."""
+        `AttackSettings` (None leaves a field as it is). `method_files` (paths) and `checkpoints` ({name: path})
+        are recorded with their content's sha256; a file that is not there stops here."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
         defaults = PROFILES[profile]
@@ -209,8 +218,15 @@ class StudyConfig:
             run_dir = f"runs/{profile}-{dataset}{caps}-{what}"
         if population is None:
             population = POPULATION.get(scope, POPULATION["walkthrough"])
+        files = {path: file_digest(path) for path in _existing(method_files or [], "method file", ".py")}
+        checkpoints = checkpoints or {}
+        if not isinstance(checkpoints, Mapping):
+            raise ConfigError(f"checkpoints {checkpoints!r} must map each name to a file, e.g. {{'mine': 'unlearned.pt'}}")
+        paths = _existing(checkpoints.values(), "checkpoint file")
+        brought = {name: {"path": path, "sha256": file_digest(path)} for name, path in zip(checkpoints, paths)}
         config = cls(profile, dataset, model, classes, forget_fraction, seed_tuple, train, device, str(run_dir),
-                     attack_settings, train_per_class, test_per_class, scope, dict(overrides or {}), population)
+                     attack_settings, train_per_class, test_per_class, scope, dict(overrides or {}), population, files,
+                     brought)
         config.validate()
         resolve_device(device)  # asking for CUDA on a machine without it stops here, before any work
         return config
@@ -254,18 +270,19 @@ class StudyConfig:
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; valid: {', '.join(SCOPES)}")
         _check_int(self.population, "population (retrained models)", minimum=1)
-        for method in self.overrides:
-            self.hparams(method, self.seeds[0])  # an unknown method, name or value stops here
-
-    def hparams(self, method: str, seed: int, **extra: Any) -> dict[str, Any]:
-        """`method`'s hyperparameters in this study: the profile's defaults with the study's `overrides` (and
-        `extra` on top), validated."""
-        from .methods import hparams
-
-        given = self.overrides.get(method, {})
-        if not isinstance(given, dict):
-            raise ConfigError(f"overrides of {method!r} must map hyperparameter names to values, not {given!r}")
-        return hparams(method, self.profile, seed, **{**given, **extra})
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides {self.overrides!r} must map method names to their hyperparameters")
+        for method, given in self.overrides.items():
+            if not isinstance(given, dict):
+                raise ConfigError(f"overrides of {method!r} must map hyperparameter names to values, not {given!r}")
+        # Whether each method and value exists is the registry's to say, not the configuration's:
+        # `ecnb.methods.check_config`, called wherever a study starts.
+        if not isinstance(self.method_files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.method_files.items()):
+            raise ConfigError(f"method files {self.method_files!r} must map each file's path to its sha256")
+        if not isinstance(self.checkpoints, dict) or not all(
+                isinstance(v, dict) and set(v) == {"path", "sha256"} for v in self.checkpoints.values()):
+            raise ConfigError(f"checkpoints {self.checkpoints!r} must map each name to its file's path and sha256")
 
     @property
     def scenario(self) -> str:
@@ -307,7 +324,10 @@ class StudyConfig:
             raise ConfigError(f"run directory {self.run_dir!r} is not writable (no write permission on {probe})")
 
 
-NOT_IN_CACHE_KEY = ("device", "run_dir", "seeds", "attacks", "scope", "overrides", "population")
+# What a user brings is keyed model by model too: a method file's digest in its methods' checkpoints, a checkpoint's
+# in its model's (`ecnb.evaluate`).
+NOT_IN_CACHE_KEY = ("device", "run_dir", "seeds", "attacks", "scope", "overrides", "population", "method_files",
+                    "checkpoints")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -324,6 +344,44 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         except (ValueError, SyntaxError):
             value = text
         out.setdefault(method, {})[name] = value
+    return out
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, str]:
+    """`["mine=runs/mine.pt"]` -> {"mine": "runs/mine.pt"}: models unlearned elsewhere, by the name they get here."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint {item!r} must be NAME=PATH, e.g. mine=unlearned.pt")
+        if name in out:
+            raise ConfigError(f"--checkpoint names {name!r} twice")
+        out[name] = path
+    return out
+
+
+def file_digest(path: str | Path) -> str:
+    """The sha256 of a file's content: what a brought method or model is known by, wherever the file lies."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _existing(paths: Any, what: str, suffix: str | None = None) -> list[str]:
+    """Each of `paths` as an absolute path (every process of a study, a Ray cell's too, finds it from its own
+    working directory), refusing one that is not a file, or not a `suffix` file."""
+    if isinstance(paths, (str, Path)):
+        raise ConfigError(f"{what}s must be a list of paths, not the single path {str(paths)!r}")
+    out = []
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(f"{what} {str(given)!r} does not exist" + ("" if not path.exists() else " as a file"))
+        if suffix and path.suffix != suffix:
+            raise ConfigError(f"{what} {str(given)!r} must be a Python file ({suffix})")
+        out.append(str(path))
     return out
 
 

@@ -21,10 +21,11 @@ from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, outp
 from .models import TappedNet
 from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
-from .ec import for_scenario, is_ec
+from .ec import is_ec
 from .train import model_from_state, predict
-from .methods import planned_steps, run_method
+from .methods import for_scenario, planned_steps, run_method, source_digest, study_hparams
 from .unlearn import UnlearnData, UnlearningError
+from .user_models import read_model
 from .weights import weight_rows
 from .workers import one_thread, run_jobs, worker_count
 from .workers import shared as shared_objects
@@ -56,12 +57,12 @@ def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:
 def unlearn_or_load(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
     device: torch.device | str = "auto", **overrides: Any,
-) -> tuple[TappedNet, float]:
-    """Unlearn `method` from `original` with the study's hyperparameters (`StudyConfig.hparams`, `overrides`
+) -> tuple[TappedNet, float | None]:
+    """Unlearn `method` from `original` with the study's hyperparameters (`ecnb.methods.study_hparams`, `overrides`
     on top), or load its checkpoint when one with the same settings exists.
 
-    Returns the model and its wall time in seconds (measured when it was computed). A recomputed model
-    drops its cached features, which belonged to the previous weights.
+    Returns the model and its wall time in seconds (measured when it was computed; None for a model unlearned
+    elsewhere). A recomputed model drops its cached features, which belonged to the previous weights.
     """
     model, wall_time, _ = _unlearn_or_load(run, ds, split, method, seed, original, device, **overrides)
     return model, wall_time
@@ -70,22 +71,34 @@ def unlearn_or_load(
 def _unlearn_or_load(
     run: Run, ds: Dataset, split: ForgetSplit, method: str, seed: int, original: TappedNet,
     device: torch.device | str = "auto", **overrides: Any,
-) -> tuple[TappedNet, float, bool]:
-    """`unlearn_or_load`, and whether the model came from its checkpoint."""
+) -> tuple[TappedNet, float | None, bool]:
+    """`unlearn_or_load`, and whether the model came from its checkpoint. A model unlearned elsewhere
+    (`config.checkpoints`) is read from its file instead, keyed by the file's sha256, with no wall time (None)."""
     device = resolve_device(device) if isinstance(device, str) else device
-    hp = run.config.hparams(method, seed, **overrides)
-    key = json.dumps({"config": run.config.cache_key(), "hparams": hp}, sort_keys=True, default=str)
+    brought = run.config.checkpoints.get(method)
+    if brought is None:
+        hp = study_hparams(run.config, method, seed, **overrides)
+        code = source_digest(method)  # a method from a method file: its content too (`ecnb.user_methods`)
+        what = {"hparams": hp, **({"code": code} if code else {})}
+    else:
+        what = {"checkpoint": brought["sha256"]}
+    key = json.dumps({"config": run.config.cache_key(), **what}, sort_keys=True, default=str)
     path = run.checkpoint_path(method, seed)
     if path.exists():
         ckpt = load_checkpoint(path)
         if ckpt["meta"].get("key") == key:
             model = model_from_state(run.config, ds, ckpt["state_dict"], device)
-            return model, float(ckpt["meta"]["wall_time"]), True
+            wall_time = ckpt["meta"]["wall_time"]
+            return model, None if wall_time is None else float(wall_time), True
     remove_cached(run, method, seed)
     remove_outcomes(run, seed, method)
-    model, stats = run_method(method, original, unlearn_data(ds, split), hp)
-    save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": stats.wall_time})
-    return model, stats.wall_time, False
+    if brought is None:
+        model, stats = run_method(method, original, unlearn_data(ds, split), hp)
+        wall_time = stats.wall_time
+    else:
+        model, wall_time = read_model(run.config, ds, method, device), None
+    save_checkpoint(path, model, {"key": key, "method": method, "seed": seed, "wall_time": wall_time})
+    return model, wall_time, False
 
 
 def measured(run: Run, results: pd.DataFrame, seed: int) -> set[str]:
@@ -96,7 +109,10 @@ def measured(run: Run, results: pd.DataFrame, seed: int) -> set[str]:
     rows = results[results["seed"] == seed]
     metrics = rows.groupby("method")["metric"].agg(set)
     needed = METHOD_METRICS | (CLASS_METRICS if run.config.scenario == "class" else set())
-    return {m for m, have in metrics.items() if needed <= have and run.outcomes_path(m, seed).exists()}
+    unknown_time = {"wall_time"}  # a model unlearned elsewhere has none
+    return {m for m, have in metrics.items()
+            if needed - (unknown_time if m in run.config.checkpoints else set()) <= have
+            and run.outcomes_path(m, seed).exists()}
 
 
 def reference_rows(
@@ -168,7 +184,8 @@ def run_methods(
     are measured with them when missing, as the last jobs. Returns the methods' models that succeeded.
     """
     # an unknown name, or one the forgetting scenario cannot run, stops here, before any work
-    settings = {method: run.config.hparams(method, seed) for method in methods}
+    settings = {method: study_hparams(run.config, method, seed)
+                for method in methods if method not in run.config.checkpoints}
     unrunnable = [m for m in methods if m not in for_scenario(methods, run.config)]
     if unrunnable:
         raise ConfigError(f"{', '.join(unrunnable)} move each forget sample to another class, which needs class-wise "
@@ -211,10 +228,10 @@ EC_STEP_COST = 2.0
 
 def _longest_first(split: ForgetSplit, settings: dict[str, dict[str, Any]], args: list[tuple[str, bool]]) -> list[int]:
     """The jobs of `run_methods` by their expected unlearning work, most first (those with rows already
-    written, or a reference's, have none): the order in which workers should take them. `settings` holds
-    each method's hyperparameters."""
+    written, a reference's, a model unlearned elsewhere have none): the order in which workers should take them.
+    `settings` holds the hyperparameters of each method to unlearn."""
     def work(method: str, is_done: bool) -> float:
-        if is_done or is_reference(method):
+        if is_done or method not in settings:
             return 0.0
         steps = planned_steps(method, len(split.forget_idx), len(split.retain_idx), settings[method])
         return steps * (EC_STEP_COST if is_ec(method) else 1.0)

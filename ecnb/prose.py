@@ -3,7 +3,7 @@ table or a `judge` table, never written in advance, so an answer that the data d
 not holding."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,11 +17,19 @@ from .verdicts import (
 )
 
 
-def methods_table(names: Sequence[str]) -> Prose:
-    """A Markdown table of `names` with what each method does (its registry entry's summary)."""
+def methods_table(names: Sequence[str], checkpoints: Mapping[str, Mapping[str, str]] | None = None) -> Prose:
+    """A Markdown table of `names` with what each method does (its registry entry's summary); a model unlearned
+    elsewhere (one of the study's `checkpoints`) is named with its file."""
     from .methods import get_method
 
-    rows = "\n".join(f"| `{n}` | {get_method(n).summary} |" for n in names)
+    def what(name: str) -> str:
+        if name in (checkpoints or {}):
+            brought = checkpoints[name]
+            return (f"unlearned elsewhere, read from `{brought['path']}` (sha256 {brought['sha256'][:12]}...); nothing "
+                    "runs here, so its wall time is unknown")
+        return get_method(name).summary
+
+    rows = "\n".join(f"| `{n}` | {what(n)} |" for n in names)
     return Prose(f"| method | what it does |\n|---|---|\n{rows}")
 
 

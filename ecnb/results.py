@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from .artifacts import ArtifactError, atomic_write
+from .files import ArtifactError, atomic_write
 
 COLUMNS = ["seed", "method", "metric", "layer", "split", "value"]
 KEY = COLUMNS[:-1]

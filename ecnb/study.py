@@ -28,7 +28,9 @@ from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
 from .attacks import check_shots
 from .data import check_available, load_dataset
+from .methods import check_config
 from .scopes import selection
+from .user_models import check_checkpoints
 from .results import population_names, read_results, summarize
 from .verdicts import judge_run, summary, summary_key
 
@@ -83,6 +85,7 @@ def open_notebook_run(run_dir: str | None = None, **options: Any) -> Run:
     at the directory the options name under the project's `runs/`, recorded in `LATEST_RUN` for the
     notebooks that follow."""
     config = StudyConfig.from_options(run_dir=run_dir, **options)
+    check_config(config)
     if run_dir is None:
         config = dataclasses.replace(config, run_dir=str(RUNS_DIR.parent / config.run_dir))
     run = Run.open(config)
@@ -115,6 +118,8 @@ def notebook_parameters(
         **selection,
         "scope": config.scope,
         "overrides": config.overrides,
+        "method_files": list(config.method_files),
+        "checkpoints": {name: brought["path"] for name, brought in config.checkpoints.items()},
         "profile": config.profile,
         "dataset": config.dataset,
         "model": config.model,
@@ -228,20 +233,26 @@ def run_study(
 
 def preflight(config: StudyConfig, methods: list[str] | None = None, ablations: list[str] | None = None) -> None:
     """Every check a study makes before any work (a sweep makes them for each of its cells): the
-    configuration, the method selection, the data, the run directory, and the attacker's shots."""
+    configuration (and what the method registry says of it), the method selection, the data, the run directory,
+    the attacker's shots and the models brought as checkpoints."""
     config.validate()
+    check_config(config)
     selection(config.scope, methods, ablations, config)
     check_available(config.dataset)
     config.check_writable()
-    if config.scenario == "class":
-        labels = _train_labels(config.dataset, config.train_per_class, config.test_per_class)
-        check_shots(labels, config.forget_classes, config.attacks)
+    if config.scenario == "class" or config.checkpoints:
+        labels, channels = _data_facts(config.dataset, config.train_per_class, config.test_per_class)
+        if config.scenario == "class":
+            check_shots(labels, config.forget_classes, config.attacks)
+        check_checkpoints(config, channels)
 
 
 @functools.lru_cache(maxsize=8)
-def _train_labels(dataset: str, train_per_class: int | None, test_per_class: int | None) -> np.ndarray:
-    """The training labels of a data set as a study loads it; a sweep's cells share one read per data set."""
-    return load_dataset(dataset, train_per_class=train_per_class, test_per_class=test_per_class).y_train.numpy()
+def _data_facts(dataset: str, train_per_class: int | None, test_per_class: int | None) -> tuple[np.ndarray, int]:
+    """The training labels and input channels of a data set as a study loads it; a sweep's cells share one read per
+    data set."""
+    ds = load_dataset(dataset, train_per_class=train_per_class, test_per_class=test_per_class)
+    return ds.y_train.numpy(), ds.input_shape[0]
 
 
 def _remove_partial_files(root: Path) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .artifacts import ArtifactError, Run, atomic_write
 from .config import PROFILES, REPORTED_CLASSES, SWEEP_SEEDS, ConfigError, StudyConfig, resolve_device
-from .ec import baselines, variant_names
+from .ec import variant_names
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
@@ -45,7 +45,7 @@ from .study import (
     run_study,
     study_verdicts,
 )
-from .methods import table_digest
+from .methods import builtin_baselines, table_digest
 from .unlearn import TAMPER_RESISTANT
 from .verdicts import (
     CKA,
@@ -155,11 +155,12 @@ def _selection(methods: list[str] | None, ablations: list[str] | None, notebooks
             "notebooks": [str(Path(p).absolute()) for p in notebooks] if notebooks else None}
 
 
-def record_cell(config: StudyConfig, selection: dict, seconds: float) -> None:
+def record_cell(config: StudyConfig, selection: dict, seconds: float, node: str | None = None) -> None:
     """Mark a cell's study as finished: `cell.json` with the configuration, the selection of methods and
-    notebooks, and the digest of every method's hyperparameters it ran under."""
+    notebooks, the digest of every method's hyperparameters it ran under, and the Ray node it ran on (which
+    machine of a cluster to look at)."""
     record = {"config": config.to_dict(), "selection": selection, "hparams": table_digest(config.profile),
-              "seconds": seconds}
+              "seconds": seconds, "node": node}
     atomic_write(Path(config.run_dir) / CELL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
@@ -200,7 +201,9 @@ def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -
     except Exception as e:  # a bug in one cell is that cell's failure, reported with the others
         return {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - start
-    record_cell(study, selection, seconds)
+    import ray
+
+    record_cell(study, selection, seconds, ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
     return {"ok": True, "seconds": seconds, "error": None}
 
 
@@ -294,7 +297,9 @@ def _run_on_ray(pending: dict[Cell, StudyConfig], selection: dict, address: str 
 
 
 def baselines_of(methods: list[str] | None) -> list[str]:
-    return list(methods) if methods is not None else baselines()
+    """The baselines a sweep's claims are read over: those chosen (default: every one) that the package has, not
+    the methods a user brought (`ecnb.methods.builtin_baselines`)."""
+    return [b for b in (methods if methods is not None else builtin_baselines()) if b in builtin_baselines()]
 
 
 def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]) -> dict[str, pd.DataFrame]:

@@ -59,8 +59,8 @@ TINY_SELECTION = ["--seeds", "0", "--ablations", "ec[last]"]
 
 # The order in which the test files go out to the xdist workers (`pytest -n auto`), each file whole to one
 # worker: the longest first, so that the short files fill in at the end. Unlisted files follow in collection order.
-LONGEST_FIRST = ["test_browser.py", "test_sweep.py", "test_study.py", "test_reliability.py", "test_gpu_check.py",
-                 "test_notebooks.py", "test_workers.py"]
+LONGEST_FIRST = ["test_browser.py", "test_sweep.py", "test_study.py", "test_reliability.py", "test_bring_your_own.py",
+                 "test_cluster.py", "test_gpu_check.py", "test_notebooks.py", "test_workers.py"]
 
 
 def file_of(nodeid: str) -> str:
@@ -107,7 +107,10 @@ def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Pat
     return folder, result
 
 
-NB01, NB02 = "01_train_original.ipynb", "02_superficial_forgetting.ipynb"
+NB01, NB02, NB03 = "01_train_original.ipynb", "02_superficial_forgetting.ipynb", "03_erase_at_the_core.ipynb"
+# The worked example of a method a user brings (README, "Changing one thing"), and the name it registers.
+EXAMPLE_METHOD = Path(__file__).resolve().parent.parent / "examples" / "ascent_with_retain.py"
+EXAMPLE_NAME = "ascent_with_retain"
 
 
 def cli(args: list[str], notebooks: tuple[str, ...] = (NB01,)) -> tuple[int, str]:
@@ -117,6 +120,21 @@ def cli(args: list[str], notebooks: tuple[str, ...] = (NB01,)) -> tuple[int, str
         patch.setattr(ecnb.study, "notebook_paths", lambda: [ecnb.study.NOTEBOOKS_DIR / n for n in notebooks])
         code = main(args)
     return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def registry_restored():
+    """The method registry of this process as it was before the module loaded method files into it: an xdist worker
+    runs other test files after this one, and some count the registered methods."""
+    from ecnb import user_methods
+    from ecnb.methods import HPARAMS, METHODS
+
+    tables = (METHODS, *HPARAMS.values(), user_methods._LOADED, user_methods._SOURCE)
+    saved = [dict(t) for t in tables]
+    yield
+    for table, kept in zip(tables, saved):
+        table.clear()
+        table.update(kept)
 
 
 def plotly_figures(path: Path) -> list[dict]:

@@ -118,8 +118,9 @@ def test_the_population_follows_the_scope_unless_given_and_never_changes_the_mod
 
 def test_overrides_are_read_as_literals_and_reach_the_methods_settings():
     from ecnb.config import parse_overrides
+    from ecnb.methods import study_hparams
 
     given = parse_overrides(["ga.lr=0.01", "ec.ec_points=layer2,pool", "ec.ec_weights=[1, 2]", "ga.epochs=3"])
     assert given == {"ga": {"lr": 0.01, "epochs": 3}, "ec": {"ec_points": "layer2,pool", "ec_weights": [1, 2]}}
     config = StudyConfig.from_options(overrides={"ga": {"lr": 0.01}})
-    assert config.hparams("ga", 0)["lr"] == 0.01 and config.hparams("rl", 0)["lr"] != 0.01
+    assert study_hparams(config, "ga", 0)["lr"] == 0.01 and study_hparams(config, "rl", 0)["lr"] != 0.01

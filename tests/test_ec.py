@@ -506,11 +506,11 @@ def test_a_target_class_for_each_forget_sample_needs_class_wise_forgetting(train
         run_method("ec+soft", trained.original, random_data, _hp("ec+soft"))
 
     names = ["ec", "ec[last]", "ec+soft", "ec+soft[pull]", "ec+soft[relabel]", "ga+ec", "ga+ec+soft", "ga"]
-    assert ec.for_scenario(names, StudyConfig.from_options()) == names
+    assert ecnb.methods.for_scenario(names, StudyConfig.from_options()) == names
     random_config = StudyConfig.from_options(forget_fraction=0.1, run_dir=str(tmp_path / "run"))
-    assert ec.for_scenario(names, random_config) == ["ec", "ec[last]", "ga+ec", "ga"]
+    assert ecnb.methods.for_scenario(names, random_config) == ["ec", "ec[last]", "ga+ec", "ga"]
     relabelling = StudyConfig.from_options(forget_fraction=0.1, overrides={"ec": {"ec_relabel_weight": 1.0}})
-    assert ec.for_scenario(["ec", "ga"], relabelling) == ["ga"], "read from the study's own settings"
+    assert ecnb.methods.for_scenario(["ec", "ga"], relabelling) == ["ga"], "read from the study's own settings"
 
     run = ecnb.Run.open(random_config)
     with pytest.raises(ConfigError, match="ec\\+soft, ga\\+ec\\+soft move each forget sample to another class"):

@@ -2,7 +2,8 @@
 
 Faults are injected for real: studies are interrupted (SIGINT) and killed (SIGKILL) part way through
 and run again, files are truncated, a kernel kills itself, a learning rate makes a method's loss
-overflow, and two studies race for one run directory. Studies that get signals run as subprocesses of
+overflow, and two studies race for one run directory; two runs are compared as a regression check does
+(`python -m ecnb compare`). Studies that get signals run as subprocesses of
 the real command line (`python -m ecnb study`'s `main`); all of them are cut down to notebooks 01
 and 02, two epochs, one method (`ga`) and relearning scored up to its reference step, so that the file
 stays within minutes on two cores.
@@ -183,6 +184,33 @@ def test_interrupted_studies_leave_complete_artifacts_and_resume_to_the_same_res
     assert finish(proc) == 0, stderr_of(run_dir)[-2000:]
     assert not leftovers(run_dir)
     pd.testing.assert_frame_equal(values(run_dir), values(fresh_runs[0]), check_exact=True)
+
+
+def test_compare_finds_no_change_between_two_runs_of_one_configuration(fresh_runs, capsys):
+    """The regression check on the two fresh studies above: bit-identical runs, nothing to report, exit 0."""
+    a, b = fresh_runs[:2]
+    assert main(["compare", str(a), str(b)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1] == ("0 verdict(s) changed, 0 claim(s) changed; figures of 0 of 5 model(s) moved "
+                                        "beyond their noise (exit 0)")
+    assert "configuration:" not in printed and "seed 0:" not in printed
+
+
+def test_compare_names_the_method_whose_hyperparameter_changed(fresh_runs, tmp_path, capsys):
+    """One epoch of gradient ascent instead of five leaves much of the class in: `ga` and only `ga` is named, with a
+    verdict that changed (exit 1) and the forget accuracy that moved beyond its noise."""
+    run_dir = copy_run(fresh_runs[0], tmp_path / "run")
+    code, stderr = cli(study_args(run_dir, "--set", "ga.epochs=1"), notebooks=(NB01, NB02))
+    assert code == 0, stderr[-2000:]
+    capsys.readouterr()  # the study's own printout
+    assert main(["compare", str(fresh_runs[0]), str(run_dir)]) == 1
+    printed = capsys.readouterr().out
+    assert "configuration:\n  overrides.ga.epochs: - -> 1\n" in printed
+    named = [line.strip() for line in printed[printed.index("seed 0:"):].splitlines()[1:] if line.startswith("  ") and
+             not line.startswith("    ")]
+    assert named == ["ga"]
+    assert "\n    verdict: " in printed and "\n    forget_train accuracy: " in printed
+    assert printed.splitlines()[-1].startswith("1 verdict(s) changed") and printed.endswith("(exit 1)\n")
 
 
 def test_a_config_of_another_study_is_refused_through_the_cli(tmp_path):

@@ -7,6 +7,7 @@ relearning scored up to step 10, notebooks 01 and 02), so that the Ray path, the
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,6 +121,22 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert len(figures) == 8
     report = (root / "report.html").read_text()
     assert "cell digits-forget8-seed1 failed" in report and report.count("plotly.js v") == 1
+
+
+def test_compare_reads_two_sweeps_cell_by_cell(swept, tmp_path, capsys):
+    """A sweep stored for a later regression check, compared with the sweep itself and with a copy missing a cell."""
+    root = swept[0]
+    stored = Path(shutil.copytree(root, tmp_path / "stored"))
+    assert main(["compare", str(stored), str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1].endswith("figures of 0 of 15 model(s) moved beyond their noise (exit 0)"), \
+        "three finished cells x (original, three retrained models, ga)"
+    (root / "cells" / "digits-forget1-seed0" / sweep.CELL_FILE).rename(tmp_path / "cell.json")
+    try:
+        assert main(["compare", str(stored), str(root)]) == 1
+    finally:
+        (tmp_path / "cell.json").rename(root / "cells" / "digits-forget1-seed0" / sweep.CELL_FILE)
+    assert "digits-forget1-seed0:\n  only in A\n" in capsys.readouterr().out
 
 
 def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept, monkeypatch):

@@ -43,13 +43,12 @@ of them (and their defaults from `EC_HPARAMS`) in `ecnb.unlearn`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ..config import StudyConfig
 from ..models import TappedNet
 from ..unlearn import HPARAMS, METHODS, Method, Phase, Step, compose, every_epoch
 from .loss import (
@@ -70,7 +69,7 @@ from .points import AuxHead, aux_plan, build_aux, layer_weights, supervision_poi
 __all__ = [
     "ABLATIONS", "EC_HPARAMS", "EC_PARAMS", "PULLS", "AuxHead", "ChoiceRule", "ECState", "PointsRule", "WeightsRule",
     "VARIANTS", "VARIANT_ABLATIONS", "VARIANT_TERMS", "ablation_names", "aux_plan", "baselines", "build_aux", "ec_method", "ec_setup", "ec_term", "forget_targets",
-    "is_ec", "layer_weights", "method_names", "needs_forgotten_classes", "for_scenario", "negative_learning_loss", "plugin_name", "point_loss", "register",
+    "is_ec", "layer_weights", "method_names", "needs_forgotten_classes", "negative_learning_loss", "plugin_name", "point_loss", "register",
     "retain_anchor_loss", "soft_cross_entropy", "supervision_points", "target_pull_loss", "variant_names", "warm_up",
 ]
 
@@ -202,14 +201,6 @@ def ec_method(base: Method | None = None, name: str | None = None) -> Method:
 def is_ec(name: str) -> bool:
     """Whether `name` is EC, an EC ablation, a variant or a plug-in (these never get a plug-in of their own)."""
     return name == "ec" or name.startswith(("ec[", "ec+")) or "+ec" in name
-
-
-def for_scenario(names: Sequence[str], config: StudyConfig) -> list[str]:
-    """`names` without the methods that `config`'s forgetting scenario cannot run: under random-sample
-    forgetting, those whose hyperparameters move each forget sample to another class (`needs_forgotten_classes`)."""
-    if config.scenario == "class":
-        return list(names)
-    return [n for n in names if not needs_forgotten_classes(config.hparams(n, config.seeds[0]))]
 
 
 def baselines(methods: Mapping[str, Method] = METHODS) -> list[str]:

@@ -29,9 +29,10 @@ How a method is written. Each method is a `Method` spec that the shared driver r
 - `grad_hook(model, state, step)` optionally edits the loss's gradients between backward and the
   update (SalUn's mask). Weight decay is added to the gradients *after* the hook, as the optimiser's own
   weight decay is in SalUn's code: a masked-out weight gets no loss gradient but still decays.
-Adding a method is one function and one line: write `def _my_loss(model, state, step)` and add
+Adding a method to the package is one function and one line: write `def _my_loss(model, state, step)` and add
 `"my": Method("my", _my_loss, every_epoch(Phase("train", "retain", "retain")))` to `METHODS`
-(with its default hyperparameters in `HPARAMS` and its extra hyperparameters' `Rule`s in `params`).
+(with its default hyperparameters in `HPARAMS` and its extra hyperparameters' `Rule`s in `params`). A user of
+the package brings one without editing it: `ecnb.register_method(...)` in a method file (`ecnb.user_methods`).
 
 How composition works (the Erase-at-the-Core plug-in, `B+ec`): `compose(base, name, term, setup)`
 returns a new `Method` whose loss is `base.loss(model, state.base, step) + term(model, state.extra,
@@ -77,7 +78,7 @@ from .core import (
     compose,
     every_epoch,
 )
-from .defaults import HPARAMS, get_method, hparams, table_digest, validate
+from .defaults import COMMON_DEFAULTS, HPARAMS, get_method, hparams, table_digest, validate
 from .driver import UnlearnStats, make_optimizer, planned_steps, run_method, unlearn
 
 __all__ = [
@@ -105,6 +106,7 @@ __all__ = [
     "UnlearningError",
     "compose",
     "every_epoch",
+    "COMMON_DEFAULTS",
     "HPARAMS",
     "get_method",
     "hparams",

@@ -28,6 +28,10 @@ _QUICK = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "forget_batch
 # Hongkyu-Lee/Contrastive-Unlearning (args/parse.py, README single-class command).
 _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batch_size": 256, "retain_fraction": 1.0}
 
+# What every method of a profile shares unless it says otherwise; a method a user brings starts from it
+# (`ecnb.user_methods`).
+COMMON_DEFAULTS = {"quick": _QUICK, "paper": _PAPER}
+
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "ft": {**_QUICK, "epochs": 10, "lr": 0.1},  # 0.996 / 0.992 / 0.977: FT does not forget within the grid

@@ -89,6 +89,7 @@ def _optimise(
     optimiser's step (decay after the hook, as an optimiser's own weight decay acts after SalUn's mask)."""
     with autocast(device):
         loss = method.loss(model, state, step)
+    _check_loss(method.name, loss)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if method.grad_hook is not None:
@@ -100,6 +101,17 @@ def _optimise(
                 p.grad.add_(p.detach(), alpha=decay)
     opt.step()
     return loss.detach().float()
+
+
+def _check_loss(name: str, loss: Any) -> None:
+    """A loss the update can use: one number that depends on the weights (a method a user brings may return
+    anything). Checked without reading the value, so the device is not waited for."""
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise UnlearningError(f"unlearning method {name!r}: its loss must be a scalar tensor (one number per step), "
+                              f"not {what}")
+    if not loss.requires_grad:
+        raise UnlearningError(f"unlearning method {name!r}: its loss does not depend on the model's weights (no gradient)")
 
 
 def make_optimizer(kind: Optimizer, model: nn.Module, hp: Mapping[str, Any], lr: str = "lr") -> torch.optim.Optimizer:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import colorsys
 from functools import cache
 
-from ..ec import baselines, is_ec
+from ..ec import is_ec
+from ..methods import builtin_baselines
 from ..results import is_member
 
 FORGET_COLOR = "#d62728"  # the forgotten class, in every embedding
@@ -52,7 +53,7 @@ def method_color(name: str) -> str:
         if kind == "variant" and "[" in name:
             lightness = 0.62
         return _hsl(hue, 0.75, lightness)
-    known = baselines()
+    known = builtin_baselines()  # a method a user brings gets a colour of its own name, the same in every kernel
     index = known.index(root) if root in known else len(known) + sum(map(ord, root))
     return _hsl(_BASELINE_HUES[index % len(_BASELINE_HUES)], 0.65, _LIGHTNESS[kind])
 
