@@ -11,7 +11,7 @@ from scipy.stats import permutation_test, spearmanr
 
 from .results import is_reference
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT_CENTRE, FEWSHOT_GAP, KEEPS, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    CKA, DEPTH, ERASED, FEWSHOT_CENTRE, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
     attack_distance, attack_distances, figure_text, high, keeps_retain, low, nearer, wilson_interval, with_interval,
 )
@@ -52,7 +52,7 @@ def references(table: pd.DataFrame) -> Prose:
 def superficial_answer(table: pd.DataFrame, baselines: Sequence[str]) -> Prose:
     """Notebook 02's answer: do baselines that forget at the output still hold the class?"""
     present = [b for b in baselines if b in table.index]
-    forgot = [b for b in present if table.loc[b, DEPTH] != KEEPS]
+    forgot = [b for b in present if table.loc[b, DEPTH] != NOT_FORGOTTEN]
     superficial = [b for b in forgot if table.loc[b, DEPTH] == SUPERFICIAL]
     erased = [b for b in forgot if table.loc[b, DEPTH] == ERASED]
     lines = [f"Of {len(present)} baselines, {len(forgot)} bring forget accuracy down to `retrain`'s level "
@@ -124,7 +124,7 @@ def basin_answer(table: pd.DataFrame, results: pd.DataFrame, method: str, others
                 f"further than along the line to `retrain` at any t (at {t.replace('t', 't = ')}: {at(method, t)} against "
                 f"{at('retrain', t)}): on this run the line does not show `{method}` staying in the original's "
                 "basin, so it does not explain its relearning gap.")
-    forgot = [m for m in others if m in table.index and table.loc[m, DEPTH] != KEEPS]
+    forgot = [m for m in others if m in table.index and table.loc[m, DEPTH] != NOT_FORGOTTEN]
     points = table.loc[forgot].dropna(subset=[WEIGHTS, RELEARN_GAP])
     test = rank_correlation(points[WEIGHTS], points[RELEARN_GAP]) if len(points) >= 3 else None
     if test is None or pd.isna(test.statistic):  # too few methods, or one figure the same for all of them

@@ -67,7 +67,7 @@ def test_the_weight_space_answer_compares_with_retrains_line_and_leaves_out_what
                              "split": "test_forget", "value": v}
                             for m, values in (("ga", line), ("retrain", retrain_line)) for t, v in values.items()])
     six = {m: {WEIGHTS: 0.001 * (i + 1), RELEARN_GAP: 0.9 - 0.1 * i} for i, m in enumerate(["ga", "rl", "a", "b", "c", "d"])}
-    table = judged(**six, ft={WEIGHTS: 0.0001, RELEARN_GAP: 0.0, "depth": "keeps the class"})
+    table = judged(**six, ft={WEIGHTS: 0.0001, RELEARN_GAP: 0.0, "depth": "not forgotten"})
     text = str(prose.basin_answer(table, results, "ga", [*six, "ft"]))
     assert "at t = 0.75 it still reads **0.80 [" in text and "the line to `retrain` reads **0.00 [" in text
     assert "Over the 6 baselines that forgot at the output" in text, "ft never forgot: left out"

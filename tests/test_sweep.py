@@ -202,7 +202,7 @@ def test_an_unreachable_ray_cluster_is_refused_before_any_work(tmp_path, capsys)
 def verdict_rows() -> pd.DataFrame:
     rows = []
     for forget_set, depth, cost in (("3", "superficial", "keeps retain"), ("8", "erased", "hurts retain (-0.05)")):
-        for method, d, c, cka in (("original", "keeps the class", "keeps retain", 1.0),
+        for method, d, c, cka in (("original", "not forgotten", "keeps retain", 1.0),
                                   ("retrain", "erased", "keeps retain", 0.8), ("ga", depth, cost, 0.9)):
             tells = "output tell" if d == "erased" and method == "ga" else ""
             verdict = {"original": REFERENCE, "retrain": f"{REFERENCE}; null read: erased, keeps retain"}.get(
@@ -226,7 +226,7 @@ def test_verdict_heatmap_has_a_cell_per_method_and_forget_set():
 
 def test_agreement_counts_the_cells_of_each_depth():
     agreement = sweep.agreement(verdict_rows()).set_index("method")
-    assert agreement.loc["ga", ["superficial", "erased", "partial", "keeps the class"]].tolist() == [1, 1, 0, 0]
+    assert agreement.loc["ga", ["superficial", "erased", "partial", "not forgotten"]].tolist() == [1, 1, 0, 0]
     assert agreement.loc["ga", "cells"] == 2 and agreement.loc["ga", "in cells"] == 1
     fig = viz.agreement_figure(sweep.agreement(verdict_rows()))
     assert [t.name for t in fig.data] == list(DEPTHS) and list(fig.data[0].y) == ["ga"]

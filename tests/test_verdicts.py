@@ -57,7 +57,7 @@ MODELS = {
     "certain": (0.0, dict(RETRAINED, top=1.0, retain=0.98), (0.95, 0.6, 0.3)),
     # erased by both gaps but never relearns (0.9 below at step 50), and 0.49 of retain accuracy lost
     "stubborn": (0.0, dict(curve=(0.0,) * 5, probe=(0.4, 0.3, 0.5), retain=0.5), (0.5, 0.2, 0.1)),
-    # forget accuracy 0.30, more than 0.05 above the retrained models' 0: keeps the class
+    # forget accuracy 0.30, more than 0.05 above the retrained models' 0: not forgotten
     "keeper": (0.3, dict(curve=(0.3, 0.9, 0.9, 0.9, 0.9), probe=(0.9, 0.9, 0.9), retain=0.99), (1.0, 0.9, 0.8)),
     # the retrained models' relearning, and a head re-fitted at `pool` reads 0.975 where they read 0.5
     "head": (0.0, dict(curve=(0.0, 0.0, 0.0, 0.0, 0.9), probe=(0.4, 0.3, 0.975), retain=0.98), (0.9, 0.6, 0.3)),
@@ -137,7 +137,7 @@ def test_the_floor_is_the_largest_gap_of_a_retrained_model_against_the_others():
 
 def test_each_depth_on_a_hand_made_method(table):
     assert table.loc[list(MODELS)[4:], "depth"].to_dict() == {
-        "late": "superficial", "certain": "erased", "stubborn": "erased", "keeper": "keeps the class",
+        "late": "superficial", "certain": "erased", "stubborn": "erased", "keeper": "not forgotten",
         "head": "superficial", "winner": "erased"}
     assert table.loc["head", FEWSHOT_GAP] == pytest.approx(0.475), "a head re-fitted at the penultimate tap is an attack"
 

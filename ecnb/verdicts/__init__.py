@@ -7,7 +7,7 @@ Every verdict reads a method against a population of models retrained without D_
 - `measured` (`evidence`): the figures of `results.csv` and the figures against the population, each with its 95 %
   interval (test images, attacker's draws and population resampled jointly) and its floor (the population's
   own spread, read by leaving one retrained model out at a time): `population`;
-- `rules`: depth (keeps the class, superficial, partial, erased, undecided), tells and cost from those
+- `rules`: depth (not forgotten, superficial, partial, erased, undecided), tells and cost from those
   figures, and the null test: each retrained model read against the others must come out erased, keeps
   retain, no tell;
 - `cells` (`claims`): the study's claims over the cells of one data set;
@@ -22,7 +22,7 @@ from .measured import (CKA, ENTROPY, FEWSHOT, FORGET, FULL_PROBE, MIA, N_TEST_FO
                        taps_of)
 from .population import (FEWSHOT_CENTRE, FEWSHOT_GAP, OUTPUT_DISTANCE, RELEARN_CENTRE, RELEARN_GAP, RELEARN_GAP_STEP,
                          RESISTANCE, RETAIN_DROP, figures, floor, high, low)
-from .rules import (COST, COST_UNDECIDED, DEPTH, DEPTHS, ERASED, ERASED_TOL, FORGET_TOL, HURTS_RETAIN, KEEPS,
+from .rules import (COST, COST_UNDECIDED, DEPTH, DEPTHS, ERASED, ERASED_TOL, FORGET_TOL, HURTS_RETAIN, NOT_FORGOTTEN,
                     KEEPS_RETAIN, NULL_PASS, OUTPUT_TELL, OUTPUT_TELL_NAME, PARTIAL, REFERENCE, RESISTANCE_TELL,
                     RESISTANCE_TELL_NAME, RETAIN_TOL, SUCCEEDS, SUPERFICIAL, SUPERFICIAL_GAP, TELLS, UNDECIDED, VERDICT,
                     disagreements, gap_level, judge, keeps_retain, null_test, verdict_line)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .measured import CKA
 from .population import FEWSHOT_GAP, RELEARN_GAP, RESISTANCE, RETAIN_DROP, high, low
-from .rules import COST, COST_UNDECIDED, DEPTH, ERASED, KEEPS, KEEPS_RETAIN, SUCCEEDS, SUPERFICIAL, TELLS, UNDECIDED
+from .rules import COST, COST_UNDECIDED, DEPTH, ERASED, NOT_FORGOTTEN, KEEPS_RETAIN, SUCCEEDS, SUPERFICIAL, TELLS, UNDECIDED
 
 Cells = Mapping[str, "pd.DataFrame | None"]  # cell name -> `judge` table, None for a cell that failed
 COLUMNS = ["claim", "measured", "target", "holds", "undecided"]
@@ -68,7 +68,7 @@ def claims(cells: Cells, baselines: Sequence[str], plugin_bases: Sequence[str] |
 
     def forgets_and_keeps(t: pd.DataFrame) -> bool:
         r = _row(t, ec)
-        return r is not None and r[DEPTH] != KEEPS and r[COST] == KEEPS_RETAIN
+        return r is not None and r[DEPTH] != NOT_FORGOTTEN and r[COST] == KEEPS_RETAIN
 
     k = _count(cells, forgets_and_keeps)
     rows.append((f"{ec} forgets at the output and keeps retain accuracy", f"{k} of {n} cell(s)", f">= {majority}",

@@ -14,7 +14,7 @@ among themselves (its *floor*). With `x` a figure, `[lo, hi]` its 95 % interval 
 - *mid* when `lo > max(0.1, f)` and `hi < max(0.3, f)`;
 - otherwise its interval spans a cut: *undecided*.
 
-*keeps the class* when the `forget_train` accuracy is more than `FORGET_TOL` above the population's mean
+*not forgotten* when the `forget_train` accuracy is more than `FORGET_TOL` above the population's mean
 (and its largest); else *superficial* when a gap is large, *erased* when both are small, *partial* when
 both are decided and one is mid, *undecided* otherwise (also when an attack was not measured).
 
@@ -49,8 +49,8 @@ RESISTANCE_TELL = 0.4
 EPS = 1e-9
 
 DEPTH, COST, TELLS, VERDICT, SUCCEEDS = "depth", "cost", "tells", "verdict", "succeeds"
-KEEPS, SUPERFICIAL, PARTIAL, ERASED, UNDECIDED = "keeps the class", "superficial", "partial", "erased", "undecided"
-DEPTHS = (KEEPS, SUPERFICIAL, UNDECIDED, PARTIAL, ERASED)  # from worst to best
+NOT_FORGOTTEN, SUPERFICIAL, PARTIAL, ERASED, UNDECIDED = "not forgotten", "superficial", "partial", "erased", "undecided"
+DEPTHS = (NOT_FORGOTTEN, SUPERFICIAL, UNDECIDED, PARTIAL, ERASED)  # from worst to best
 KEEPS_RETAIN, HURTS_RETAIN, COST_UNDECIDED = "keeps retain", "hurts retain", "retain cost undecided"
 OUTPUT_TELL_NAME, RESISTANCE_TELL_NAME = "output tell", "over-resistance tell"
 REFERENCE = "reference"
@@ -93,7 +93,7 @@ def depth(row: pd.Series) -> str:
     """The depth of one method (a row of `ecnb.verdicts.evidence`'s table)."""
     forget_cut = max(FORGET_TOL, row[POPULATION_FORGET_MAX] - row[POPULATION_FORGET])
     if row[FORGET] - row[POPULATION_FORGET] > forget_cut + EPS:
-        return KEEPS
+        return NOT_FORGOTTEN
     levels = [gap_level(row[g], row[low(g)], row[high(g)], row[floor(g)]) for g in (RELEARN_GAP, FEWSHOT_GAP)]
     if LARGE in levels:
         return SUPERFICIAL

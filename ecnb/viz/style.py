@@ -76,7 +76,7 @@ def _hsl(hue: float, saturation: float, lightness: float) -> str:
 
 # The verdicts: one colour and one marker per depth; a method that hurts retain accuracy gets the open marker.
 DEPTH_STYLE = {
-    "reference": ("black", "diamond"), "keeps the class": ("#7f7f7f", "x"), "superficial": ("#d62728", "circle"),
+    "reference": ("black", "diamond"), "not forgotten": ("#7f7f7f", "x"), "superficial": ("#d62728", "circle"),
     "undecided": ("#9467bd", "triangle-up"), "partial": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
 }
 BAND_COLOR = "rgba(0, 0, 0, 0.12)"  # the retrained models' range, behind `retrain`'s line
