@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print the summary table of a run directory")
     summary.add_argument("run_dir")
 
+    ship = sub.add_parser("ship", help="copy a finished sweep's tables into shipped/ (what notebook 05 reads first)")
+    ship.add_argument("sweep_dir")
+
     compare = sub.add_parser("compare", help="what changed from one run (or sweep) to another beyond noise; exit 1 when "
                              "a verdict or a claim changed")
     compare.add_argument("run_a", metavar="RUN_A", help="the run directory (or sweep directory) to compare against")
@@ -178,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             print(key)
             for line in run.failure_lines():
                 print(line)
+        elif args.command == "ship":
+            from .shipped import ship
+
+            print(f"shipped: {ship(args.sweep_dir)}")
         elif args.command == "compare":
             from .compare import compare
 

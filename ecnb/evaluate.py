@@ -16,17 +16,18 @@ from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
 from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
-from .features import remove_cached
-from .metrics import DegenerateFeatures, accuracy_rows, cka_rows, mia_rows, output_rows, probabilities, probe_rows
+from .features import model_digest, remove_cached
+from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, cka_rows, mia_rows, model_outputs,
+                      output_rows, probabilities, probe_rows)
 from .models import TappedNet
 from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
 from .ec import is_ec
-from .train import model_from_state, predict
+from .train import model_from_state
 from .methods import for_scenario, planned_steps, run_method, source_digest, study_hparams
 from .unlearn import UnlearnData, UnlearningError
 from .user_models import read_model
-from .weights import weight_rows
+from .weights import INTERPOLATION_SPLITS, weight_rows
 from .workers import one_thread, run_jobs, worker_count
 from .workers import shared as shared_objects
 
@@ -120,7 +121,8 @@ def reference_rows(
 ) -> list[dict]:
     """`accuracy` on every split and the training `wall_time` (seconds, from the checkpoint) of a reference model."""
     meta = load_checkpoint(run.checkpoint_path(method, seed))["meta"]
-    return accuracy_rows(model, splits, method, seed) + [result_row(seed, method, "wall_time", meta["wall_time"])]
+    rows = accuracy_rows(model_outputs(model, splits), splits, method, seed)
+    return rows + [result_row(seed, method, "wall_time", meta["wall_time"])]
 
 
 def measure(
@@ -136,9 +138,14 @@ def measure(
     spatial = max_spatial(run.config.profile, ds.input_shape)
     cka_splits = {name: splits[name] for name in CKA_SPLITS}
     yardsticks = {name: references[name] for name in REFERENCES}
-    rows = accuracy_rows(model, splits, method, seed) + mia_rows(model, splits, method, seed)
-    rows += output_rows(model, splits, method, seed, references["retrain"])
-    rows += weight_rows(model, references["original"], splits, method, seed)
+    outputs = model_outputs(model, splits)
+    retrain_outputs = _outputs_of(references["retrain"], {n: splits[n] for n in OUTPUT_SPLITS if n in outputs})
+    rows = accuracy_rows(outputs, splits, method, seed) + mia_rows(outputs, splits, method, seed)
+    rows += output_rows(outputs, retrain_outputs, method, seed)
+    original_outputs = _outputs_of(references["original"], {n: splits[n] for n in INTERPOLATION_SPLITS if n in outputs})
+    ends = {(n, t): accuracy(probs, splits[n][1]) for t, answers in ((0.0, original_outputs), (1.0, outputs))
+            for n, probs in answers.items() if n in INTERPOLATION_SPLITS}
+    rows += weight_rows(model, references["original"], splits, method, seed, known=ends)
     rows += cka_rows(run, model, method, seed, yardsticks, cka_splits, spatial)
     rows += probe_rows(run, model, method, seed, ds, split, spatial)
     attack, attack_outcomes = attack_rows(run, model, method, seed, ds, split, spatial)
@@ -151,10 +158,25 @@ def measure(
     else:
         relearn, steps = attack_outcomes.relearn, tuple(run.config.attacks.relearn_steps)
         fewshot, taps = attack_outcomes.fewshot, tuple(model.taps)
-    x_retain, y_retain = splits["test_retain"]
-    return rows, Outcomes(relearn, steps, fewshot, taps,
-                          forget_top=probabilities(model, splits["forget_train"][0]).max(1).values.numpy(),
-                          retain_correct=(predict(model, x_retain).argmax(1) == y_retain.cpu()).numpy())
+    return rows, Outcomes(relearn, steps, fewshot, taps, forget_top=outputs["forget_train"].max(1).values.numpy(),
+                          retain_correct=(outputs["test_retain"].argmax(1) == splits["test_retain"][1].cpu()).numpy())
+
+
+# A reference's answers on the splits every measurement reads, kept per process (keyed by the digest of its
+# weights): `original` and `retrain` are read by every model a process measures.
+_REFERENCE_OUTPUTS: dict[tuple[str, str, int], torch.Tensor] = {}
+
+
+def _outputs_of(reference: TappedNet, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`model_outputs` of a reference model, computed once per process for each of its weights and splits."""
+    digest = model_digest(reference)
+    out = {}
+    for name, (x, y) in splits.items():
+        key = (digest, name, len(y))
+        if key not in _REFERENCE_OUTPUTS:
+            _REFERENCE_OUTPUTS[key] = probabilities(reference, x)
+        out[name] = _REFERENCE_OUTPUTS[key]
+    return out
 
 
 def measure_and_save(

@@ -21,7 +21,6 @@ from .data import Dataset, ForgetSplit, split_tensors
 from .features import cached_features
 from .models import TappedNet
 from .results import REFERENCES, result_row
-from .train import predict
 
 
 class DegenerateFeatures(ValueError):
@@ -44,17 +43,24 @@ def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) 
     ]
 
 
-def accuracy_rows(
-    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
-) -> list[dict]:
-    """`accuracy` and `split_size` (its number of images: the n of the accuracy's Wilson interval) for every
-    non-empty split (random-sample forgetting has no `test_forget`)."""
+Outputs = dict[str, torch.Tensor]  # split name -> the model's softmax probabilities on its images, float64
+
+
+def model_outputs(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Outputs:
+    """The model's answers on every non-empty split (`probabilities`): one pass over each split, read by the
+    accuracies, the membership attack, the outputs' figures and the verdicts' per-image outcomes alike."""
+    return {name: probabilities(model, x) for name, (x, y) in splits.items() if len(y)}
+
+
+def accuracy_rows(outputs: Outputs, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
+                  ) -> list[dict]:
+    """`accuracy` and `split_size` (its number of images: the n of the accuracy's Wilson interval) for every split
+    of `outputs` (`model_outputs`: random-sample forgetting has no `test_forget`)."""
     return [
         row
-        for name, (x, y) in splits.items()
-        if len(y)
-        for row in (result_row(seed, method, "accuracy", accuracy(predict(model, x), y), split=name),
-                    result_row(seed, method, "split_size", len(y), split=name))
+        for name, probs in outputs.items()
+        for row in (result_row(seed, method, "accuracy", accuracy(probs, splits[name][1]), split=name),
+                    result_row(seed, method, "split_size", len(probs), split=name))
     ]
 
 
@@ -339,20 +345,15 @@ def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     return torch.softmax(torch.cat(chunks), 1)
 
 
-def true_label_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """Softmax probability of the true label per sample, float64 (`probabilities`)."""
-    return probabilities(model, x, batch_size).gather(1, y.cpu().long().view(-1, 1)).squeeze(1).numpy()
+def true_label_confidence(probs: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Softmax probability of the true label per sample, float64 (`probabilities`' answers)."""
+    return probs.gather(1, y.cpu().long().view(-1, 1)).squeeze(1).numpy()
 
 
-def mia_efficacy(
-    model: nn.Module,
-    retain_xy: tuple[torch.Tensor, torch.Tensor],
-    test_xy: tuple[torch.Tensor, torch.Tensor],
-    forget_xy: tuple[torch.Tensor, torch.Tensor],
-    seed: int = 0,
-    max_per_side: int = 5000,
-) -> float:
-    """Fraction of the forget set that a confidence-based membership attack calls non-members.
+def mia_efficacy(members: np.ndarray, non_members: np.ndarray, target: np.ndarray, seed: int = 0,
+                 max_per_side: int = 5000) -> float:
+    """Fraction of the forget set that a confidence-based membership attack calls non-members, from the true-label
+    confidences of retain-train samples (`members`), test samples (`non_members`) and D_f (`target`).
 
     As SalUn's SVC_MIA: an RBF SVC (C=3, gamma='auto') on one feature, the true-label confidence, learns
     retain-train samples (members, 1) against test samples (non-members, 0), then labels D_f. Higher
@@ -360,41 +361,34 @@ def mia_efficacy(
     - the members are D_r only, never D_f (the callers pass `retain_train`, disjoint from D_f by
       the forget split's check), so the attack is not trained on the very samples it judges;
     - members and non-members are balanced: the larger side is subsampled with a seeded RNG (both capped
-      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority; only
-      the drawn images go through the model (the same draw as from all their confidences);
-    - confidences come from the model in eval mode on un-augmented images (`true_label_confidence`).
-    For class-wise forgetting `test_xy` should be `test_retain`, so both shadow sets hold the same
+      at `max_per_side` to keep the SVC fast), so the attack cannot win by predicting the majority;
+    - confidences come from the model in eval mode on un-augmented images (`probabilities`).
+    For class-wise forgetting the non-members should be `test_retain`, so both shadow sets hold the same
     classes and the attack learns membership, not class.
     """
-    if not len(forget_xy[1]):
+    if not len(target):
         raise ValueError("MIA efficacy of an empty forget set is undefined")
     rng = np.random.default_rng(seed)
-    k = min(len(retain_xy[1]), len(test_xy[1]), max_per_side)
+    k = min(len(members), len(non_members), max_per_side)
     if k == 0:
         raise ValueError("MIA needs non-empty member (retain) and non-member (test) sets")
-    members = true_label_confidence(model, *_rows(retain_xy, rng.choice(len(retain_xy[1]), k, replace=False)))
-    non_members = true_label_confidence(model, *_rows(test_xy, rng.choice(len(test_xy[1]), k, replace=False)))
-    target = true_label_confidence(model, *forget_xy)
-    shadow = np.concatenate([members, non_members])
+    shadow = np.concatenate([members[rng.choice(len(members), k, replace=False)],
+                             non_members[rng.choice(len(non_members), k, replace=False)]])
     labels = np.concatenate([np.ones(k), np.zeros(k)])
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], labels)
     return float(np.mean(attack.predict(target[:, None]) == 0))
 
 
-def _rows(xy: tuple[torch.Tensor, torch.Tensor], positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    index = torch.as_tensor(positions, device=xy[0].device)
-    return xy[0][index], xy[1][index.to(xy[1].device)]
-
-
-def mia_rows(
-    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
-) -> list[dict]:
+def mia_rows(outputs: Outputs, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
+             ) -> list[dict]:
     """The `mia_efficacy` row on `forget_train`: members `retain_train`, non-members `test_retain`.
 
     `test_retain` holds the kept classes' test images for class-wise forgetting and the whole test set
     for random-sample forgetting: in both cases the same classes as `retain_train`.
     """
-    value = mia_efficacy(model, splits["retain_train"], splits["test_retain"], splits["forget_train"], seed=seed)
+    conf = {name: true_label_confidence(outputs[name], splits[name][1])
+            for name in ("retain_train", "test_retain", "forget_train")}
+    value = mia_efficacy(conf["retain_train"], conf["test_retain"], conf["forget_train"], seed=seed)
     return [result_row(seed, method, "mia_efficacy", value, split="forget_train")]
 
 
@@ -416,20 +410,15 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(ks_2samp(np.asarray(a, np.float64), np.asarray(b, np.float64)).statistic)
 
 
-def output_rows(
-    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int, retrain: nn.Module
-) -> list[dict]:
+def output_rows(outputs: Outputs, retrain_outputs: Outputs, method: str, seed: int) -> list[dict]:
     """`output_entropy` and `output_ks_to_retrain` on the splits of `OUTPUT_SPLITS` that hold images: the
     model's mean prediction entropy, and the KS distance between its top-class probabilities and
-    `retrain`'s on the same images. A model that never saw the class answers a forgotten image with a
-    fairly confident guess at a similar class; near-uniform answers (the most common way an unlearned
-    model "forgets") or certain ones give it away to anyone who can query it."""
+    `retrain`'s on the same images (`retrain_outputs`). A model that never saw the class answers a forgotten
+    image with a fairly confident guess at a similar class; near-uniform answers (the most common way an
+    unlearned model "forgets") or certain ones give it away to anyone who can query it."""
     rows = []
-    for name in OUTPUT_SPLITS:
-        x = splits[name][0]
-        if not len(x):
-            continue
-        probs, reference = probabilities(model, x), probabilities(retrain, x)
+    for name in (n for n in OUTPUT_SPLITS if n in outputs):
+        probs, reference = outputs[name], retrain_outputs[name]
         top, reference_top = probs.max(1).values.numpy(), reference.max(1).values.numpy()
         rows += [result_row(seed, method, "output_entropy", output_entropy(probs), split=name),
                  result_row(seed, method, "output_ks_to_retrain", ks_distance(top, reference_top), split=name)]

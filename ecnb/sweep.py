@@ -70,6 +70,9 @@ from .verdicts import (
 )
 
 SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
+# The default sweep's tables, shipped with the repository (`ecnb.shipped`): what notebook 05 reads before a sweep of
+# one's own has run.
+SHIPPED_DIR = NOTEBOOKS_DIR.parent / "shipped" / "sweep-digits"
 CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
 HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_DISTANCE]
 
@@ -131,11 +134,13 @@ def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple
 
 
 def find_sweep(sweep_dir: str | Path | None = None) -> Path:
-    """Notebook 05's sweep: `sweep_dir`, or the default sweep's directory under the project's `runs/`."""
+    """Notebook 05's sweep: `sweep_dir`, or the default sweep's directory under the project's `runs/` once it has
+    run, or else the sweep the repository ships (`SHIPPED_DIR`, `ecnb.shipped`)."""
     if sweep_dir is not None:
         return Path(sweep_dir)
     default = default_sweep_dir("quick", [PROFILES["quick"]["dataset"]], [(c,) for c in REPORTED_CLASSES], list(SWEEP_SEEDS))
-    return RUNS_DIR.parent / default
+    local = RUNS_DIR.parent / default
+    return local if (local / "sweep.json").exists() else SHIPPED_DIR
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

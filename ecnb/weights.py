@@ -18,7 +18,7 @@ line from the original to itself and gets it back after a few fine-tuning steps.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -73,26 +73,32 @@ def interpolate(original: TappedNet, model: TappedNet, t: float) -> TappedNet:
 
 def interpolation_accuracy(
     original: TappedNet, model: TappedNet, sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    ts: Sequence[float] = INTERPOLATION_TS,
+    ts: Sequence[float] = INTERPOLATION_TS, known: Mapping[tuple[str, float], float] | None = None,
 ) -> dict[tuple[str, float], float]:
-    """Accuracy on each non-empty set at each t of the line from `original` (t = 0) to `model` (t = 1)."""
+    """Accuracy on each non-empty set at each t of the line from `original` (t = 0) to `model` (t = 1). `known`
+    holds accuracies already measured, by (set, t): the ends of the line are the two models themselves, so a
+    caller that has their accuracies need not run them again."""
+    known = known or {}
     out = {}
     for t in ts:
-        mixed = interpolate(original, model, t)
+        todo = {name: xy for name, xy in sets.items() if len(xy[1]) and (name, t) not in known}
+        mixed = interpolate(original, model, t) if todo else None
         for name, (x, y) in sets.items():
             if len(y):
-                out[name, t] = accuracy(predict(mixed, x), y)
+                out[name, t] = known[name, t] if name not in todo else accuracy(predict(mixed, x), y)
     return out
 
 
 def weight_rows(
-    model: TappedNet, original: TappedNet, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
+    model: TappedNet, original: TappedNet, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int,
+    known: Mapping[tuple[str, float], float] | None = None,
 ) -> list[dict]:
-    """`weight_distance` (whole model, then per block) and `interpolation_accuracy` per split and t."""
+    """`weight_distance` (whole model, then per block) and `interpolation_accuracy` per split and t (`known`: the
+    accuracies at the ends of the line, when the caller has them)."""
     rows = [result_row(seed, method, "weight_distance", v, layer=block)
             for block, v in weight_distance(model, original).items()]
     sets = {name: splits[name] for name in INTERPOLATION_SPLITS}
-    for (name, t), v in interpolation_accuracy(original, model, sets).items():
+    for (name, t), v in interpolation_accuracy(original, model, sets, known=known).items():
         rows.append(result_row(seed, method, "interpolation_accuracy", v, split=name, layer=interpolation_layer(t)))
     return rows
 

@@ -222,24 +222,29 @@ def test_cka_rows_read_the_capped_sample_and_leave_the_whole_splits_features(tra
 
 def test_true_label_confidence_is_the_softmax_of_the_label(trained):
     x, y = trained.splits["test_retain"]
-    conf = metrics.true_label_confidence(trained.original, x, y)
+    conf = metrics.true_label_confidence(metrics.probabilities(trained.original, x), y)
     with torch.no_grad():
         expected = torch.softmax(trained.original(x).double(), 1)[torch.arange(len(y)), y].numpy()
     assert conf.dtype == np.float64
     np.testing.assert_allclose(conf, expected, rtol=1e-5)
 
 
+def confidences(model: torch.nn.Module, splits: dict) -> dict[str, np.ndarray]:
+    return {name: metrics.true_label_confidence(metrics.probabilities(model, splits[name][0]), splits[name][1])
+            for name in ("retain_train", "test_retain", "forget_train")}
+
+
 def test_mia_efficacy_separates_the_original_from_retrain(trained):
     s = trained.splits
-    values = {
-        name: metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=0)
-        for name, model in (("original", trained.original), ("retrain", trained.retrain))
-    }
+    values = {}
+    for name, model in (("original", trained.original), ("retrain", trained.retrain)):
+        conf = confidences(model, s)
+        values[name] = metrics.mia_efficacy(conf["retain_train"], conf["test_retain"], conf["forget_train"], seed=0)
     assert all(0.0 <= v <= 1.0 for v in values.values())
     # The original was trained on D_f, so its confidences there look like members'; retrain never saw
     # class 3, so its confidences there look like test samples'.
     assert values["retrain"] > values["original"] + 0.5
-    rows = metrics.mia_rows(trained.retrain, s, "retrain", 0)
+    rows = metrics.mia_rows(metrics.model_outputs(trained.retrain, s), s, "retrain", 0)
     assert [(r["metric"], r["split"], r["layer"]) for r in rows] == [("mia_efficacy", "forget_train", "")]
     assert rows[0]["value"] == values["retrain"]
 
@@ -255,32 +260,24 @@ def test_mia_shadow_sets_are_balanced(trained, monkeypatch):
         return svc
 
     monkeypatch.setattr(metrics, "SVC", spy)
-    s = trained.splits
-    metrics.mia_efficacy(trained.original, s["retain_train"], s["test_retain"], s["forget_train"], max_per_side=100)
+    conf = confidences(trained.original, trained.splits)
+    metrics.mia_efficacy(conf["retain_train"], conf["test_retain"], conf["forget_train"], max_per_side=100)
     (kwargs, x, y), = fitted
     assert kwargs == {"C": 3, "gamma": "auto", "kernel": "rbf"}
     assert x.shape == (200, 1) and int(y.sum()) == 100
 
 
-def test_mia_runs_only_the_drawn_images_and_matches_drawing_from_all_confidences(trained, monkeypatch):
-    s = trained.splits
-    model, k, seed = trained.original, 200, 4
-    # The recipe drawn from every image's confidence, computed here independently.
-    conf = {name: metrics.true_label_confidence(model, *s[name])
-            for name in ("retain_train", "test_retain", "forget_train")}
+def test_mia_draws_its_shadow_sets_as_the_recipe_says(trained):
+    """A seeded draw of k members and k non-members from every image's confidence, computed here independently."""
+    k, seed = 200, 4
+    conf = confidences(trained.original, trained.splits)
     rng = np.random.default_rng(seed)
     shadow = np.concatenate([rng.choice(conf["retain_train"], k, replace=False),
                              rng.choice(conf["test_retain"], k, replace=False)])
     svc = SVC(C=3, gamma="auto", kernel="rbf").fit(shadow[:, None], np.repeat([1.0, 0.0], k))
     expected = float(np.mean(svc.predict(conf["forget_train"][:, None]) == 0))
-
-    seen = []
-    real = metrics.true_label_confidence
-    monkeypatch.setattr(metrics, "true_label_confidence", lambda m, x, y: seen.append(len(y)) or real(m, x, y))
-    value = metrics.mia_efficacy(model, s["retain_train"], s["test_retain"], s["forget_train"], seed=seed,
-                                 max_per_side=k)
+    value = metrics.mia_efficacy(conf["retain_train"], conf["test_retain"], conf["forget_train"], seed=seed, max_per_side=k)
     assert value == expected
-    assert seen == [k, k, len(s["forget_train"][1])]
 
 
 # --- linear probe ----------------------------------------------------------------------------------
@@ -374,9 +371,10 @@ def test_near_uniform_answers_are_far_from_retrains_confident_guesses(trained):
             return torch.zeros(len(x), 10) + 1e-3 * torch.arange(10) + self.w
 
     splits = {"forget_train": (forget_x, trained.splits["forget_train"][1]), "test_forget": trained.splits["test_forget"]}
-    flat = {(r["metric"], r["split"]): r["value"] for r in metrics.output_rows(Flat(), splits, "flat", 0, trained.retrain)}
-    own = {(r["metric"], r["split"]): r["value"] for r in metrics.output_rows(trained.retrain, splits, "retrain", 0,
-                                                                             trained.retrain)}
+    retrain = metrics.model_outputs(trained.retrain, splits)
+    flat = {(r["metric"], r["split"]): r["value"]
+            for r in metrics.output_rows(metrics.model_outputs(Flat(), splits), retrain, "flat", 0)}
+    own = {(r["metric"], r["split"]): r["value"] for r in metrics.output_rows(retrain, retrain, "retrain", 0)}
     assert own[("output_ks_to_retrain", "forget_train")] == 0.0
     assert flat[("output_entropy", "forget_train")] == pytest.approx(np.log(10), abs=1e-3)
     assert flat[("output_ks_to_retrain", "forget_train")] > 0.9

@@ -139,6 +139,21 @@ def test_compare_reads_two_sweeps_cell_by_cell(swept, tmp_path, capsys):
     assert "digits-forget1-seed0:\n  only in A\n" in capsys.readouterr().out
 
 
+def test_a_finished_sweep_ships_its_tables_and_what_made_them(swept, tmp_path):
+    from ecnb import shipped
+
+    root = swept[0]
+    target = shipped.ship(root, tmp_path / "shipped")
+    tables, own = sweep.load(target), sweep.load(root)
+    pd.testing.assert_frame_equal(tables["verdicts"], own["verdicts"])
+    kept = own["results"][own["results"]["metric"].isin(shipped.KEPT_METRICS)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(tables["results"], kept, check_dtype=False)
+    made = shipped.record(target)
+    assert made["cells"] == [c.name for c in cells([1, 8], [0, 1])] and made["train"]["epochs"] == TINY["epochs"]
+    assert any(line.startswith("train: shipped") for line in shipped.stale(target)), "one epoch is not the profile's"
+    assert "shipped with the repository" in shipped.label(target) and "have changed since" in shipped.label(target)
+
+
 def test_an_interrupted_sweep_resumes_without_recomputing_finished_cells(swept, monkeypatch):
     import ray
 

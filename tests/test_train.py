@@ -84,10 +84,10 @@ def test_second_run_reuses_checkpoints(trained, monkeypatch):
 
 
 def test_reference_models_learn_what_they_saw(trained):
-    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(trained.original, trained.splits, "original", 0)
+    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(ecnb.metrics.model_outputs(trained.original, trained.splits), trained.splits, "original", 0)
             if r["metric"] == "accuracy"}
     assert accs["retain_train"] > 0.9 and accs["forget_train"] > 0.9
-    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(trained.retrain, trained.splits, "retrain", 0)
+    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(ecnb.metrics.model_outputs(trained.retrain, trained.splits), trained.splits, "retrain", 0)
             if r["metric"] == "accuracy"}
     assert accs["retain_train"] > 0.9 and accs["forget_train"] < 0.1
 
@@ -98,7 +98,7 @@ def test_the_retrained_population_differs_only_in_its_seed(trained):
     assert train.member_seed("original", 3) == 3
     member = ecnb.train_reference(trained.run, trained.ds, trained.split, "retrain#1", 0, "cpu")
     assert not torch.equal(member.head.weight, trained.retrain.head.weight)
-    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(member, trained.splits, "retrain#1", 0)
+    accs = {r["split"]: r["value"] for r in ecnb.metrics.accuracy_rows(ecnb.metrics.model_outputs(member, trained.splits), trained.splits, "retrain#1", 0)
             if r["metric"] == "accuracy"}
     assert accs["retain_train"] > 0.9 and accs["forget_train"] < 0.1
     with pytest.raises(ValueError, match="reference method must be 'original', 'retrain' or 'retrain#<j>'"):

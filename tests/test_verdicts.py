@@ -324,14 +324,17 @@ def test_variant_claims_need_separated_intervals():
 
 def test_the_summary_shows_each_gap_with_its_interval_and_several_seeds_as_counts(table):
     one = verdicts.summary({0: table})
-    assert one.loc["late", "relearning gap [95% CI]"].startswith("+0.80 [+0.6") and one.loc["late",
-           "relearning gap [95% CI]"].endswith("@20")
+    gap = one.loc["late", "relearning gap [95% CI]: method vs retrained"]
+    assert gap.startswith("+0.80 [+0.6") and gap.endswith(": 0.80 vs 0.00 at step 20"), gap
+    few = one.loc["head", "few-shot gap [95% CI]: method vs retrained"]
+    assert few.startswith("+0.47 [") and ": 0.9" in few and few.endswith(" vs 0.50"), "0.975 against the mean 0.5"
     assert one.loc["late", "verdict"].startswith("superficial, keeps retain")
+    assert one["succeeds"].to_dict() == {m: "✓" if m == "winner" else "" for m in MODELS}
     assert "MIA" not in " ".join(one.columns), "MIA efficacy saturates for class-wise forgetting: notebook 02 only"
     key = verdicts.summary_key({0: table})
     assert "null test: 3 of 3 retrained models" in key
     other = table.copy()
     other.loc["late", "verdict"] = other.loc["winner", "verdict"]
     two = verdicts.summary({0: table, 1: other})
-    assert two.loc["winner", "verdict"] == "erased, keeps retain"
+    assert two.loc["winner", "verdict"] == "erased, keeps retain" and two.loc["winner", "succeeds"] == "2/2"
     assert two.loc["late", "verdict"] == "superficial, keeps retain (1/2); erased, keeps retain (1/2)"

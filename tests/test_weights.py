@@ -50,3 +50,15 @@ def test_weight_rows_name_their_blocks_and_steps(trained):
     assert distance == ["", "layer1", "layer2", "layer3", "layer4", "head"]
     interp = [(r["split"], r["layer"]) for r in rows if r["metric"] == "interpolation_accuracy"]
     assert ("test_forget", "t0.50") in interp and len(interp) == 10
+
+
+def test_known_ends_of_the_line_are_not_run_again(trained, monkeypatch):
+    """The measurement passes the two models' own accuracies for t = 0 and t = 1; only the inner points are run."""
+    sets = {"test_forget": trained.splits["test_forget"]}
+    run_at = []
+    real = weights.interpolate
+    monkeypatch.setattr(weights, "interpolate", lambda a, b, t: run_at.append(t) or real(a, b, t))
+    known = {("test_forget", 0.0): 0.123, ("test_forget", 1.0): 0.456}
+    out = weights.interpolation_accuracy(trained.original, trained.retrain, sets, known=known)
+    assert run_at == [0.25, 0.5, 0.75]
+    assert out["test_forget", 0.0] == 0.123 and out["test_forget", 1.0] == 0.456

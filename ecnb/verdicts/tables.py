@@ -11,7 +11,7 @@ import pandas as pd
 from ..artifacts import Run
 from ..results import is_reference, method_order
 from .measured import CKA, FORGET, POPULATION_SIZE, RESOLUTION, RETAIN, TEST_FORGET, read_evidence
-from .population import (FEWSHOT_CENTRE, FEWSHOT_GAP, OUTPUT_DISTANCE, RELEARN_GAP, RELEARN_GAP_STEP, RETAIN_DROP,
+from .population import (FEWSHOT_CENTRE, FEWSHOT_GAP, OUTPUT_DISTANCE, RELEARN_CENTRE, RELEARN_GAP, RELEARN_GAP_STEP, RETAIN_DROP,
                          floor, high, low)
 from .rules import (DEPTH, DEPTHS, ERASED_TOL, OUTPUT_TELL, OUTPUT_TELL_NAME, RESISTANCE_TELL, RESISTANCE_TELL_NAME,
                     RETAIN_TOL, SUCCEEDS, SUPERFICIAL_GAP, UNDECIDED, VERDICT, disagreements, judge, null_test)
@@ -56,9 +56,27 @@ def figure_text(row: pd.Series, figure: str, signed: bool = True) -> str:
 
 SUMMARY_COLUMNS = {
     FORGET: "forget_train accuracy", RETAIN: "test_retain accuracy", TEST_FORGET: "test_forget accuracy [95% CI]",
-    RELEARN_GAP: "relearning gap [95% CI]", FEWSHOT_GAP: "few-shot gap [95% CI]",
+    RELEARN_GAP: "relearning gap [95% CI]: method vs retrained", FEWSHOT_GAP: "few-shot gap [95% CI]: method vs retrained",
     OUTPUT_DISTANCE: "output distance [95% CI]", CKA: "mean int. CKA",
 }
+SUCCEEDS_MARK = "✓"
+
+
+def _relearn_text(row: pd.Series) -> str:
+    """`+0.84 [+0.72, +0.94]: 0.87 vs 0.03 at step 20`: the gap, and the two values it was taken between."""
+    text = figure_text(row, RELEARN_GAP)
+    if pd.isna(row[RELEARN_GAP_STEP]):
+        return text
+    step = int(row[RELEARN_GAP_STEP])
+    theirs = row[f"{RELEARN_CENTRE}{step}"]
+    return f"{text}: {theirs + row[RELEARN_GAP]:.2f} vs {theirs:.2f} at step {step}"
+
+
+def _fewshot_text(row: pd.Series) -> str:
+    """`+0.16 [+0.07, +0.25]: 0.86 vs 0.70`: the gap, the method's best few-shot probe and the retrained models'."""
+    text = figure_text(row, FEWSHOT_GAP)
+    theirs = row[FEWSHOT_CENTRE]
+    return text if pd.isna(row[FEWSHOT_GAP]) else f"{text}: {theirs + row[FEWSHOT_GAP]:.2f} vs {theirs:.2f}"
 
 
 def summary(judged: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
@@ -76,20 +94,20 @@ def summary(judged: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
         table[SUMMARY_COLUMNS[FORGET]] = [_fmt(v) for v in t[FORGET]]
         table[SUMMARY_COLUMNS[RETAIN]] = [_fmt(v) for v in t[RETAIN]]
         table[SUMMARY_COLUMNS[TEST_FORGET]] = [with_interval(v, n) for v in t[TEST_FORGET]]
-        table[SUMMARY_COLUMNS[RELEARN_GAP]] = [
-            figure_text(r, RELEARN_GAP) + ("" if pd.isna(r[RELEARN_GAP_STEP]) else f" @{int(r[RELEARN_GAP_STEP])}")
-            for _, r in t.iterrows()]
-        for figure in (FEWSHOT_GAP, OUTPUT_DISTANCE):
-            table[SUMMARY_COLUMNS[figure]] = [figure_text(r, figure, signed=figure != OUTPUT_DISTANCE)
-                                              for _, r in t.iterrows()]
+        table[SUMMARY_COLUMNS[RELEARN_GAP]] = [_relearn_text(r) for _, r in t.iterrows()]
+        table[SUMMARY_COLUMNS[FEWSHOT_GAP]] = [_fewshot_text(r) for _, r in t.iterrows()]
+        table[SUMMARY_COLUMNS[OUTPUT_DISTANCE]] = [figure_text(r, OUTPUT_DISTANCE, signed=False) for _, r in t.iterrows()]
         table[SUMMARY_COLUMNS[CKA]] = [_fmt(v) for v in t[CKA]]
         table[VERDICT] = t[VERDICT].fillna("")
+        table[SUCCEEDS] = [SUCCEEDS_MARK if bool(s) else "" for s in t[SUCCEEDS].fillna(False)]
         return table
     stacked = pd.concat(judged)
     for column, name in SUMMARY_COLUMNS.items():
         stats = stacked[column].astype(float).groupby(level=1, sort=False).agg(["mean", "std"])
         table[name] = [_fmt(r["mean"], r["std"]) for _, r in stats.reindex(order).iterrows()]
     table[VERDICT] = verdict_summary(judged).reindex(order).fillna("")
+    table[SUCCEEDS] = [f"{k}/{len(judged)}" if k else "" for k in
+                       stacked[SUCCEEDS].astype(bool).groupby(level=1, sort=False).sum().reindex(order).fillna(0).astype(int)]
     return table
 
 

@@ -1,0 +1,86 @@
+"""The sweep the repository ships: the default sweep's merged tables, small enough to commit, so that notebook 05
+(and a class without forty minutes to spare) reads the study's verdicts and claims over cells without running it.
+
+`ship(sweep_dir)` copies a finished sweep's verdicts, summary, claims and null tests into `SHIPPED_DIR`, with the
+part of its results that notebook 05 draws (the relearning curves), and records what made it: the profile's
+method hyperparameters (their digest), training recipe, attack settings and population, and the cells.
+`stale(...)` names every one of those that no longer matches the code, so a test fails when the shipped tables
+were made with other settings than the code's current ones (`make ship-sweep` makes them again).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .config import POPULATION, PROFILES
+from .files import atomic_write
+from .methods import table_digest
+from .sweep import SHIPPED_DIR, load
+
+TABLES = ("verdicts", "summary", "claims", "null_tests")
+KEPT_METRICS = ("relearn_accuracy", "split_size")  # of results.csv: the curves notebook 05 draws, and their n
+RECORD = "shipped.json"
+
+
+def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
+    """Copy the finished sweep at `sweep_dir` into `target` (its tables, the relearning rows of its results, its
+    `sweep.json`) and record what made it in `shipped.json`. Returns `target`."""
+    root = Path(sweep_dir)
+    tables = load(root)
+    cells = json.loads((root / "sweep.json").read_text())
+    config = _cell_config(root, cells["cells"][0])
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        atomic_write(target / f"{name}.csv", lambda tmp, t=tables[name]: t.to_csv(tmp, index=False))
+    results = tables["results"][tables["results"]["metric"].isin(KEPT_METRICS)]
+    atomic_write(target / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+    atomic_write(target / "sweep.json", lambda tmp: tmp.write_text(json.dumps(cells, indent=1)))
+    record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"],
+              **settings(config["profile"], config)}
+    atomic_write(target / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    return target
+
+
+def _cell_config(root: Path, cell: str) -> dict:
+    return json.loads((root / "cells" / cell / "config.json").read_text())
+
+
+def settings(profile: str, config: dict | None = None) -> dict:
+    """What a shipped sweep's numbers depend on: the profile's method hyperparameters (digest), and the training
+    recipe, attack settings and population of `config` (a cell's `config.json`) or, without one, the code's
+    current defaults for the full scope."""
+    if config is None:
+        current = PROFILES[profile]
+        config = {"train": vars(current["train"]), "attacks": {**vars(current["attacks"]),
+                  "relearn_steps": list(current["attacks"].relearn_steps)}, "population": POPULATION["full"]}
+    return {"profile": profile, "hparams": table_digest(profile), "train": config["train"],
+            "attacks": config["attacks"], "population": config["population"]}
+
+
+def record(path: Path = SHIPPED_DIR) -> dict | None:
+    """The shipped sweep's record, or None when `path` holds no shipped sweep."""
+    file = path / RECORD
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def stale(path: Path = SHIPPED_DIR) -> list[str]:
+    """The settings the shipped sweep at `path` was made with that differ from the code's current ones (empty
+    when it is up to date)."""
+    made = record(path)
+    if made is None:
+        return [f"{path} holds no shipped sweep"]
+    now = settings(made["profile"])
+    return [f"{key}: shipped {made[key]} but now {now[key]}" for key in now if made[key] != now[key]]
+
+
+def label(sweep_dir: Path) -> str:
+    """One line for notebook 05: whether it reads the shipped sweep (and whether the code has moved on since)."""
+    made = record(sweep_dir)
+    if made is None:
+        return f"Reading the sweep in {sweep_dir}."
+    changed = stale(sweep_dir)
+    return (f"Reading the sweep shipped with the repository ({made['from']}, made {made['made']}, "
+            f"{len(made['cells'])} cells): run `make sweep` for one of your own. "
+            + (f"The code's settings have changed since ({'; '.join(changed)}): its numbers may differ from a new run."
+               if changed else "It was made with the code's current settings."))
