@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from scipy.linalg import orthogonal_procrustes
 from sklearn.metrics import pairwise_distances
-from tqdm.std import tqdm
 
 from .artifacts import ArtifactError, Run, atomic_write, load_checkpoint
 from .config import resolve_device
@@ -39,6 +38,7 @@ from .data import Dataset, ForgetSplit, forget_split, run_dataset, split_tensors
 from .evaluate import max_spatial as spatial_cap
 from .features import cached_features
 from .models import TappedNet
+from .progress import text_bar
 from .results import method_order, read_results
 from .train import model_from_state
 from .workers import run_jobs, worker_count
@@ -154,9 +154,7 @@ def embed_layers(
     missing = {m: [(layer, str(p)) for layer, p in ps.items() if not p.exists()] for m, ps in paths.items()}
     missing = {m: todo for m, todo in missing.items() if todo}
     device = next(models["original"].parameters()).device
-    # A text bar on stdout: in a notebook it reads as plain output (stderr is shown as an error), and it
-    # stays legible in the saved notebooks and the report, where a widget bar would be dead.
-    bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer", file=sys.stdout)
+    bar = text_bar(total=len(models) * len(layers), desc="UMAP", unit="layer")
     bar.update(len(models) * len(layers) - sum(map(len, missing.values())))
     args = [(m, todo) for m, todo in missing.items()]
     shared = (run, ds, splits, seed, sample, settings, max_spatial, device)
