@@ -18,9 +18,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .embeddings import Atlas
-from .results import is_reference
+from .results import is_reference, method_order
 from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves, relearn_curves
-from .viz.style import groups
+from .viz.style import drop_members, fit_legend, groups
 
 if TYPE_CHECKING:  # imported when a widget is made, so `import ecnb` does not pay for it
     import ipywidgets
@@ -123,27 +123,37 @@ def embedding_figure(
 
 
 def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
-    """`cka_to_original` and `cka_to_retrain` across layers, one line per method, `retrain` dashed as the
-    reference, with a dropdown over (metric, split); clicking a legend entry hides a method."""
+    """`cka_to_original` and `cka_to_retrain` across layers, one panel per group of methods (the baselines, Erase
+    at the Core, the plug-ins: a dozen lines in one panel tangle), the references and the retrained models' band
+    in each, with a dropdown over (metric, split); clicking a legend entry hides a family in every panel."""
     rows = results[results["metric"].isin(CKA_METRICS) & (results["layer"] != "")]
     if rows.empty:
         raise ValueError("no CKA rows in the results: run notebook 02 with this run_dir first")
     present = set(zip(rows["metric"], rows["split"]))
     combos = [(m, s) for m in CKA_METRICS for s in dict.fromkeys(rows["split"]) if (m, s) in present]
-    parts = [layer_curves(rows, metric, split, layers, group_menu=False) for metric, split in combos]
-    fig = go.Figure()
-    for k, part in enumerate(parts):
-        fig.add_traces([trace.update(visible=k == 0) for trace in part.data])
-    owner = [k for k, part in enumerate(parts) for _ in part.data]
+    panels = groups(drop_members(method_order(rows["method"]))) or {"methods": []}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    owner = []  # the (metric, split) view of each trace
+    for k, (metric, split) in enumerate(combos):
+        for trace in layer_curves(rows, metric, split, layers, group_menu=False).data:
+            homes = [c for c, members in enumerate(panels.values(), start=1) if trace.name in members]
+            for c in homes or range(1, len(panels) + 1):  # a reference (or the band) in every panel
+                shown = trace.showlegend is not False and (bool(homes) or c == 1)
+                fig.add_trace(go.Scatter(trace).update(visible=k == 0, showlegend=shown), row=1, col=c)
+                owner.append(k)
     buttons = [
         dict(label=f"{metric} · {split}", method="update",
-             args=[{"visible": [o == k for o in owner]},
-                   {"title.text": f"{metric} on {split}", "yaxis.title.text": metric}])
+             args=[{"visible": [o == k for o in owner]}, {"title.text": f"{metric} on {split}"}])
         for k, (metric, split) in enumerate(combos)
     ]
-    fig.update_layout(parts[0].layout, margin=dict(t=110))
-    fig.layout.updatemenus = [dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")]
-    return fig
+    metric, split = combos[0]
+    fig.update_xaxes(title_text="layer (input → output)")
+    fig.update_yaxes(title_text="CKA", col=1)
+    fig.update_layout(title=f"{metric} on {split}", height=440, margin=dict(t=110), legend_title="method",
+                      legend_groupclick="togglegroup",
+                      updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")])
+    return fit_legend(fig)
 
 
 def explorer(atlas: Atlas) -> ipywidgets.VBox:

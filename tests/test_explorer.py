@@ -337,6 +337,24 @@ def test_cka_figure_has_one_view_per_metric_and_split():
         explorer.cka_figure(df[df["metric"] == "accuracy"], LAYERS)
 
 
+def test_cka_figure_puts_each_group_of_methods_in_a_panel_of_its_own_with_the_references():
+    methods = ["original", "retrain", "retrain#1", "ga", "scrub", "ec", "ec[last]", "ga+ec"]
+    df = pd.DataFrame([result_row(0, m, "cka_to_original", 0.5, split="forget_train", layer=layer)
+                       for m in methods for layer in LAYERS])
+    fig = explorer.cka_figure(df, LAYERS)
+    assert [a.text for a in fig.layout.annotations] == ["baselines", "Erase at the Core", "plug-ins"]
+    by_panel = {}
+    for t in fig.data:
+        by_panel.setdefault(t.xaxis, []).append(t.name)
+    lines = {axis: [n for n in names if n and not n.startswith("retrained")] for axis, names in by_panel.items()}
+    assert lines == {"x": ["original", "retrain", "ga", "scrub"], "x2": ["original", "retrain", "ec", "ec[last]"],
+                     "x3": ["original", "retrain", "ga+ec"]}
+    assert all(any(str(n).startswith("retrained models") for n in names) for names in by_panel.values()), "the band"
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert sorted(legend) == sorted(["original", "retrain", "retrained models (2): range", "ga", "scrub", "ec",
+                                     "ec[last]", "ga+ec"]), "every line once in the legend"
+
+
 def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
     drawn = []
     monkeypatch.setattr(explorer, "embedding_figure", lambda *args, **kw: drawn.append((args, kw)) or go.Figure())
