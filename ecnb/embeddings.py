@@ -5,14 +5,17 @@ so a picture and a CKA value describe the same representation; the pooled view w
 conv layer to a handful of channel means. UMAP runs with Euclidean distances, which, like linear CKA,
 do not change under rotations of the feature space or a uniform rescaling of it.
 
-Comparable: UMAP fixes neither position, orientation, mirror image nor scale, so each model's embedding
-of a layer is aligned onto `original`'s embedding of the same points (`procrustes_align`), and the
-figures share one set of axes per layer.
+Comparable: UMAP fixes neither where it puts each cluster nor the layout's position, orientation, mirror
+image and scale. Every other model's embedding of a layer starts from `original`'s embedding of the same
+points (UMAP's `init`), so a cluster whose neighbourhoods are the same in both models stays where `original`
+has it and only what the model changed moves (fitted from UMAP's own start, two models put the same
+classes in different places, which no rigid fit undoes); then it is aligned onto `original`'s
+(`procrustes_align`), and the figures share one set of axes per layer.
 
 Cached: one file per model and layer, `seed<k>/embeddings/<method>__<layer>__<key>.npz`, an array
 `embedding` (float32, one row per sample point) written atomically. The key hashes the checkpoint's
-bytes, the layer, the sample positions, the feature view, the UMAP settings and umap-learn's version:
-any change makes a new file, and an unchanged one is never fitted again. umap is imported only to fit.
+bytes, the layer, the sample positions, the feature view, the UMAP settings, umap-learn's version and,
+for every model but `original`, the key of the `original` embedding it starts from: any change makes a new file, and an unchanged one is never fitted again. umap is imported only to fit.
 """
 from __future__ import annotations
 
@@ -144,23 +147,24 @@ def embed_layers(
     layers = models["original"].taps
     splits = split_tensors(ds, split)
     max_spatial = spatial_cap(run.config.profile, ds.input_shape)
-    paths: dict[str, dict[str, Path]] = {}
-    for method in models:
-        checkpoint = _file_hash(run.checkpoint_path(method, seed))
-        paths[method] = {
-            layer: embedding_path(run, seed, method, layer, _key(checkpoint, layer, sample, settings, max_spatial))
-            for layer in layers
-        }
+    original_keys = _keys(run, seed, "original", layers, sample, settings, max_spatial)
+    paths = {m: {layer: embedding_path(run, seed, m, layer, key) for layer, key in _keys(
+                 run, seed, m, layers, sample, settings, max_spatial, None if m == "original" else original_keys).items()}
+             for m in models}
     missing = {m: [(layer, str(p)) for layer, p in ps.items() if not p.exists()] for m, ps in paths.items()}
     missing = {m: todo for m, todo in missing.items() if todo}
     device = next(models["original"].parameters()).device
     bar = text_bar(total=len(models) * len(layers), desc="UMAP", unit="layer")
     bar.update(len(models) * len(layers) - sum(map(len, missing.values())))
-    args = [(m, todo) for m, todo in missing.items()]
     shared = (run, ds, splits, seed, sample, settings, max_spatial, device)
-    for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
-        bar.set_postfix_str(args[i][0], refresh=False)
-        bar.update(fitted)
+    starts = {layer: str(path) for layer, path in paths["original"].items()}  # the start of every other fit
+    # `original` first: every other model's fit starts from its embedding of the same layer
+    for batch in ([m for m in missing if m == "original"], [m for m in missing if m != "original"]):
+        args = [(m, [(layer, path, None if m == "original" else starts[layer]) for layer, path in missing[m]])
+                for m in batch]
+        for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
+            bar.set_postfix_str(args[i][0], refresh=False)
+            bar.update(fitted)
     bar.close()
     raw = {method: {layer: _load(path) for layer, path in ps.items()} for method, ps in paths.items()}
     coords = {
@@ -170,14 +174,15 @@ def embed_layers(
     return Atlas(sample, ds.classes, split.forget_classes, list(models), layers, coords)
 
 
-def _embedding_job(method: str, todo: list[tuple[str, str]]) -> int:
-    """One model's missing embeddings ((layer, path) pairs), fitted and saved as a job of `ecnb.workers`
-    on what `embed_layers` shares; the model is its checkpoint, as the embeddings' keys say. How many."""
+def _embedding_job(method: str, todo: list[tuple[str, str, str | None]]) -> int:
+    """One model's missing embeddings ((layer, path, the path of the embedding its fit starts from or None)),
+    fitted and saved as a job of `ecnb.workers` on what `embed_layers` shares; the model is its checkpoint, as
+    the embeddings' keys say. How many."""
     run, ds, splits, seed, sample, settings, max_spatial, device = shared_objects()
     model = model_from_state(run.config, ds, load_checkpoint(run.checkpoint_path(method, seed))["state_dict"], device)
     feats = _sample_features(run, method, seed, model, splits, sample, max_spatial)
-    for layer, path in todo:
-        _save(Path(path), fit_umap(feats[layer], settings))
+    for layer, path, start in todo:
+        _save(Path(path), fit_umap(feats[layer], settings, None if start is None else _load(Path(start))))
     return len(todo)
 
 
@@ -198,15 +203,17 @@ def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Pa
     return run.seed_dir(seed) / "embeddings" / f"{method}__{layer}__{key}.npz"
 
 
-def fit_umap(features: np.ndarray, settings: UmapSettings) -> np.ndarray:
-    """A 2-D UMAP embedding of (n, d) features, float32, with Euclidean distances.
+def fit_umap(features: np.ndarray, settings: UmapSettings, init: np.ndarray | None = None) -> np.ndarray:
+    """A 2-D UMAP embedding of (n, d) features, float32, with Euclidean distances, starting from `init` (n, 2)
+    when given (else from UMAP's spectral layout).
 
     The distances are computed here (scikit-learn, BLAS) and given to UMAP as precomputed: below 4,096
     points umap-learn computes them itself through scikit-learn with its numba metric as a Python
     callable, one call per pair, which took half of each fit (0.5 s against 0.27 s at 397 x 4,096)."""
     umap = _umap()
     distances = pairwise_distances(np.asarray(features, dtype=np.float32), metric="euclidean")
-    reducer = umap.UMAP(n_components=2, n_jobs=1, metric="precomputed", **asdict(settings))
+    reducer = umap.UMAP(n_components=2, n_jobs=1, metric="precomputed", init="spectral" if init is None else init,
+                        **asdict(settings))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="using precomputed metric", category=UserWarning)
         return reducer.fit_transform(distances).astype(np.float32)
@@ -265,13 +272,20 @@ def _sample_features(
     return {tap: np.concatenate([f[tap][pos] for f, pos in parts]) for tap in model.taps}
 
 
-def _key(checkpoint: str, layer: str, sample: Sample, settings: UmapSettings, max_spatial: int | None) -> str:
+def _keys(run: Run, seed: int, method: str, layers: list[str], sample: Sample, settings: UmapSettings,
+          max_spatial: int | None, starts: dict[str, str] | None = None) -> dict[str, str]:
+    """The cache key of each layer's embedding of `method`; `starts`: the keys of the embeddings its fits start
+    from (`original`'s), None for `original` itself."""
+    checkpoint = _file_hash(run.checkpoint_path(method, seed))
     positions = {name: pos.tolist() for name, pos in sample.positions.items()}
-    spec = {
-        "checkpoint": checkpoint, "layer": layer, "positions": positions, "umap": asdict(settings),
-        "max_spatial": max_spatial, "umap-learn": version("umap-learn"),
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    keys = {}
+    for layer in layers:
+        spec = {
+            "checkpoint": checkpoint, "layer": layer, "positions": positions, "umap": asdict(settings),
+            "max_spatial": max_spatial, "umap-learn": version("umap-learn"), "start": (starts or {}).get(layer),
+        }
+        keys[layer] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return keys
 
 
 def _file_hash(path: Path) -> str:

@@ -96,10 +96,13 @@ def embedding_figure(
                     hovertext=f"{method}: class {atlas.classes[g.cls]}",
                 ), row=k // cols + 1, col=k % cols + 1)
                 owner.append(p)
-    fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False)
+    # Each panel framed on white, so that a slot the page leaves empty (its axes hidden) shows nothing at all.
+    frame = dict(showticklabels=False, zeroline=False, autorange=False, showline=True, mirror=True, linecolor="#bbbbbb")
+    fig.update_xaxes(frame)
+    fig.update_yaxes(frame)
     _match_axes(fig)
-    fig.update_layout(_axis_ranges(atlas, methods, layers[0], slots))
+    fig.update_layout(_axis_ranges(atlas, methods, layers[0], slots), plot_bgcolor="white")
+    fig.update_layout(_slot_axes(len(book[0][1]), slots))
     title = f"UMAP of test images at {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
     fig.update_layout(
         title=dict(text=title, y=0.995, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
@@ -304,12 +307,19 @@ def _titles(page: list[str], slots: int) -> list[str]:
     return page + [" "] * (slots - len(page))
 
 
+def _slot_axes(filled: int, slots: int) -> dict:
+    """The panels' axes shown for the first `filled` slots and hidden for the rest: a page with fewer methods than
+    the grid has slots leaves no empty panel."""
+    return {f"{letter}axis{'' if k == 1 else k}.visible": k <= filled for k in range(1, slots + 1) for letter in "xy"}
+
+
 def _page_menu(book: list[tuple[str, list[str]]], owner: list[int], slots: int, y: float) -> dict:
-    """A dropdown over the pages of methods: which traces are visible, and the panels' titles."""
+    """A dropdown over the pages of methods: which traces are visible, the panels' titles and which panels show."""
     buttons = []
     for p, (label, page) in enumerate(book):
         titles = {f"annotations[{k}].text": title for k, title in enumerate(_titles(page, slots))}
-        buttons.append(dict(label=label, method="update", args=[{"visible": [o == p for o in owner]}, titles]))
+        buttons.append(dict(label=label, method="update",
+                            args=[{"visible": [o == p for o in owner]}, {**titles, **_slot_axes(len(page), slots)}]))
     return dict(buttons=buttons, active=0, x=1.0, xanchor="right", y=y, yanchor="bottom")
 
 

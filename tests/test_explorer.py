@@ -45,13 +45,14 @@ def fake_run(tmp_path, digits):
 @pytest.fixture
 def fits(monkeypatch):
     """UMAP replaced by a fixed random projection, with every fit and every feature read recorded."""
-    calls = {"fit": [], "features": []}
+    calls = {"fit": [], "features": [], "init": []}
     read = embeddings.cached_features
 
-    def fake_fit(features, settings):
+    def fake_fit(features, settings, init=None):
         calls["fit"].append(features.shape)
+        calls["init"].append(init)
         projection = np.random.default_rng(settings.n_neighbors).normal(size=(features.shape[1], 2))
-        return (features @ projection).astype(np.float32)
+        return (features @ projection).astype(np.float32) + (0 if init is None else init)
 
     def counted_features(run, method, seed, split_name, *args):
         calls["features"].append((method, split_name))
@@ -112,7 +113,7 @@ def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run
     fits["fit"].clear()
     fits["features"].clear()
     again = embeddings.embed_layers(run, digits, split, 0, models, sample)
-    assert fits == {"fit": [], "features": []}, "a second call computes nothing, not even features"
+    assert fits["fit"] == fits["features"] == [], "a second call computes nothing, not even features"
     for method in METHODS:
         for tap in taps:
             np.testing.assert_array_equal(again.coords[method][tap], atlas.coords[method][tap])
@@ -128,6 +129,24 @@ def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run
     fits["fit"].clear()
     embeddings.embed_layers(run, digits, split, 0, models, embeddings.draw_sample(digits, split, 40, 10, seed=1))
     assert len(fits["fit"]) == len(METHODS) * len(taps), "another sample: every embedding again"
+    fits["fit"].clear()
+    save_model(run, "original", init_seed=98)
+    embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    assert len(fits["fit"]) == len(METHODS) * len(taps), "another original: every fit starts from elsewhere"
+
+
+def test_every_other_models_fit_starts_from_the_originals_embedding_of_the_layer(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
+    embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    taps = embeddings.run_models(run, digits, 0, "cpu")["original"].taps
+    assert fits["init"][:len(taps)] == [None] * len(taps), "original first, from UMAP's own start"
+    starts = fits["init"][len(taps):]
+    assert len(starts) == (len(METHODS) - 1) * len(taps)
+    for k, start in enumerate(starts):
+        layer = taps[k % len(taps)]
+        own = np.load(next((run.seed_dir(0) / "embeddings").glob(f"original__{layer}__*.npz")))["embedding"]
+        np.testing.assert_array_equal(start, own)
 
 
 def test_a_sample_smaller_than_the_neighbourhood_is_refused_before_any_fit(fake_run, digits, fits):
@@ -431,6 +450,13 @@ def test_many_methods_are_paged_with_the_references_on_every_page_and_the_slider
     shown = page_menu.buttons[2].args[0]["visible"]
     assert sum(shown) == 3 * per_method and page_menu.buttons[2].args[1]["annotations[2].text"] == "ec"
     assert page_menu.buttons[2].args[1]["annotations[3].text"] == " "
+    layout = page_menu.buttons[2].args[1]
+    assert [layout[f"xaxis{'' if k == 1 else k}.visible"] for k in range(1, 7)] == [True] * 3 + [False] * 3, \
+        "a page of three methods hides the other three panels' axes: no empty frame"
+    assert all(layout[f"yaxis{k}.visible"] is False for k in (4, 5, 6))
+    assert all(page_menu.buttons[0].args[1][f"xaxis{k}.visible"] for k in range(2, 7)), "a full page shows all six"
+    assert fig.layout.plot_bgcolor == "white" and fig.layout.xaxis.showline and fig.layout.xaxis.mirror, \
+        "a hidden panel leaves white, not a coloured background"
     assert [t.visible for t in fig.data] == page_menu.buttons[0].args[0]["visible"], "the first page shows first"
     assert len(fig.frames[0].data) == len(fig.data), "every page's points move with the slider"
     assert fig.layout.sliders[0].y > 1 and fig.layout.sliders[0].yanchor == "bottom", "the slider sits above the panels"
