@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.linalg import orthogonal_procrustes
 from sklearn.metrics import pairwise_distances
@@ -196,6 +197,45 @@ def run_atlas(run: Run, seed: int, device: torch.device | str, n_retain: int, n_
     models = run_models(run, ds, seed, device, methods)
     sample = draw_sample(ds, split, n_retain, n_forget, seed)
     return embed_layers(run, ds, split, seed, models, sample, settings)
+
+
+NEIGHBOURS = 10  # the neighbourhood that says where a forgotten image sits (UMAP's is 15, over all points)
+
+
+def forget_places(run: Run, ds: Dataset, split: ForgetSplit, seed: int, models: dict[str, TappedNet], sample: Sample,
+                  k: int = NEIGHBOURS) -> pd.DataFrame:
+    """Where each model keeps the forgotten classes' sampled test images, layer by layer, in the features UMAP
+    embeds (not in the picture, whose distances are UMAP's): one row per model and layer with `neighbour_places`'
+    figures and `k`. Read from `ecnb.features`' cache (notebook 02 leaves it behind)."""
+    splits = split_tensors(ds, split)
+    max_spatial = spatial_cap(run.config.profile, ds.input_shape)
+    rows = []
+    for method, model in models.items():
+        for layer, features in _sample_features(run, method, seed, model, splits, sample, max_spatial).items():
+            place = neighbour_places(features, sample.y, split.forget_classes, k)
+            rows.append({"method": method, "layer": layer, "k": k, **place,
+                         "beside": ds.classes[place["beside"]] if place["beside"] >= 0 else ""})
+    return pd.DataFrame(rows)
+
+
+def neighbour_places(features: np.ndarray, y: np.ndarray, forget_classes: tuple[int, ...], k: int) -> dict:
+    """Where the forgotten images (labels in `forget_classes`) sit among `features` (one row per image, labels
+    `y`): each takes the class most of its k nearest other images (Euclidean) belong to. `together`: the share of
+    them whose neighbourhood is mostly forgotten images (the class kept as a group); `beside`: the retained class
+    that most of the others take (-1 if none), `beside_share` the share of all forgotten images that take it; `n`:
+    how many forgotten images."""
+    forgotten = np.flatnonzero(np.isin(y, forget_classes))
+    if len(forgotten) == 0:
+        return {"together": np.nan, "beside": -1, "beside_share": np.nan, "n": 0}
+    distances = pairwise_distances(np.asarray(features[forgotten], dtype=np.float32),
+                                   np.asarray(features, dtype=np.float32))
+    distances[np.arange(len(forgotten)), forgotten] = np.inf  # an image is not its own neighbour
+    nearest = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[nearest]])
+    apart = taken[~np.isin(taken, forget_classes)]
+    beside = int(np.bincount(apart).argmax()) if len(apart) else -1
+    return {"together": float(np.isin(taken, forget_classes).mean()), "beside": beside,
+            "beside_share": float((taken == beside).mean()), "n": len(forgotten)}
 
 
 def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Path:

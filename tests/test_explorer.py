@@ -460,3 +460,18 @@ def test_many_methods_are_paged_with_the_references_on_every_page_and_the_slider
     assert [t.visible for t in fig.data] == page_menu.buttons[0].args[0]["visible"], "the first page shows first"
     assert len(fig.frames[0].data) == len(fig.data), "every page's points move with the slider"
     assert fig.layout.sliders[0].y > 1 and fig.layout.sliders[0].yanchor == "bottom", "the slider sits above the panels"
+
+
+def test_neighbour_places_say_whether_the_forgotten_images_sit_together_or_beside_a_retained_class():
+    rng = np.random.default_rng(0)
+    centres = {0: (0.0, 0.0), 5: (10.0, 0.0), 3: (0.0, 10.0)}
+    y = np.repeat([0, 5, 3], 20)
+    apart = np.concatenate([rng.normal(centres[c], 0.5, size=(20, 2)) for c in (0, 5, 3)])
+    together = embeddings.neighbour_places(apart, y, (3,), k=5)
+    assert together == {"together": 1.0, "beside": -1, "beside_share": 0.0, "n": 20}
+    # ten forgotten images drawn like class 5's sixty: mostly class 5 around each of them
+    y = np.repeat([0, 5, 3], [20, 60, 10])
+    inside = np.concatenate([rng.normal(centres[0], 0.5, size=(20, 2)), rng.normal(centres[5], 0.5, size=(70, 2))])
+    mixed = embeddings.neighbour_places(inside, y, (3,), k=5)
+    assert mixed["beside"] == 5 and mixed["together"] < 0.5 and mixed["n"] == 10
+    assert mixed["beside_share"] == pytest.approx(1 - mixed["together"]), "the others all sit with class 5"

@@ -84,3 +84,34 @@ def test_the_weight_space_answer_compares_with_retrains_line_and_leaves_out_what
                          results[results["method"] == "ga"].assign(value=list(close.values()))])
     text = str(prose.basin_answer(table, results, "ga", list(six)))
     assert "is not kept decidedly further than along the line to `retrain` at any t" in text
+
+
+def places(**shares: tuple[list[float], str]) -> pd.DataFrame:
+    """A hand-made `forget_places` table over layer1, layer2 and pool: per model, the share of its 40 forgotten images
+    kept together at each layer, and the retained class the others sit beside."""
+    return pd.DataFrame([{"method": m, "layer": t, "k": 10, "together": v, "beside": beside,
+                          "beside_share": round(1 - v, 2), "n": 40}
+                         for m, (values, beside) in shares.items() for t, v in zip(("layer1", "layer2", "pool"), values)])
+
+
+def probes(**values: list[float]) -> pd.DataFrame:
+    rows = [{"seed": 0, "method": "original", "metric": "split_size", "layer": "", "split": "test_forget", "value": 40.0}]
+    return pd.DataFrame(rows + [{"seed": 0, "method": m, "metric": "fewshot_probe_accuracy", "layer": t,
+                                 "split": "test_forget", "value": v}
+                                for m, vs in values.items() for t, v in zip(("layer1", "layer2", "pool"), vs)])
+
+
+def test_notebook_04_names_where_each_method_keeps_the_class_and_the_layer_it_moves_from():
+    table = places(original=([1.0, 0.98, 0.95], "5"), retrain=([1.0, 0.9, 0.3], "5"), ga=([1.0, 0.95, 0.9], "8"),
+                   ft=([1.0, 0.5, 0.2], "5"), ec=([0.98, 0.9, 0.85], "8"))
+    text = str(prose.representation_answer(table, probes(original=[0.4, 0.45, 0.5], retrain=[0.4, 0.5, 0.6],
+                                                         ga=[0.4, 0.5, 0.55], ft=[0.4, 0.45, 0.5],
+                                                         ec=[0.45, 0.89, 0.6]), ["layer1", "layer2", "pool"]))
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("- `")}
+    assert list(lines) == ["retrain", "ga", "ft", "ec"], "every model but original, named"
+    assert "moves from **`layer2`**: fewer" in lines["ft"] and "beside class 5" in lines["ft"]
+    assert "moves from **`pool`**" in lines["retrain"], "0.30 against 0.95 at pool: apart"
+    assert "At no layer can it be told apart" in lines["ga"], "0.90 against 0.95 at pool: the intervals overlap"
+    assert "decidedly **better** than in `original` at `layer2` (0.89 against 0.45" in lines["ec"]
+    assert "better" not in lines["ga"] and "worse" not in lines["ga"], "0.55 against 0.50: no direction"
+    assert "together" in lines["ec"] and "moves" not in lines["ec"], "0.85 [0.71, 0.93] against 0.95 [0.84, 0.99]"
