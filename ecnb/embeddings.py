@@ -10,7 +10,8 @@ image and scale. Every other model's embedding of a layer starts from `original`
 points (UMAP's `init`), so a cluster whose neighbourhoods are the same in both models stays where `original`
 has it and only what the model changed moves (fitted from UMAP's own start, two models put the same
 classes in different places, which no rigid fit undoes); then it is aligned onto `original`'s
-(`procrustes_align`), and the figures share one set of axes per layer.
+(`procrustes_align`), each retained class's cluster is moved onto its place in `original`'s, the points between
+them with their nearest clusters (`anchor_classes`), and the figures share one set of axes per layer.
 
 Cached: one file per model and layer, `seed<k>/embeddings/<method>__<layer>__<key>.npz`, an array
 `embedding` (float32, one row per sample point) written atomically. The key hashes the checkpoint's
@@ -168,8 +169,10 @@ def embed_layers(
             bar.update(fitted)
     bar.close()
     raw = {method: {layer: _load(path) for layer, path in ps.items()} for method, ps in paths.items()}
+    kept = [c for c in np.unique(sample.y) if c not in split.forget_classes]
     coords = {
-        method: {layer: procrustes_align(raw[method][layer], raw["original"][layer]) for layer in layers}
+        method: {layer: anchor_classes(procrustes_align(raw[method][layer], raw["original"][layer]),
+                                       raw["original"][layer], sample.y, kept) for layer in layers}
         for method in models
     }
     return Atlas(sample, ds.classes, split.forget_classes, list(models), layers, coords)
@@ -205,37 +208,63 @@ NEIGHBOURS = 10  # the neighbourhood that says where a forgotten image sits (UMA
 def forget_places(run: Run, ds: Dataset, split: ForgetSplit, seed: int, models: dict[str, TappedNet], sample: Sample,
                   k: int = NEIGHBOURS) -> pd.DataFrame:
     """Where each model keeps the forgotten classes' sampled test images, layer by layer, in the features UMAP
-    embeds (not in the picture, whose distances are UMAP's): one row per model and layer with `neighbour_places`'
-    figures and `k`. Read from `ecnb.features`' cache (notebook 02 leaves it behind)."""
+    embeds (not in the picture, whose distances are UMAP's), against `original`'s features of the same images: one
+    row per model and layer with `neighbour_places`' figures and `k`. Read from `ecnb.features`' cache (notebook 02
+    leaves it behind)."""
     splits = split_tensors(ds, split)
     max_spatial = spatial_cap(run.config.profile, ds.input_shape)
+    original = _sample_features(run, "original", seed, models["original"], splits, sample, max_spatial)
     rows = []
     for method, model in models.items():
-        for layer, features in _sample_features(run, method, seed, model, splits, sample, max_spatial).items():
-            place = neighbour_places(features, sample.y, split.forget_classes, k)
+        features = original if method == "original" else _sample_features(run, method, seed, model, splits, sample,
+                                                                           max_spatial)
+        for layer in model.taps:
+            place = neighbour_places(features[layer], original[layer], sample.y, split.forget_classes, k, seed)
             rows.append({"method": method, "layer": layer, "k": k, **place,
                          "beside": ds.classes[place["beside"]] if place["beside"] >= 0 else ""})
     return pd.DataFrame(rows)
 
 
-def neighbour_places(features: np.ndarray, y: np.ndarray, forget_classes: tuple[int, ...], k: int) -> dict:
-    """Where the forgotten images (labels in `forget_classes`) sit among `features` (one row per image, labels
-    `y`): each takes the class most of its k nearest other images (Euclidean) belong to. `together`: the share of
-    them whose neighbourhood is mostly forgotten images (the class kept as a group); `beside`: the retained class
-    that most of the others take (-1 if none), `beside_share` the share of all forgotten images that take it; `n`:
-    how many forgotten images."""
-    forgotten = np.flatnonzero(np.isin(y, forget_classes))
-    if len(forgotten) == 0:
+def neighbour_places(features: np.ndarray, reference: np.ndarray, y: np.ndarray, forget_classes: tuple[int, ...],
+                     k: int, seed: int = 0) -> dict:
+    """Where the forgotten images (labels in `forget_classes`) sit among `features` (one row per image, labels `y`),
+    and how far their neighbourhoods moved from those in `reference` (`original`'s features of the same images).
+
+    Each forgotten image takes the class most of its k nearest other images (Euclidean) belong to. `together`: the
+    share of them whose neighbourhood is mostly forgotten images (the class kept as a group); `beside`: the retained
+    class that most of the others take (-1 if none), `beside_share` the share of all forgotten images that take it;
+    `n`: how many forgotten images. `stay`: the mean share of a forgotten image's k nearest images that are also
+    among its k nearest in `reference`, `retained_stay` the same for the retained images (what any change of the
+    layer does to every image), each with a 95% bootstrap interval over the images (`_low`, `_high`)."""
+    forgotten = np.isin(y, forget_classes)
+    if not forgotten.any():
         return {"together": np.nan, "beside": -1, "beside_share": np.nan, "n": 0}
-    distances = pairwise_distances(np.asarray(features[forgotten], dtype=np.float32),
-                                   np.asarray(features, dtype=np.float32))
-    distances[np.arange(len(forgotten)), forgotten] = np.inf  # an image is not its own neighbour
-    nearest = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[nearest]])
+    mine, theirs = _nearest(features, k), _nearest(reference, k)
+    kept = np.array([len(np.intersect1d(a, b)) / k for a, b in zip(mine, theirs)])
+    taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[mine[forgotten]]])
     apart = taken[~np.isin(taken, forget_classes)]
     beside = int(np.bincount(apart).argmax()) if len(apart) else -1
+    rng = np.random.default_rng(seed)
+    stay, retained = _mean_interval(kept[forgotten], rng), _mean_interval(kept[~forgotten], rng)
     return {"together": float(np.isin(taken, forget_classes).mean()), "beside": beside,
-            "beside_share": float((taken == beside).mean()), "n": len(forgotten)}
+            "beside_share": float((taken == beside).mean()), "n": int(forgotten.sum()),
+            "stay": stay[0], "stay_low": stay[1], "stay_high": stay[2],
+            "retained_stay": retained[0], "retained_stay_low": retained[1], "retained_stay_high": retained[2]}
+
+
+def _nearest(features: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k nearest other rows (Euclidean), nearest first."""
+    distances = pairwise_distances(np.asarray(features, dtype=np.float32))
+    np.fill_diagonal(distances, np.inf)  # an image is not its own neighbour
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]
+
+
+def _mean_interval(values: np.ndarray, rng: np.random.Generator, replicates: int = 1000) -> tuple[float, float, float]:
+    """The mean of `values` and its 95% percentile bootstrap interval over them."""
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    means = values[rng.integers(0, len(values), size=(replicates, len(values)))].mean(1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Path:
@@ -298,6 +327,27 @@ def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     p = p * (np.linalg.norm(r) / np.linalg.norm(p))
     rotation, _ = orthogonal_procrustes(p, r)
     return (p @ rotation + reference.mean(0)).astype(np.float32)
+
+
+def anchor_classes(points: np.ndarray, reference: np.ndarray, y: np.ndarray, kept: list[int]) -> np.ndarray:
+    """`points` moved so that each retained class's centre lands on its centre in `reference` (`original`'s
+    embedding of the same images), every point with the clusters nearest to it.
+
+    Where a model's features keep a retained class's images together, UMAP may still place that cluster anywhere
+    relative to the others; no rotation undoes that (at layer4 and pool, `original` and `retrain` put the classes
+    in different places). Each point moves by the centres' displacements weighted by the inverse fourth power of
+    its distance to each centre: a cluster moves nearly as one, and a forgotten image sitting at a class moves with
+    that class, so where the forgotten class sits among the others is kept. A picture only: the answer of notebook
+    04 reads the features themselves (`forget_places`)."""
+    if not kept:
+        return points
+    centres = np.stack([points[y == c].mean(0) for c in kept])
+    shift = np.stack([reference[y == c].mean(0) for c in kept]) - centres
+    scale = float(np.ptp(reference, axis=0).max()) or 1.0
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1) + (1e-3 * scale) ** 2
+    weights = 1.0 / squared**2
+    weights /= weights.sum(1, keepdims=True)
+    return (points + weights @ shift).astype(np.float32)
 
 
 def _sample_features(

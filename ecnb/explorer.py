@@ -153,9 +153,9 @@ def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
     metric, split = combos[0]
     fig.update_xaxes(title_text="layer (input → output)")
     fig.update_yaxes(title_text="CKA", col=1)
-    fig.update_layout(title=f"{metric} on {split}", height=440, margin=dict(t=110), legend_title="method",
-                      legend_groupclick="togglegroup",
-                      updatemenus=[dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")])
+    fig.update_layout(title=dict(text=f"{metric} on {split}", y=0.98, yanchor="top"), height=440, margin=dict(t=120),
+                      legend_title="method", legend_groupclick="togglegroup",  # the menu on the right, off the title
+                      updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.2, yanchor="bottom")])
     return fit_legend(fig)
 
 

@@ -243,33 +243,38 @@ def _place(row: pd.Series) -> str:
             f"images; only {share} have their own class around them)")
 
 
+def _interval(row: pd.Series, figure: str) -> str:
+    return f"{row[figure]:.2f} [{row[figure + '_low']:.2f}, {row[figure + '_high']:.2f}]"
+
+
 def representation_answer(places: pd.DataFrame, results: pd.DataFrame, taps: Sequence[str]) -> Prose:
-    """Notebook 04's answer, per method: where its forgotten class sits at the last layer, from which layer it
-    sits differently from `original` (the share of its images kept together, only where the two Wilson intervals
-    are apart), and where a few-shot probe reads the class decidedly better or worse than in `original`.
-    `places` is `ecnb.embeddings.forget_places`' table."""
+    """Notebook 04's answer, per method: where its forgotten class sits at the last layer, at which layer it first
+    moves the class (its forgotten images' neighbourhoods change from `original`'s decidedly more than the retained
+    images' do, the intervals apart), and where a few-shot probe reads the class decidedly better or worse than in
+    `original` (Wilson intervals apart). `places` is `ecnb.embeddings.forget_places`' table."""
     if places.empty or "original" not in set(places["method"]) or not places["n"].any():
         return Prose("This run has no forgotten class to place, or no `original` to compare with.")
     at = places.set_index(["method", "layer"])
     layers = [t for t in taps if ("original", t) in at.index]
-    last = layers[-1]
+    last, k = layers[-1], int(places["k"].iloc[0])
     probes = results[(results["metric"] == "fewshot_probe_accuracy") & (results["split"] == "test_forget")]
     probe = probes.pivot_table(index="method", columns="layer", values="value")
     sizes = results.loc[(results["metric"] == "split_size") & (results["split"] == "test_forget"), "value"]
     n_test = float(sizes.iloc[0]) if len(sizes) else 0.0
 
     def line(method: str) -> str:
-        moved = [t for t in layers if _separated(at.loc[(method, t), "together"], at.loc[("original", t), "together"],
-                                                 at.loc[("original", t), "n"]) != 0]
+        rows = at.loc[method].reindex(layers)
+        moved = [t for t in layers if rows.loc[t, "stay_high"] < rows.loc[t, "retained_stay_low"]]
         text = f"- `{method}`: at `{last}` the class sits {_place(at.loc[(method, last)])}. "
         if moved:
-            first = moved[0]
-            way = "fewer" if at.loc[(method, first), "together"] < at.loc[("original", first), "together"] else "more"
-            text += (f"It moves from **`{first}`**: {way} of its images keep their own class around them there than in "
-                     f"`original` ({with_interval(at.loc[(method, first), 'together'], at.loc[(method, first), 'n'])} "
-                     f"against {with_interval(at.loc[('original', first), 'together'], at.loc[('original', first), 'n'])}).")
+            r = rows.loc[moved[0]]
+            text += (f"It moves the class first at **`{moved[0]}`**"
+                     + (f" (and at {_names(moved[1:])})" if len(moved) > 1 else "")
+                     + f": there {_interval(r, 'stay')} of a forgotten image's {k} nearest images are the ones it had "
+                     f"in `original`, against {_interval(r, 'retained_stay')} for the retained classes' images.")
         else:
-            text += "At no layer can it be told apart from where `original` keeps the class (the intervals overlap)."
+            text += ("At no layer do its forgotten images' neighbourhoods change decidedly more than the retained "
+                     "images' do: relative to the other classes, the class stays where `original` keeps it.")
         if n_test and method in probe.index and "original" in probe.index:
             for word, sign in (("better", 1), ("worse", -1)):
                 read = [t for t in taps if t in probe.columns
@@ -281,10 +286,11 @@ def representation_answer(places: pd.DataFrame, results: pd.DataFrame, taps: Seq
         return text
 
     methods = [m for m in dict.fromkeys(places["method"]) if m != "original"]
-    intro = (f"In `original` the forgotten class sits {_place(at.loc[('original', last)])} at `{last}`. Where each model "
-             f"keeps it, read from each forgotten test image's {int(places['k'].iloc[0])} nearest images in the layer's features, and from "
-             "which layer it sits differently from `original` (Wilson 95% intervals on the sampled images; a layer "
-             "counts only where the two intervals are apart):")
+    intro = (f"In `original` the forgotten class sits {_place(at.loc[('original', last)])} at `{last}`. Where each "
+             f"model keeps it is read from each forgotten test image's {k} nearest images in the layer's features; "
+             "it *moves* the class at a layer where the forgotten images' neighbourhoods change from `original`'s "
+             "decidedly more than the retained images' do (95% intervals over the images apart; the retained images "
+             "show what any change of the layer does):")
     closing = ("`retrain` never saw the class: where it keeps it is where features learned without it put it. A class "
                "a method keeps together, or makes *more* readable than `original` does, is one a linear read-out can "
                "find from a few images; how much more than in the retrained models is what the attacks of notebooks 02 "

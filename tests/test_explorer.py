@@ -166,9 +166,26 @@ def test_embeddings_are_aligned_onto_the_original(fake_run, digits, fits):
     raw = {m: np.load(next((run.seed_dir(0) / "embeddings").glob(f"{m}__{layer}__*.npz")))["embedding"]
            for m in METHODS}
     np.testing.assert_allclose(atlas.coords["original"][layer], raw["original"], atol=1e-5)
+    kept = [c for c in np.unique(atlas.sample.y) if c not in split.forget_classes]
     for method in ("retrain", "ga"):
         aligned = embeddings.procrustes_align(raw[method], raw["original"])
-        np.testing.assert_allclose(atlas.coords[method][layer], aligned)
+        anchored = embeddings.anchor_classes(aligned, raw["original"], atlas.sample.y, kept)
+        np.testing.assert_allclose(atlas.coords[method][layer], anchored)
+
+
+def test_anchoring_puts_every_retained_class_where_original_has_it_and_a_forgotten_image_moves_with_its_class():
+    rng = np.random.default_rng(0)
+    reference_centres = {0: (0.0, 0.0), 1: (10.0, 0.0), 2: (0.0, 10.0)}
+    swapped = {0: (0.0, 10.0), 1: (10.0, 10.0), 2: (0.0, 0.0)}  # UMAP placed the clusters elsewhere
+    y = np.repeat([0, 1, 2, 3], [30, 30, 30, 5])
+    cloud = rng.normal(0, 0.3, size=(95, 2))
+    reference = cloud + np.array([reference_centres.get(c, (5.0, 5.0)) for c in y])
+    points = cloud + np.array([swapped[c] if c in swapped else swapped[1] for c in y])  # class 3 sits at class 1
+    anchored = embeddings.anchor_classes(points, reference, y, [0, 1, 2])
+    for c, centre in reference_centres.items():
+        np.testing.assert_allclose(anchored[y == c].mean(0), centre, atol=0.1)
+    np.testing.assert_allclose(anchored[y == 3].mean(0), reference_centres[1], atol=0.5), "it stays with class 1"
+    np.testing.assert_allclose(embeddings.anchor_classes(reference, reference, y, [0, 1, 2]), reference, atol=1e-5)
 
 
 def test_a_corrupted_embedding_file_is_named(fake_run, digits, fits):
@@ -358,20 +375,21 @@ def test_cka_figure_has_one_view_per_metric_and_split():
 
 def test_cka_figure_puts_each_group_of_methods_in_a_panel_of_its_own_with_the_references():
     methods = ["original", "retrain", "retrain#1", "ga", "scrub", "ec", "ec[last]", "ga+ec"]
-    df = pd.DataFrame([result_row(0, m, "cka_to_original", 0.5, split="forget_train", layer=layer)
-                       for m in methods for layer in LAYERS])
+    df = pd.DataFrame([result_row(0, m, metric, 0.5, split=split, layer=layer) for m in methods for layer in LAYERS
+                       for metric in explorer.CKA_METRICS for split in ("forget_train", "test_forget")])
     fig = explorer.cka_figure(df, LAYERS)
     assert [a.text for a in fig.layout.annotations] == ["baselines", "Erase at the Core", "plug-ins"]
     by_panel = {}
-    for t in fig.data:
+    for t in fig.data[:len(fig.data) // 4]:  # the first of the menu's four views
         by_panel.setdefault(t.xaxis, []).append(t.name)
     lines = {axis: [n for n in names if n and not n.startswith("retrained")] for axis, names in by_panel.items()}
     assert lines == {"x": ["original", "retrain", "ga", "scrub"], "x2": ["original", "retrain", "ec", "ec[last]"],
                      "x3": ["original", "retrain", "ga+ec"]}
     assert all(any(str(n).startswith("retrained models") for n in names) for names in by_panel.values()), "the band"
-    legend = [t.name for t in fig.data if t.showlegend is not False]
+    legend = [t.name for t in fig.data[:len(fig.data) // 4] if t.showlegend is not False]
     assert sorted(legend) == sorted(["original", "retrain", "retrained models (2): range", "ga", "scrub", "ec",
                                      "ec[last]", "ga+ec"]), "every line once in the legend"
+    assert fig.layout.height < 600, "the legend's entries are counted once, not once per view of the menu"
 
 
 def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
@@ -462,16 +480,21 @@ def test_many_methods_are_paged_with_the_references_on_every_page_and_the_slider
     assert fig.layout.sliders[0].y > 1 and fig.layout.sliders[0].yanchor == "bottom", "the slider sits above the panels"
 
 
-def test_neighbour_places_say_whether_the_forgotten_images_sit_together_or_beside_a_retained_class():
+def test_neighbour_places_say_where_the_forgotten_images_sit_and_whether_their_neighbourhoods_moved():
     rng = np.random.default_rng(0)
     centres = {0: (0.0, 0.0), 5: (10.0, 0.0), 3: (0.0, 10.0)}
     y = np.repeat([0, 5, 3], 20)
     apart = np.concatenate([rng.normal(centres[c], 0.5, size=(20, 2)) for c in (0, 5, 3)])
-    together = embeddings.neighbour_places(apart, y, (3,), k=5)
-    assert together == {"together": 1.0, "beside": -1, "beside_share": 0.0, "n": 20}
+    together = embeddings.neighbour_places(apart, apart, y, (3,), k=5)
+    assert (together["together"], together["beside"], together["n"]) == (1.0, -1, 20)
+    assert together["stay"] == together["retained_stay"] == 1.0, "original against itself: nothing moved"
     # ten forgotten images drawn like class 5's sixty: mostly class 5 around each of them
     y = np.repeat([0, 5, 3], [20, 60, 10])
     inside = np.concatenate([rng.normal(centres[0], 0.5, size=(20, 2)), rng.normal(centres[5], 0.5, size=(70, 2))])
-    mixed = embeddings.neighbour_places(inside, y, (3,), k=5)
+    reference = inside.copy()
+    reference[y == 3] = rng.normal(centres[3], 0.5, size=(10, 2))  # where original kept them: a group of their own
+    mixed = embeddings.neighbour_places(inside, reference, y, (3,), k=5)
     assert mixed["beside"] == 5 and mixed["together"] < 0.5 and mixed["n"] == 10
     assert mixed["beside_share"] == pytest.approx(1 - mixed["together"]), "the others all sit with class 5"
+    assert mixed["stay_high"] < mixed["retained_stay_low"], "their neighbourhoods changed, the retained ones' hardly"
+    assert mixed["stay_low"] <= mixed["stay"] <= mixed["stay_high"]

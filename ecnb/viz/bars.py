@@ -15,6 +15,8 @@ from ..verdicts import RETAIN_TOL
 from .curves import errors, test_forget_size
 from .style import drop_members, method_color
 
+# A value label's font size, smaller where many bars share a panel (13 bars' "0.00"s ran into each other at 12).
+LABEL_SIZE, CROWDED_LABEL_SIZE, CROWDED = 12, 9, 8
 SPLIT_TITLES = {"forget_train": "forget set D_f (forget_train)", "test_forget": "forgotten class, test images",
                 "test_retain": "retained classes, test images"}
 
@@ -28,7 +30,8 @@ def _bars(methods: list[str], mean: pd.Series, error_y: dict | None = None) -> l
     bar = go.Bar(x=methods, y=list(mean), marker_color=[method_color(m) for m in methods], error_y=error_y,
                  showlegend=False)
     labels = go.Scatter(x=methods, y=list(np.nan_to_num(tops)), mode="text", text=[f"{v:.2f}" for v in mean],
-                        textposition="top center", cliponaxis=False, showlegend=False, hoverinfo="skip")
+                        textposition="top center", cliponaxis=False, showlegend=False, hoverinfo="skip",
+                        textfont=dict(size=LABEL_SIZE if len(methods) <= CROWDED else CROWDED_LABEL_SIZE))
     return [bar, labels]
 
 

@@ -123,10 +123,9 @@ PLOTLY_MARGINS = {"t": 100, "b": 80}  # plotly's default margins, where a figure
 def fit_legend(fig: go.Figure) -> go.Figure:
     """The figure made tall enough for its legend to show every entry without a scrollbar (a legend beside the plot
     scrolls beyond the plot's height: 8 of 18 methods were visible). Entries hidden by a menu count too, since
-    another choice in the menu shows them."""
-    entries = [t for t in fig.data if t.name and t.showlegend is not False]
-    families = {t.legendgroup or t.name for t in entries}
-    legend = len(entries) * LEGEND_ENTRY + len(families) * LEGEND_GROUP_GAP + LEGEND_TITLE
+    another choice in the menu shows them, each name once (a menu over views draws the same methods in each)."""
+    entries = {t.name: t.legendgroup or t.name for t in fig.data if t.name and t.showlegend is not False}
+    legend = len(entries) * LEGEND_ENTRY + len(set(entries.values())) * LEGEND_GROUP_GAP + LEGEND_TITLE
     margin = {side: getattr(fig.layout.margin, side) or default for side, default in PLOTLY_MARGINS.items()}
     height = max(fig.layout.height or 450, legend + margin["t"] + margin["b"])
     fig.update_layout(height=height, legend=dict(tracegroupgap=LEGEND_GROUP_GAP, maxheight=legend))

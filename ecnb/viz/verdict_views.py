@@ -59,7 +59,7 @@ def evidence_map(table: pd.DataFrame, x: str, y: str, title: str | None = None) 
     for method, (dx, dy) in place_labels(points, extra).items():
         fig.add_annotation(x=table.loc[method, x], y=table.loc[method, y], text=method, ax=dx, ay=dy, showarrow=True,
                            arrowhead=0, arrowwidth=1, arrowcolor="#9e9e9e", standoff=MARKER_RADIUS,
-                           font=dict(size=LABEL_SIZE))
+                           font=dict(size=LABEL_SIZE), bgcolor="rgba(255, 255, 255, 0.75)")  # legible over a line
     if "retrain" in table.index:
         fig.add_vline(x=table.loc["retrain", x], line_dash="dash", line_color="black")
         fig.add_hline(y=table.loc["retrain", y], line_dash="dash", line_color="black")
