@@ -9,7 +9,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # again: about 4 s at the start of every notebook kernel, job worker and test worker. Python caches it instead.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup study sweep ship-sweep test bench gpu-check lab explore lock clean
+.PHONY: setup wheelhouse study sweep ship-sweep test bench gpu-check lab explore lock clean
+
+# A folder of wheels to install from instead of the network (`make wheelhouse`): make setup WHEELHOUSE=wheelhouse
+WHEELHOUSE ?=
+FROM_WHEELHOUSE := $(if $(WHEELHOUSE),--no-index --find-links $(abspath $(WHEELHOUSE)))
 
 setup: $(STAMP)
 
@@ -17,11 +21,16 @@ setup: $(STAMP)
 # same set where uv cannot. Then numba compiles umap-learn's kernels once.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e '.[dev]' \
-		|| $(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet $(FROM_WHEELHOUSE) -c constraints.txt uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) $(FROM_WHEELHOUSE) -c constraints.txt -e '.[dev]' \
+		|| $(PY) -m pip install --quiet $(FROM_WHEELHOUSE) -c constraints.txt -e '.[dev]'
 	$(PY) -c "from ecnb.embeddings import compile_umap; compile_umap()"
 	touch $(STAMP)
+
+# Every wheel of the pinned set (and setuptools, which builds ecnb itself) downloaded once into WHEELHOUSE (default
+# wheelhouse/), for a room of machines of the same platform and Python (README, "Installing for a room").
+wheelhouse:
+	$(PYTHON) -m pip download --quiet --dest $(or $(WHEELHOUSE),wheelhouse) -r constraints.txt 'setuptools>=68'
 
 study: setup
 	$(PY) -m ecnb study $(ARGS)

@@ -5,14 +5,18 @@ so a picture and a CKA value describe the same representation; the pooled view w
 conv layer to a handful of channel means. UMAP runs with Euclidean distances, which, like linear CKA,
 do not change under rotations of the feature space or a uniform rescaling of it.
 
-Comparable: UMAP fixes neither position, orientation, mirror image nor scale, so each model's embedding
-of a layer is aligned onto `original`'s embedding of the same points (`procrustes_align`), and the
-figures share one set of axes per layer.
+Comparable: UMAP fixes neither where it puts each cluster nor the layout's position, orientation, mirror
+image and scale. Every other model's embedding of a layer starts from `original`'s embedding of the same
+points (UMAP's `init`), so a cluster whose neighbourhoods are the same in both models stays where `original`
+has it and only what the model changed moves (fitted from UMAP's own start, two models put the same
+classes in different places, which no rigid fit undoes); then it is aligned onto `original`'s
+(`procrustes_align`), each retained class's cluster is moved onto its place in `original`'s, the points between
+them with their nearest clusters (`anchor_classes`), and the figures share one set of axes per layer.
 
 Cached: one file per model and layer, `seed<k>/embeddings/<method>__<layer>__<key>.npz`, an array
 `embedding` (float32, one row per sample point) written atomically. The key hashes the checkpoint's
-bytes, the layer, the sample positions, the feature view, the UMAP settings and umap-learn's version:
-any change makes a new file, and an unchanged one is never fitted again. umap is imported only to fit.
+bytes, the layer, the sample positions, the feature view, the UMAP settings, umap-learn's version and,
+for every model but `original`, the key of the `original` embedding it starts from: any change makes a new file, and an unchanged one is never fitted again. umap is imported only to fit.
 """
 from __future__ import annotations
 
@@ -28,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.linalg import orthogonal_procrustes
 from sklearn.metrics import pairwise_distances
-from tqdm.std import tqdm
 
 from .artifacts import ArtifactError, Run, atomic_write, load_checkpoint
 from .config import resolve_device
@@ -39,6 +43,7 @@ from .data import Dataset, ForgetSplit, forget_split, run_dataset, split_tensors
 from .evaluate import max_spatial as spatial_cap
 from .features import cached_features
 from .models import TappedNet
+from .progress import text_bar
 from .results import method_order, read_results
 from .train import model_from_state
 from .workers import run_jobs, worker_count
@@ -144,42 +149,44 @@ def embed_layers(
     layers = models["original"].taps
     splits = split_tensors(ds, split)
     max_spatial = spatial_cap(run.config.profile, ds.input_shape)
-    paths: dict[str, dict[str, Path]] = {}
-    for method in models:
-        checkpoint = _file_hash(run.checkpoint_path(method, seed))
-        paths[method] = {
-            layer: embedding_path(run, seed, method, layer, _key(checkpoint, layer, sample, settings, max_spatial))
-            for layer in layers
-        }
+    original_keys = _keys(run, seed, "original", layers, sample, settings, max_spatial)
+    paths = {m: {layer: embedding_path(run, seed, m, layer, key) for layer, key in _keys(
+                 run, seed, m, layers, sample, settings, max_spatial, None if m == "original" else original_keys).items()}
+             for m in models}
     missing = {m: [(layer, str(p)) for layer, p in ps.items() if not p.exists()] for m, ps in paths.items()}
     missing = {m: todo for m, todo in missing.items() if todo}
     device = next(models["original"].parameters()).device
-    # A text bar on stdout: in a notebook it reads as plain output (stderr is shown as an error), and it
-    # stays legible in the saved notebooks and the report, where a widget bar would be dead.
-    bar = tqdm(total=len(models) * len(layers), desc="UMAP", unit="layer", file=sys.stdout)
+    bar = text_bar(total=len(models) * len(layers), desc="UMAP", unit="layer")
     bar.update(len(models) * len(layers) - sum(map(len, missing.values())))
-    args = [(m, todo) for m, todo in missing.items()]
     shared = (run, ds, splits, seed, sample, settings, max_spatial, device)
-    for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
-        bar.set_postfix_str(args[i][0], refresh=False)
-        bar.update(fitted)
+    starts = {layer: str(path) for layer, path in paths["original"].items()}  # the start of every other fit
+    # `original` first: every other model's fit starts from its embedding of the same layer
+    for batch in ([m for m in missing if m == "original"], [m for m in missing if m != "original"]):
+        args = [(m, [(layer, path, None if m == "original" else starts[layer]) for layer, path in missing[m]])
+                for m in batch]
+        for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
+            bar.set_postfix_str(args[i][0], refresh=False)
+            bar.update(fitted)
     bar.close()
     raw = {method: {layer: _load(path) for layer, path in ps.items()} for method, ps in paths.items()}
+    kept = [c for c in np.unique(sample.y) if c not in split.forget_classes]
     coords = {
-        method: {layer: procrustes_align(raw[method][layer], raw["original"][layer]) for layer in layers}
+        method: {layer: anchor_classes(procrustes_align(raw[method][layer], raw["original"][layer]),
+                                       raw["original"][layer], sample.y, kept) for layer in layers}
         for method in models
     }
     return Atlas(sample, ds.classes, split.forget_classes, list(models), layers, coords)
 
 
-def _embedding_job(method: str, todo: list[tuple[str, str]]) -> int:
-    """One model's missing embeddings ((layer, path) pairs), fitted and saved as a job of `ecnb.workers`
-    on what `embed_layers` shares; the model is its checkpoint, as the embeddings' keys say. How many."""
+def _embedding_job(method: str, todo: list[tuple[str, str, str | None]]) -> int:
+    """One model's missing embeddings ((layer, path, the path of the embedding its fit starts from or None)),
+    fitted and saved as a job of `ecnb.workers` on what `embed_layers` shares; the model is its checkpoint, as
+    the embeddings' keys say. How many."""
     run, ds, splits, seed, sample, settings, max_spatial, device = shared_objects()
     model = model_from_state(run.config, ds, load_checkpoint(run.checkpoint_path(method, seed))["state_dict"], device)
     feats = _sample_features(run, method, seed, model, splits, sample, max_spatial)
-    for layer, path in todo:
-        _save(Path(path), fit_umap(feats[layer], settings))
+    for layer, path, start in todo:
+        _save(Path(path), fit_umap(feats[layer], settings, None if start is None else _load(Path(start))))
     return len(todo)
 
 
@@ -195,20 +202,87 @@ def run_atlas(run: Run, seed: int, device: torch.device | str, n_retain: int, n_
     return embed_layers(run, ds, split, seed, models, sample, settings)
 
 
+NEIGHBOURS = 10  # the neighbourhood that says where a forgotten image sits (UMAP's is 15, over all points)
+
+
+def forget_places(run: Run, ds: Dataset, split: ForgetSplit, seed: int, models: dict[str, TappedNet], sample: Sample,
+                  k: int = NEIGHBOURS) -> pd.DataFrame:
+    """Where each model keeps the forgotten classes' sampled test images, layer by layer, in the features UMAP
+    embeds (not in the picture, whose distances are UMAP's), against `original`'s features of the same images: one
+    row per model and layer with `neighbour_places`' figures and `k`. Read from `ecnb.features`' cache (notebook 02
+    leaves it behind)."""
+    splits = split_tensors(ds, split)
+    max_spatial = spatial_cap(run.config.profile, ds.input_shape)
+    original = _sample_features(run, "original", seed, models["original"], splits, sample, max_spatial)
+    rows = []
+    for method, model in models.items():
+        features = original if method == "original" else _sample_features(run, method, seed, model, splits, sample,
+                                                                           max_spatial)
+        for layer in model.taps:
+            place = neighbour_places(features[layer], original[layer], sample.y, split.forget_classes, k, seed)
+            rows.append({"method": method, "layer": layer, "k": k, **place,
+                         "beside": ds.classes[place["beside"]] if place["beside"] >= 0 else ""})
+    return pd.DataFrame(rows)
+
+
+def neighbour_places(features: np.ndarray, reference: np.ndarray, y: np.ndarray, forget_classes: tuple[int, ...],
+                     k: int, seed: int = 0) -> dict:
+    """Where the forgotten images (labels in `forget_classes`) sit among `features` (one row per image, labels `y`),
+    and how far their neighbourhoods moved from those in `reference` (`original`'s features of the same images).
+
+    Each forgotten image takes the class most of its k nearest other images (Euclidean) belong to. `together`: the
+    share of them whose neighbourhood is mostly forgotten images (the class kept as a group); `beside`: the retained
+    class that most of the others take (-1 if none), `beside_share` the share of all forgotten images that take it;
+    `n`: how many forgotten images. `stay`: the mean share of a forgotten image's k nearest images that are also
+    among its k nearest in `reference`, `retained_stay` the same for the retained images (what any change of the
+    layer does to every image), each with a 95% bootstrap interval over the images (`_low`, `_high`)."""
+    forgotten = np.isin(y, forget_classes)
+    if not forgotten.any():
+        return {"together": np.nan, "beside": -1, "beside_share": np.nan, "n": 0}
+    mine, theirs = _nearest(features, k), _nearest(reference, k)
+    kept = np.array([len(np.intersect1d(a, b)) / k for a, b in zip(mine, theirs)])
+    taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[mine[forgotten]]])
+    apart = taken[~np.isin(taken, forget_classes)]
+    beside = int(np.bincount(apart).argmax()) if len(apart) else -1
+    rng = np.random.default_rng(seed)
+    stay, retained = _mean_interval(kept[forgotten], rng), _mean_interval(kept[~forgotten], rng)
+    return {"together": float(np.isin(taken, forget_classes).mean()), "beside": beside,
+            "beside_share": float((taken == beside).mean()), "n": int(forgotten.sum()),
+            "stay": stay[0], "stay_low": stay[1], "stay_high": stay[2],
+            "retained_stay": retained[0], "retained_stay_low": retained[1], "retained_stay_high": retained[2]}
+
+
+def _nearest(features: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k nearest other rows (Euclidean), nearest first."""
+    distances = pairwise_distances(np.asarray(features, dtype=np.float32))
+    np.fill_diagonal(distances, np.inf)  # an image is not its own neighbour
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]
+
+
+def _mean_interval(values: np.ndarray, rng: np.random.Generator, replicates: int = 1000) -> tuple[float, float, float]:
+    """The mean of `values` and its 95% percentile bootstrap interval over them."""
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    means = values[rng.integers(0, len(values), size=(replicates, len(values)))].mean(1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def embedding_path(run: Run, seed: int, method: str, layer: str, key: str) -> Path:
     """Where `embed_layers` keeps one model's embedding of one layer."""
     return run.seed_dir(seed) / "embeddings" / f"{method}__{layer}__{key}.npz"
 
 
-def fit_umap(features: np.ndarray, settings: UmapSettings) -> np.ndarray:
-    """A 2-D UMAP embedding of (n, d) features, float32, with Euclidean distances.
+def fit_umap(features: np.ndarray, settings: UmapSettings, init: np.ndarray | None = None) -> np.ndarray:
+    """A 2-D UMAP embedding of (n, d) features, float32, with Euclidean distances, starting from `init` (n, 2)
+    when given (else from UMAP's spectral layout).
 
     The distances are computed here (scikit-learn, BLAS) and given to UMAP as precomputed: below 4,096
     points umap-learn computes them itself through scikit-learn with its numba metric as a Python
     callable, one call per pair, which took half of each fit (0.5 s against 0.27 s at 397 x 4,096)."""
     umap = _umap()
     distances = pairwise_distances(np.asarray(features, dtype=np.float32), metric="euclidean")
-    reducer = umap.UMAP(n_components=2, n_jobs=1, metric="precomputed", **asdict(settings))
+    reducer = umap.UMAP(n_components=2, n_jobs=1, metric="precomputed", init="spectral" if init is None else init,
+                        **asdict(settings))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="using precomputed metric", category=UserWarning)
         return reducer.fit_transform(distances).astype(np.float32)
@@ -255,6 +329,27 @@ def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (p @ rotation + reference.mean(0)).astype(np.float32)
 
 
+def anchor_classes(points: np.ndarray, reference: np.ndarray, y: np.ndarray, kept: list[int]) -> np.ndarray:
+    """`points` moved so that each retained class's centre lands on its centre in `reference` (`original`'s
+    embedding of the same images), every point with the clusters nearest to it.
+
+    Where a model's features keep a retained class's images together, UMAP may still place that cluster anywhere
+    relative to the others; no rotation undoes that (at layer4 and pool, `original` and `retrain` put the classes
+    in different places). Each point moves by the centres' displacements weighted by the inverse fourth power of
+    its distance to each centre: a cluster moves nearly as one, and a forgotten image sitting at a class moves with
+    that class, so where the forgotten class sits among the others is kept. A picture only: the answer of notebook
+    04 reads the features themselves (`forget_places`)."""
+    if not kept:
+        return points
+    centres = np.stack([points[y == c].mean(0) for c in kept])
+    shift = np.stack([reference[y == c].mean(0) for c in kept]) - centres
+    scale = float(np.ptp(reference, axis=0).max()) or 1.0
+    squared = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1) + (1e-3 * scale) ** 2
+    weights = 1.0 / squared**2
+    weights /= weights.sum(1, keepdims=True)
+    return (points + weights @ shift).astype(np.float32)
+
+
 def _sample_features(
     run: Run, method: str, seed: int, model: TappedNet, splits: dict, sample: Sample, max_spatial: int | None
 ) -> dict[str, np.ndarray]:
@@ -267,13 +362,20 @@ def _sample_features(
     return {tap: np.concatenate([f[tap][pos] for f, pos in parts]) for tap in model.taps}
 
 
-def _key(checkpoint: str, layer: str, sample: Sample, settings: UmapSettings, max_spatial: int | None) -> str:
+def _keys(run: Run, seed: int, method: str, layers: list[str], sample: Sample, settings: UmapSettings,
+          max_spatial: int | None, starts: dict[str, str] | None = None) -> dict[str, str]:
+    """The cache key of each layer's embedding of `method`; `starts`: the keys of the embeddings its fits start
+    from (`original`'s), None for `original` itself."""
+    checkpoint = _file_hash(run.checkpoint_path(method, seed))
     positions = {name: pos.tolist() for name, pos in sample.positions.items()}
-    spec = {
-        "checkpoint": checkpoint, "layer": layer, "positions": positions, "umap": asdict(settings),
-        "max_spatial": max_spatial, "umap-learn": version("umap-learn"),
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    keys = {}
+    for layer in layers:
+        spec = {
+            "checkpoint": checkpoint, "layer": layer, "positions": positions, "umap": asdict(settings),
+            "max_spatial": max_spatial, "umap-learn": version("umap-learn"), "start": (starts or {}).get(layer),
+        }
+        keys[layer] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return keys
 
 
 def _file_hash(path: Path) -> str:

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
@@ -20,6 +19,7 @@ from .features import model_digest, remove_cached
 from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, cka_rows, mia_rows, model_outputs,
                       output_rows, probabilities, probe_rows)
 from .models import TappedNet
+from .progress import text_bar
 from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
 from .ec import is_ec
@@ -218,7 +218,7 @@ def run_methods(
     args = [(method, method in done) for method in [*methods, *references_todo]]
     shared = (run, ds, split, seed, references, device)
     models = {}
-    bar = tqdm(total=len(args), desc="methods", unit="method")
+    bar = text_bar(total=len(args), desc="methods", unit="method")
     longest_first = _longest_first(split, settings, args)
     for i, (rows, error) in run_jobs(_method_job, args, worker_count(device, len(args)), shared, longest_first):
         method = args[i][0]

@@ -18,9 +18,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .embeddings import Atlas
-from .results import is_reference
+from .results import is_reference, method_order
 from .viz import FORGET_COLOR, RETAIN_COLOR, layer_curves, relearn_curves
-from .viz.style import groups
+from .viz.style import drop_members, fit_legend, groups
 
 if TYPE_CHECKING:  # imported when a widget is made, so `import ecnb` does not pay for it
     import ipywidgets
@@ -96,10 +96,13 @@ def embedding_figure(
                     hovertext=f"{method}: class {atlas.classes[g.cls]}",
                 ), row=k // cols + 1, col=k % cols + 1)
                 owner.append(p)
-    fig.update_xaxes(showticklabels=False, zeroline=False, autorange=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False, autorange=False)
+    # Each panel framed on white, so that a slot the page leaves empty (its axes hidden) shows nothing at all.
+    frame = dict(showticklabels=False, zeroline=False, autorange=False, showline=True, mirror=True, linecolor="#bbbbbb")
+    fig.update_xaxes(frame)
+    fig.update_yaxes(frame)
     _match_axes(fig)
-    fig.update_layout(_axis_ranges(atlas, methods, layers[0], slots))
+    fig.update_layout(_axis_ranges(atlas, methods, layers[0], slots), plot_bgcolor="white")
+    fig.update_layout(_slot_axes(len(book[0][1]), slots))
     title = f"UMAP of test images at {layers[0]}" if len(layers) == 1 else "UMAP of test images per layer"
     fig.update_layout(
         title=dict(text=title, y=0.995, yanchor="top"), legend=dict(title="class", tracegroupgap=0),
@@ -123,27 +126,37 @@ def embedding_figure(
 
 
 def cka_figure(results: pd.DataFrame, layers: list[str]) -> go.Figure:
-    """`cka_to_original` and `cka_to_retrain` across layers, one line per method, `retrain` dashed as the
-    reference, with a dropdown over (metric, split); clicking a legend entry hides a method."""
+    """`cka_to_original` and `cka_to_retrain` across layers, one panel per group of methods (the baselines, Erase
+    at the Core, the plug-ins: a dozen lines in one panel tangle), the references and the retrained models' band
+    in each, with a dropdown over (metric, split); clicking a legend entry hides a family in every panel."""
     rows = results[results["metric"].isin(CKA_METRICS) & (results["layer"] != "")]
     if rows.empty:
         raise ValueError("no CKA rows in the results: run notebook 02 with this run_dir first")
     present = set(zip(rows["metric"], rows["split"]))
     combos = [(m, s) for m in CKA_METRICS for s in dict.fromkeys(rows["split"]) if (m, s) in present]
-    parts = [layer_curves(rows, metric, split, layers, group_menu=False) for metric, split in combos]
-    fig = go.Figure()
-    for k, part in enumerate(parts):
-        fig.add_traces([trace.update(visible=k == 0) for trace in part.data])
-    owner = [k for k, part in enumerate(parts) for _ in part.data]
+    panels = groups(drop_members(method_order(rows["method"]))) or {"methods": []}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    owner = []  # the (metric, split) view of each trace
+    for k, (metric, split) in enumerate(combos):
+        for trace in layer_curves(rows, metric, split, layers, group_menu=False).data:
+            homes = [c for c, members in enumerate(panels.values(), start=1) if trace.name in members]
+            for c in homes or range(1, len(panels) + 1):  # a reference (or the band) in every panel
+                shown = trace.showlegend is not False and (bool(homes) or c == 1)
+                fig.add_trace(go.Scatter(trace).update(visible=k == 0, showlegend=shown), row=1, col=c)
+                owner.append(k)
     buttons = [
         dict(label=f"{metric} · {split}", method="update",
-             args=[{"visible": [o == k for o in owner]},
-                   {"title.text": f"{metric} on {split}", "yaxis.title.text": metric}])
+             args=[{"visible": [o == k for o in owner]}, {"title.text": f"{metric} on {split}"}])
         for k, (metric, split) in enumerate(combos)
     ]
-    fig.update_layout(parts[0].layout, margin=dict(t=110))
-    fig.layout.updatemenus = [dict(buttons=buttons, x=0, xanchor="left", y=1.18, yanchor="top")]
-    return fig
+    metric, split = combos[0]
+    fig.update_xaxes(title_text="layer (input → output)")
+    fig.update_yaxes(title_text="CKA", col=1)
+    fig.update_layout(title=dict(text=f"{metric} on {split}", y=0.98, yanchor="top"), height=440, margin=dict(t=120),
+                      legend_title="method", legend_groupclick="togglegroup",  # the menu on the right, off the title
+                      updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.2, yanchor="bottom")])
+    return fit_legend(fig)
 
 
 def explorer(atlas: Atlas) -> ipywidgets.VBox:
@@ -294,12 +307,19 @@ def _titles(page: list[str], slots: int) -> list[str]:
     return page + [" "] * (slots - len(page))
 
 
+def _slot_axes(filled: int, slots: int) -> dict:
+    """The panels' axes shown for the first `filled` slots and hidden for the rest: a page with fewer methods than
+    the grid has slots leaves no empty panel."""
+    return {f"{letter}axis{'' if k == 1 else k}.visible": k <= filled for k in range(1, slots + 1) for letter in "xy"}
+
+
 def _page_menu(book: list[tuple[str, list[str]]], owner: list[int], slots: int, y: float) -> dict:
-    """A dropdown over the pages of methods: which traces are visible, and the panels' titles."""
+    """A dropdown over the pages of methods: which traces are visible, the panels' titles and which panels show."""
     buttons = []
     for p, (label, page) in enumerate(book):
         titles = {f"annotations[{k}].text": title for k, title in enumerate(_titles(page, slots))}
-        buttons.append(dict(label=label, method="update", args=[{"visible": [o == p for o in owner]}, titles]))
+        buttons.append(dict(label=label, method="update",
+                            args=[{"visible": [o == p for o in owner]}, {**titles, **_slot_axes(len(page), slots)}]))
     return dict(buttons=buttons, active=0, x=1.0, xanchor="right", y=y, yanchor="bottom")
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import permutation_test, spearmanr
 
-from .results import is_reference
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT_CENTRE, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
     attack_distance, attack_distances, figure_text, high, keeps_retain, low, nearer, wilson_interval, with_interval,
 )
@@ -235,24 +234,68 @@ def variant_answer(table: pd.DataFrame, variant: str, anchors: Sequence[str], ab
     return Prose(" ".join(parts))
 
 
-def representation_answer(results: pd.DataFrame, table: pd.DataFrame, taps: Sequence[str]) -> Prose:
-    """Notebook 04's answer: what the layers show, read from the run's CKA and few-shot probe."""
-    rows = results[(results["metric"] == "cka_to_original") & (results["split"] == "forget_train")]
-    by = rows.pivot_table(index="method", columns="layer", values="value")
-    first, deepest = taps[0], taps[-2]
-    methods = [m for m in by.index if not is_reference(m)]
-    if "retrain" not in by.index or not methods:
-        return Prose("This run has no unlearned method to compare with `retrain`.")
-    lo, hi = by.loc[methods, deepest].min(), by.loc[methods, deepest].max()
-    return Prose(
-        f"At `{first}` every model stays close to the original (CKA to it: `retrain` {by.loc['retrain', first]:.2f}, "
-        f"the methods {by.loc[methods, first].min():.2f}-{by.loc[methods, first].max():.2f}): early features hardly "
-        f"depend on one class. At `{deepest}`, the last intermediate layer, the methods spread from {lo:.2f} to "
-        f"{hi:.2f} and `retrain` sits at {by.loc['retrain', deepest]:.2f}. The retrained models' best few-shot probe "
-        f"reads the forgotten class at {table[FEWSHOT_CENTRE].iloc[0]:.2f} on average: even a model that never saw the "
-        "class groups its images together from a few examples, so a red cluster in `retrain`'s panels is expected. "
-        "What gives a hidden class away is how much *more* an attacker recovers than from the retrained models "
-        "(notebooks 02 and 03), not whether the class forms a cluster.")
+def _place(row: pd.Series) -> str:
+    """Where one model keeps the forgotten class at one layer, in words, with the share's Wilson interval."""
+    share = with_interval(row["together"], row["n"])
+    if row["together"] >= 0.5 or not row["beside"]:
+        return f"together ({share} of its images have mostly their own class around them)"
+    return (f"among the retained classes, mostly beside class {row['beside']} ({row['beside_share']:.2f} of its "
+            f"images; only {share} have their own class around them)")
+
+
+def _interval(row: pd.Series, figure: str) -> str:
+    return f"{row[figure]:.2f} [{row[figure + '_low']:.2f}, {row[figure + '_high']:.2f}]"
+
+
+def representation_answer(places: pd.DataFrame, results: pd.DataFrame, taps: Sequence[str]) -> Prose:
+    """Notebook 04's answer, per method: where its forgotten class sits at the last layer, at which layer it first
+    moves the class (its forgotten images' neighbourhoods change from `original`'s decidedly more than the retained
+    images' do, the intervals apart), and where a few-shot probe reads the class decidedly better or worse than in
+    `original` (Wilson intervals apart). `places` is `ecnb.embeddings.forget_places`' table."""
+    if places.empty or "original" not in set(places["method"]) or not places["n"].any():
+        return Prose("This run has no forgotten class to place, or no `original` to compare with.")
+    at = places.set_index(["method", "layer"])
+    layers = [t for t in taps if ("original", t) in at.index]
+    last, k = layers[-1], int(places["k"].iloc[0])
+    probes = results[(results["metric"] == "fewshot_probe_accuracy") & (results["split"] == "test_forget")]
+    probe = probes.pivot_table(index="method", columns="layer", values="value")
+    sizes = results.loc[(results["metric"] == "split_size") & (results["split"] == "test_forget"), "value"]
+    n_test = float(sizes.iloc[0]) if len(sizes) else 0.0
+
+    def line(method: str) -> str:
+        rows = at.loc[method].reindex(layers)
+        moved = [t for t in layers if rows.loc[t, "stay_high"] < rows.loc[t, "retained_stay_low"]]
+        text = f"- `{method}`: at `{last}` the class sits {_place(at.loc[(method, last)])}. "
+        if moved:
+            r = rows.loc[moved[0]]
+            text += (f"It moves the class first at **`{moved[0]}`**"
+                     + (f" (and at {_names(moved[1:])})" if len(moved) > 1 else "")
+                     + f": there {_interval(r, 'stay')} of a forgotten image's {k} nearest images are the ones it had "
+                     f"in `original`, against {_interval(r, 'retained_stay')} for the retained classes' images.")
+        else:
+            text += ("At no layer do its forgotten images' neighbourhoods change decidedly more than the retained "
+                     "images' do: relative to the other classes, the class stays where `original` keeps it.")
+        if n_test and method in probe.index and "original" in probe.index:
+            for word, sign in (("better", 1), ("worse", -1)):
+                read = [t for t in taps if t in probe.columns
+                        and _separated(probe.loc[method, t], probe.loc["original", t], n_test) == sign]
+                if read:
+                    t = read[0]
+                    text += (f" A few-shot probe reads the class decidedly **{word}** than in `original` at "
+                             f"{_names(read)} ({probe.loc[method, t]:.2f} against {probe.loc['original', t]:.2f} at `{t}`).")
+        return text
+
+    methods = [m for m in dict.fromkeys(places["method"]) if m != "original"]
+    intro = (f"In `original` the forgotten class sits {_place(at.loc[('original', last)])} at `{last}`. Where each "
+             f"model keeps it is read from each forgotten test image's {k} nearest images in the layer's features; "
+             "it *moves* the class at a layer where the forgotten images' neighbourhoods change from `original`'s "
+             "decidedly more than the retained images' do (95% intervals over the images apart; the retained images "
+             "show what any change of the layer does):")
+    closing = ("`retrain` never saw the class: where it keeps it is where features learned without it put it. A class "
+               "a method keeps together, or makes *more* readable than `original` does, is one a linear read-out can "
+               "find from a few images; how much more than in the retrained models is what the attacks of notebooks 02 "
+               "and 03 measure.")
+    return Prose("\n".join([intro, "", *map(line, methods), "", closing]))
 
 
 def claims_answer(claims: pd.DataFrame) -> Prose:

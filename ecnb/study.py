@@ -305,6 +305,15 @@ def study_title(config: StudyConfig) -> str:
     return f"{TITLE}: {config.dataset}, {config.model}, {what} ({config.scope})"
 
 
+def seeds_line(seeds: tuple[int, ...]) -> str:
+    """The report header's sentence about seeds, in words: which seeds the table reads and whose notebooks follow."""
+    if len(seeds) == 1:
+        return f"One seed ({seeds[0]}): the table and the notebooks below are its run."
+    listed = ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]}"
+    return (f"{len(seeds)} seeds ({listed}): the table gives the mean ± std over them and how many seeds gave each "
+            f"verdict; the notebooks below are those of seed {seeds[0]}.")
+
+
 def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = None, key: str | None = None) -> Path:
     """All executed notebooks as one offline HTML page, plotly.js embedded once, no outside requests.
     `table` and `key` are the run's summary and its key when the caller already has them."""
@@ -312,9 +321,8 @@ def build_report(run: Run, executed: list[Path], table: pd.DataFrame | None = No
     if table is None or key is None:
         table, key = study_summary(run)
     intro = (
-        f"# {study_title(config)}\n\nSeeds: {list(config.seeds)}; the notebooks below are those of seed "
-        f"{config.seeds[0]}. Accuracy is reported as is (not 1 - accuracy); every accuracy on the forgotten "
-        "class's test images comes with its Wilson 95% interval.\n\n"
+        f"# {study_title(config)}\n\n{seeds_line(config.seeds)} Accuracy is reported as is (not 1 - accuracy); "
+        "every accuracy on the forgotten class's test images comes with its Wilson 95% interval.\n\n"
         + (table.to_html() if not table.empty else "")
         + "\n\n" + "\n\n".join(key.splitlines())
         + "".join(f"\n\n**{line}**" for line in run.failure_lines())

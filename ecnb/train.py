@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
 from .config import StudyConfig, TrainRecipe, resolve_device
 from .data import Dataset, ForgetSplit
 from .features import remove_cached
 from .models import TappedNet, build_model
+from .progress import epoch_bar
 from .results import MEMBER_PREFIX, is_member, population_names
 from .workers import run_jobs, shared, worker_count
 
@@ -93,7 +93,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     history: list[float] = []
     model.train()
-    bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False)
+    bar = epoch_bar(recipe.epochs, desc)
     for _ in bar:
         total = torch.zeros((), device=device)
         for idx in batches(len(x), recipe.batch_size, gen, device):

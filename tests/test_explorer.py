@@ -45,13 +45,14 @@ def fake_run(tmp_path, digits):
 @pytest.fixture
 def fits(monkeypatch):
     """UMAP replaced by a fixed random projection, with every fit and every feature read recorded."""
-    calls = {"fit": [], "features": []}
+    calls = {"fit": [], "features": [], "init": []}
     read = embeddings.cached_features
 
-    def fake_fit(features, settings):
+    def fake_fit(features, settings, init=None):
         calls["fit"].append(features.shape)
+        calls["init"].append(init)
         projection = np.random.default_rng(settings.n_neighbors).normal(size=(features.shape[1], 2))
-        return (features @ projection).astype(np.float32)
+        return (features @ projection).astype(np.float32) + (0 if init is None else init)
 
     def counted_features(run, method, seed, split_name, *args):
         calls["features"].append((method, split_name))
@@ -112,7 +113,7 @@ def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run
     fits["fit"].clear()
     fits["features"].clear()
     again = embeddings.embed_layers(run, digits, split, 0, models, sample)
-    assert fits == {"fit": [], "features": []}, "a second call computes nothing, not even features"
+    assert fits["fit"] == fits["features"] == [], "a second call computes nothing, not even features"
     for method in METHODS:
         for tap in taps:
             np.testing.assert_array_equal(again.coords[method][tap], atlas.coords[method][tap])
@@ -128,6 +129,24 @@ def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run
     fits["fit"].clear()
     embeddings.embed_layers(run, digits, split, 0, models, embeddings.draw_sample(digits, split, 40, 10, seed=1))
     assert len(fits["fit"]) == len(METHODS) * len(taps), "another sample: every embedding again"
+    fits["fit"].clear()
+    save_model(run, "original", init_seed=98)
+    embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    assert len(fits["fit"]) == len(METHODS) * len(taps), "another original: every fit starts from elsewhere"
+
+
+def test_every_other_models_fit_starts_from_the_originals_embedding_of_the_layer(fake_run, digits, fits):
+    run, split, _ = fake_run
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
+    embeddings.embed_layers(run, digits, split, 0, embeddings.run_models(run, digits, 0, "cpu"), sample)
+    taps = embeddings.run_models(run, digits, 0, "cpu")["original"].taps
+    assert fits["init"][:len(taps)] == [None] * len(taps), "original first, from UMAP's own start"
+    starts = fits["init"][len(taps):]
+    assert len(starts) == (len(METHODS) - 1) * len(taps)
+    for k, start in enumerate(starts):
+        layer = taps[k % len(taps)]
+        own = np.load(next((run.seed_dir(0) / "embeddings").glob(f"original__{layer}__*.npz")))["embedding"]
+        np.testing.assert_array_equal(start, own)
 
 
 def test_a_sample_smaller_than_the_neighbourhood_is_refused_before_any_fit(fake_run, digits, fits):
@@ -147,9 +166,26 @@ def test_embeddings_are_aligned_onto_the_original(fake_run, digits, fits):
     raw = {m: np.load(next((run.seed_dir(0) / "embeddings").glob(f"{m}__{layer}__*.npz")))["embedding"]
            for m in METHODS}
     np.testing.assert_allclose(atlas.coords["original"][layer], raw["original"], atol=1e-5)
+    kept = [c for c in np.unique(atlas.sample.y) if c not in split.forget_classes]
     for method in ("retrain", "ga"):
         aligned = embeddings.procrustes_align(raw[method], raw["original"])
-        np.testing.assert_allclose(atlas.coords[method][layer], aligned)
+        anchored = embeddings.anchor_classes(aligned, raw["original"], atlas.sample.y, kept)
+        np.testing.assert_allclose(atlas.coords[method][layer], anchored)
+
+
+def test_anchoring_puts_every_retained_class_where_original_has_it_and_a_forgotten_image_moves_with_its_class():
+    rng = np.random.default_rng(0)
+    reference_centres = {0: (0.0, 0.0), 1: (10.0, 0.0), 2: (0.0, 10.0)}
+    swapped = {0: (0.0, 10.0), 1: (10.0, 10.0), 2: (0.0, 0.0)}  # UMAP placed the clusters elsewhere
+    y = np.repeat([0, 1, 2, 3], [30, 30, 30, 5])
+    cloud = rng.normal(0, 0.3, size=(95, 2))
+    reference = cloud + np.array([reference_centres.get(c, (5.0, 5.0)) for c in y])
+    points = cloud + np.array([swapped[c] if c in swapped else swapped[1] for c in y])  # class 3 sits at class 1
+    anchored = embeddings.anchor_classes(points, reference, y, [0, 1, 2])
+    for c, centre in reference_centres.items():
+        np.testing.assert_allclose(anchored[y == c].mean(0), centre, atol=0.1)
+    np.testing.assert_allclose(anchored[y == 3].mean(0), reference_centres[1], atol=0.5), "it stays with class 1"
+    np.testing.assert_allclose(embeddings.anchor_classes(reference, reference, y, [0, 1, 2]), reference, atol=1e-5)
 
 
 def test_a_corrupted_embedding_file_is_named(fake_run, digits, fits):
@@ -337,6 +373,25 @@ def test_cka_figure_has_one_view_per_metric_and_split():
         explorer.cka_figure(df[df["metric"] == "accuracy"], LAYERS)
 
 
+def test_cka_figure_puts_each_group_of_methods_in_a_panel_of_its_own_with_the_references():
+    methods = ["original", "retrain", "retrain#1", "ga", "scrub", "ec", "ec[last]", "ga+ec"]
+    df = pd.DataFrame([result_row(0, m, metric, 0.5, split=split, layer=layer) for m in methods for layer in LAYERS
+                       for metric in explorer.CKA_METRICS for split in ("forget_train", "test_forget")])
+    fig = explorer.cka_figure(df, LAYERS)
+    assert [a.text for a in fig.layout.annotations] == ["baselines", "Erase at the Core", "plug-ins"]
+    by_panel = {}
+    for t in fig.data[:len(fig.data) // 4]:  # the first of the menu's four views
+        by_panel.setdefault(t.xaxis, []).append(t.name)
+    lines = {axis: [n for n in names if n and not n.startswith("retrained")] for axis, names in by_panel.items()}
+    assert lines == {"x": ["original", "retrain", "ga", "scrub"], "x2": ["original", "retrain", "ec", "ec[last]"],
+                     "x3": ["original", "retrain", "ga+ec"]}
+    assert all(any(str(n).startswith("retrained models") for n in names) for names in by_panel.values()), "the band"
+    legend = [t.name for t in fig.data[:len(fig.data) // 4] if t.showlegend is not False]
+    assert sorted(legend) == sorted(["original", "retrain", "retrained models (2): range", "ga", "scrub", "ec",
+                                     "ec[last]", "ga+ec"]), "every line once in the legend"
+    assert fig.layout.height < 600, "the legend's entries are counted once, not once per view of the menu"
+
+
 def test_explorer_widgets_redraw_with_the_chosen_view(atlas, monkeypatch):
     drawn = []
     monkeypatch.setattr(explorer, "embedding_figure", lambda *args, **kw: drawn.append((args, kw)) or go.Figure())
@@ -413,6 +468,33 @@ def test_many_methods_are_paged_with_the_references_on_every_page_and_the_slider
     shown = page_menu.buttons[2].args[0]["visible"]
     assert sum(shown) == 3 * per_method and page_menu.buttons[2].args[1]["annotations[2].text"] == "ec"
     assert page_menu.buttons[2].args[1]["annotations[3].text"] == " "
+    layout = page_menu.buttons[2].args[1]
+    assert [layout[f"xaxis{'' if k == 1 else k}.visible"] for k in range(1, 7)] == [True] * 3 + [False] * 3, \
+        "a page of three methods hides the other three panels' axes: no empty frame"
+    assert all(layout[f"yaxis{k}.visible"] is False for k in (4, 5, 6))
+    assert all(page_menu.buttons[0].args[1][f"xaxis{k}.visible"] for k in range(2, 7)), "a full page shows all six"
+    assert fig.layout.plot_bgcolor == "white" and fig.layout.xaxis.showline and fig.layout.xaxis.mirror, \
+        "a hidden panel leaves white, not a coloured background"
     assert [t.visible for t in fig.data] == page_menu.buttons[0].args[0]["visible"], "the first page shows first"
     assert len(fig.frames[0].data) == len(fig.data), "every page's points move with the slider"
     assert fig.layout.sliders[0].y > 1 and fig.layout.sliders[0].yanchor == "bottom", "the slider sits above the panels"
+
+
+def test_neighbour_places_say_where_the_forgotten_images_sit_and_whether_their_neighbourhoods_moved():
+    rng = np.random.default_rng(0)
+    centres = {0: (0.0, 0.0), 5: (10.0, 0.0), 3: (0.0, 10.0)}
+    y = np.repeat([0, 5, 3], 20)
+    apart = np.concatenate([rng.normal(centres[c], 0.5, size=(20, 2)) for c in (0, 5, 3)])
+    together = embeddings.neighbour_places(apart, apart, y, (3,), k=5)
+    assert (together["together"], together["beside"], together["n"]) == (1.0, -1, 20)
+    assert together["stay"] == together["retained_stay"] == 1.0, "original against itself: nothing moved"
+    # ten forgotten images drawn like class 5's sixty: mostly class 5 around each of them
+    y = np.repeat([0, 5, 3], [20, 60, 10])
+    inside = np.concatenate([rng.normal(centres[0], 0.5, size=(20, 2)), rng.normal(centres[5], 0.5, size=(70, 2))])
+    reference = inside.copy()
+    reference[y == 3] = rng.normal(centres[3], 0.5, size=(10, 2))  # where original kept them: a group of their own
+    mixed = embeddings.neighbour_places(inside, reference, y, (3,), k=5)
+    assert mixed["beside"] == 5 and mixed["together"] < 0.5 and mixed["n"] == 10
+    assert mixed["beside_share"] == pytest.approx(1 - mixed["together"]), "the others all sit with class 5"
+    assert mixed["stay_high"] < mixed["retained_stay_low"], "their neighbourhoods changed, the retained ones' hardly"
+    assert mixed["stay_low"] <= mixed["stay"] <= mixed["stay_high"]

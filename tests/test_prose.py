@@ -84,3 +84,44 @@ def test_the_weight_space_answer_compares_with_retrains_line_and_leaves_out_what
                          results[results["method"] == "ga"].assign(value=list(close.values()))])
     text = str(prose.basin_answer(table, results, "ga", list(six)))
     assert "is not kept decidedly further than along the line to `retrain` at any t" in text
+
+
+def places(**models: tuple[list[float], list[tuple[float, float, float]], str]) -> pd.DataFrame:
+    """A hand-made `forget_places` table over layer1, layer2 and pool: per model, the share of its 40 forgotten images
+    kept together at each layer, how much of their neighbourhood stays as in `original` (mean, low, high), and the
+    retained class the others sit beside; the retained images keep 0.80 [0.78, 0.82] of theirs everywhere."""
+    return pd.DataFrame([{"method": m, "layer": t, "k": 10, "together": v, "beside": beside,
+                          "beside_share": round(1 - v, 2), "n": 40, "stay": stay[0], "stay_low": stay[1],
+                          "stay_high": stay[2], "retained_stay": 0.8, "retained_stay_low": 0.78,
+                          "retained_stay_high": 0.82}
+                         for m, (values, stays, beside) in models.items()
+                         for t, v, stay in zip(("layer1", "layer2", "pool"), values, stays)])
+
+
+def probes(**values: list[float]) -> pd.DataFrame:
+    rows = [{"seed": 0, "method": "original", "metric": "split_size", "layer": "", "split": "test_forget", "value": 40.0}]
+    return pd.DataFrame(rows + [{"seed": 0, "method": m, "metric": "fewshot_probe_accuracy", "layer": t,
+                                 "split": "test_forget", "value": v}
+                                for m, vs in values.items() for t, v in zip(("layer1", "layer2", "pool"), vs)])
+
+
+def test_notebook_04_names_where_each_method_keeps_the_class_and_the_layer_it_moves_from():
+    same, moved, overlapping = (1.0, 1.0, 1.0), (0.3, 0.25, 0.35), (0.74, 0.68, 0.79)
+    table = places(original=([1.0, 0.98, 0.95], [same] * 3, "5"),
+                   retrain=([1.0, 0.9, 0.3], [overlapping, overlapping, moved], "5"),
+                   ga=([1.0, 0.95, 0.9], [overlapping] * 3, "8"),
+                   ft=([1.0, 0.5, 0.2], [overlapping, moved, moved], "5"),
+                   ec=([0.98, 0.9, 0.85], [(0.8, 0.77, 0.83)] * 3, "8"))
+    text = str(prose.representation_answer(table, probes(original=[0.4, 0.45, 0.5], retrain=[0.4, 0.5, 0.6],
+                                                         ga=[0.4, 0.5, 0.55], ft=[0.4, 0.45, 0.5],
+                                                         ec=[0.45, 0.89, 0.6]), ["layer1", "layer2", "pool"]))
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("- `")}
+    assert list(lines) == ["retrain", "ga", "ft", "ec"], "every model but original, named"
+    assert "moves the class first at **`layer2`** (and at `pool`): there 0.30 [0.25, 0.35]" in lines["ft"]
+    assert "against 0.80 [0.78, 0.82] for the retained" in lines["ft"] and "beside class 5" in lines["ft"]
+    assert "first at **`pool`**" in lines["retrain"] and "beside class 5" in lines["retrain"]
+    assert "At no layer" in lines["ga"], "0.79 at most against 0.78 at least: the intervals overlap"
+    assert "sits together (0.90 [0.77, 0.96]" in lines["ga"]
+    assert "decidedly **better** than in `original` at `layer2` (0.89 against 0.45" in lines["ec"]
+    assert "better" not in lines["ga"] and "worse" not in lines["ga"], "0.55 against 0.50: no direction"
+    assert "At no layer" in lines["ec"], "a class kept as in original, however readable"

@@ -249,7 +249,8 @@ def test_agreement_counts_the_cells_of_each_depth():
 
 def test_spread_bars_show_the_mean_and_std_over_cells():
     fig = viz.spread_bars(verdict_rows(), CKA)
-    bars, dots = fig.data
+    bars, labels, dots = fig.data
+    assert list(labels.text) == [f"{v:.2f}" for v in bars.y]
     assert list(bars.x) == ["original", "retrain", "ga"]
     np.testing.assert_allclose(bars.y, [1.01, 0.81, 0.91])
     np.testing.assert_allclose(bars.error_y.array, [np.std([1.0, 1.02], ddof=1)] * 3)

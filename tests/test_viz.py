@@ -3,6 +3,7 @@ references always in black, verdict markers, intervals)."""
 from __future__ import annotations
 
 import colorsys
+import math
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ from ecnb import viz
 from ecnb.data import make_forget_split
 from ecnb.results import read_results, result_row, write_results
 from ecnb.verdicts import wilson_interval
-from ecnb.viz.style import family, method_color
+from ecnb.methods import builtin_baselines
+from ecnb.viz.style import family, line_style, method_color
 
 
 @pytest.fixture()
@@ -57,19 +59,57 @@ def test_a_family_shares_a_hue_and_every_method_has_its_own_colour():
              "retrain"]
     assert len({method_color(m) for m in names}) == len(names), "no two methods share a colour"
     assert len({_hue(method_color(b)) for b in ["ft", "ga", "rl", "scrub", "weight_distortion", "ec"]}) == 6
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """CIE L*a*b* of an sRGB colour (D65), to measure how far apart two colours look."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(int(colour[i:i + 2], 16) / 255) for i in (1, 3, 5))
+    xyz = ((0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+           (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883)
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_every_two_baselines_and_eacs_neighbours_look_apart():
+    """CIE76 difference of at least 20 (about 2.3 is just noticeable): ga and cu were two browns 13 apart."""
+    def apart(a: str, b: str) -> float:
+        return math.dist(_lab(method_color(a)), _lab(method_color(b)))
+
+    baselines = list(builtin_baselines())
+    pairs = [(a, b) for i, a in enumerate(baselines) for b in baselines[i + 1:]]
+    assert min(apart(a, b) for a, b in pairs) >= 20
+    assert apart("ec", "ec[last]") >= 20 and apart("ec", "ec+soft") >= 20 and apart("ec+soft", "ec+soft[hard]") >= 20
+    assert line_style("ec[last]")["dash"] != line_style("ec").get("dash", "solid"), "an ablation's line is dashed"
     assert family("ec+soft[pull]") == ("ec", "variant") and family("original") == ("original", "reference")
 
 
-def test_accuracy_bars_label_every_value_and_show_the_retain_tolerance(table):
+def test_accuracy_bars_label_every_value_above_its_error_bar_and_show_the_retain_tolerance(table):
     fig = viz.accuracy_bars(table)
-    forget, retain = fig.data
+    forget, forget_labels, retain, retain_labels = fig.data
     assert list(forget.x) == ["original", "retrain", "ga"], "references first"
     assert forget.y[2] == pytest.approx(0.55) and forget.error_y.array[2] == pytest.approx(0.0707, abs=1e-3)
-    assert list(forget.text) == ["0.55"] * 3, "every bar carries its value, so a zero bar reads 0.00"
+    assert list(forget_labels.text) == ["0.55"] * 3, "every bar carries its value, so a zero bar reads 0.00"
+    assert forget_labels.y[2] == pytest.approx(0.55 + 0.0707, abs=1e-3), "the label sits on the error bar's top"
+    assert forget_labels.textposition == "top center" and forget_labels.xaxis == forget.xaxis
     assert list(forget.marker.color) == [method_color(m) for m in forget.x]
     (floor,) = fig.layout.shapes
     assert floor.y0 == pytest.approx(0.9 - 0.03), "original's retain accuracy minus the tolerance"
     assert fig.layout.yaxis2.range[0] > 0.5, "the retain axis starts where 0.03 shows"
+    (label,) = fig.layout.annotations[2:]  # after the two panel titles
+    assert (label.xref, label.x, label.xanchor) == ("x2 domain", 1.01, "left"), "beside the panel, where no bar is"
+    assert label.y == pytest.approx(0.87) and label.text.startswith("original")
+
+
+def test_a_zero_bars_label_clears_its_wilson_interval():
+    rows = [result_row(0, m, "split_size", 40, split="test_forget") for m in ("original", "retrain", "ga")]
+    rows += [result_row(0, m, "accuracy", v, split="test_forget") for m, v in (("original", 1.0), ("retrain", 0.0),
+                                                                             ("ga", 0.0))]
+    bars, labels = viz.accuracy_bars(pd.DataFrame(rows)).data
+    top = wilson_interval(0.0, 40)[1]
+    assert top > 0.05 and list(labels.y[1:]) == pytest.approx([top, top]) and list(labels.text[1:]) == ["0.00"] * 2
 
 
 def test_layer_curves_follow_network_order_and_draw_the_references_in_black(table):
@@ -80,6 +120,18 @@ def test_layer_curves_follow_network_order_and_draw_the_references_in_black(tabl
     assert (fig.data[1].line.dash, fig.data[1].line.color) == ("dash", "black")
     assert fig.data[0].line.dash == "dot" and ga.line.color == method_color("ga")
     assert "std over seeds" in fig.layout.title.text
+
+
+def test_a_legend_of_many_methods_shows_every_entry_without_scrolling():
+    methods = ["original", "retrain", *builtin_baselines(), "ec", "ga+ec", "scrub+ec", "ec[last]", "ec+soft"]
+    rows = [result_row(0, m, "cka_to_original", 0.5, split="forget_train", layer=layer) for m in methods
+            for layer in ("layer1", "pool")]
+    fig = viz.layer_curves(pd.DataFrame(rows), "cka_to_original", "forget_train", ["layer1", "pool"])
+    entries = [t for t in fig.data if t.showlegend is not False]
+    assert len(entries) == len(methods), "every method has its entry, whatever group the menu shows"
+    plot_height = fig.layout.height - fig.layout.margin.t - 80  # plotly's default bottom margin
+    assert fig.layout.legend.maxheight >= 20 * len(entries), "room for every entry"
+    assert plot_height >= fig.layout.legend.maxheight, "a side legend scrolls beyond the plot's height"
 
 
 def test_one_seeds_relearning_curve_carries_wilson_intervals():
@@ -136,12 +188,31 @@ def test_evidence_map_shapes_each_depth_and_opens_the_marker_of_a_method_that_hu
         "verdict": ["reference", "reference", "superficial, hurts retain (-0.05)", "erased, keeps retain"],
     }, index=["original", "retrain", "ga", "ec"])
     fig = viz.evidence_map(table, "x", "y")
-    by_depth = {t.name: t for t in fig.data}
-    assert list(by_depth) == ["reference", "superficial", "erased"]
-    assert list(by_depth["superficial"].marker.symbol) == ["circle-open"]
-    assert list(by_depth["erased"].marker.symbol) == ["star"]
-    assert by_depth["superficial"].hovertext[0] == "ga: superficial, hurts retain (-0.05)"
+    legend = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in legend] == ["reference", "superficial", "erased", viz.verdict_views.OPEN_NOTE]
+    assert [t.marker.symbol for t in legend] == ["diamond", "circle", "star", "circle-open"], \
+        "a depth's legend marker is filled; only the note on cost is open"
+    points = {t.name: t for t in fig.data if t.showlegend is False}
+    assert list(points["superficial"].marker.symbol) == ["circle-open"]
+    assert list(points["erased"].marker.symbol) == ["star"]
+    assert points["superficial"].hovertext[0] == "ga: superficial, hurts retain (-0.05)"
     assert [s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1] == [0.8], "retrain's cross-hair"
+    assert sorted(a.text for a in fig.layout.annotations) == ["ec", "ga", "original", "retrain"], "every point named"
+
+
+def test_scatter_labels_are_placed_apart_even_where_points_pile_up():
+    names = ["original", "retrain", "ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "bad_teacher",
+             "cu", "ec", "ga+ec", "scrub+ec", "ec[last]", "ec+soft"]
+    # most points within a few pixels of each other, as the walkthrough's baselines sit near (weights, gap) = (0, 0.9)
+    points = {m: (300 + 3 * (i % 5), 200 + 4 * (i // 5)) for i, m in enumerate(names)}
+    offsets = viz.verdict_views.place_labels(points)
+    boxes = [viz.verdict_views.label_box(points[m], offsets[m], m) for m in names]
+    width, height = 900 - 70 - 230, 560 - 80 - 60
+    for i, a in enumerate(boxes):
+        assert a[0] >= 0 and a[1] >= 0 and a[2] <= width and a[3] <= height, f"{names[i]}'s label inside the plot"
+        for j, b in enumerate(boxes[:i]):
+            apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+            assert apart, f"the labels of {names[i]} and {names[j]} overlap"
 
 
 def test_sample_grid_and_per_class_figure(digits):

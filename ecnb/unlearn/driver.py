@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..models import TappedNet
+from ..progress import epoch_bar
 from ..train import autocast, batches, prepare_model
 from .core import Batch, Method, Optimizer, Phase, Step, UnlearnData, UnlearningError
 from .defaults import get_method, validate
@@ -162,7 +162,7 @@ def run_method(
     student.train()
     losses: list[float] = []
     t = 0
-    for epoch in tqdm(range(epochs), desc=name, unit="epoch", leave=False):
+    for epoch in epoch_bar(epochs, name):
         at = Step(epoch, "", 0, t, total, None, None, hp)  # where the epoch starts; its phases fill in the rest
         t, mean = _epoch(method, student, state, streams, plan[epoch], optimizers, at, epochs)
         losses.append(mean)

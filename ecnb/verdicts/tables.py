@@ -16,6 +16,10 @@ from .population import (FEWSHOT_CENTRE, FEWSHOT_GAP, OUTPUT_DISTANCE, RELEARN_C
 from .rules import (DEPTH, DEPTHS, ERASED_TOL, OUTPUT_TELL, OUTPUT_TELL_NAME, RESISTANCE_TELL, RESISTANCE_TELL_NAME,
                     RETAIN_TOL, SUCCEEDS, SUPERFICIAL_GAP, UNDECIDED, VERDICT, disagreements, judge, null_test)
 
+# A notebook shows these tables whole: pandas cuts a cell at 50 characters by default, which left verdicts and the
+# claims' lists of methods ending in "..." (in JupyterLab and in the report alike).
+pd.set_option("display.max_colwidth", None)
+
 
 def judge_run(run: Run, seed: int, methods: Sequence[str] | None = None) -> pd.DataFrame:
     """The `judge` table of one seed of a run: `original`, its retrained population and `methods` (default:

@@ -5,6 +5,7 @@ images carry their Wilson 95% interval (one seed) or the spread over seeds; reta
 axis that shows the 0.03 that decides a method's cost."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -14,13 +15,24 @@ from ..verdicts import RETAIN_TOL
 from .curves import errors, test_forget_size
 from .style import drop_members, method_color
 
+# A value label's font size, smaller where many bars share a panel (13 bars' "0.00"s ran into each other at 12).
+LABEL_SIZE, CROWDED_LABEL_SIZE, CROWDED = 12, 9, 8
 SPLIT_TITLES = {"forget_train": "forget set D_f (forget_train)", "test_forget": "forgotten class, test images",
                 "test_retain": "retained classes, test images"}
 
 
-def _bar(methods: list[str], mean: pd.Series, error_y: dict | None = None, **extra) -> go.Bar:
-    return go.Bar(x=methods, y=list(mean), marker_color=[method_color(m) for m in methods], error_y=error_y,
-                  text=[f"{v:.2f}" for v in mean], textposition="outside", cliponaxis=False, showlegend=False, **extra)
+def _bars(methods: list[str], mean: pd.Series, error_y: dict | None = None) -> list[go.BaseTraceType]:
+    """The bars, and their values as text just above each bar's error bar: a label at the bar's top sits on the
+    error bar (every "0.00" of an all-zero panel did)."""
+    tops = np.asarray(mean, dtype=float).copy()
+    if error_y is not None and error_y.get("visible", True):
+        tops = tops + np.asarray(error_y["array"], dtype=float)
+    bar = go.Bar(x=methods, y=list(mean), marker_color=[method_color(m) for m in methods], error_y=error_y,
+                 showlegend=False)
+    labels = go.Scatter(x=methods, y=list(np.nan_to_num(tops)), mode="text", text=[f"{v:.2f}" for v in mean],
+                        textposition="top center", cliponaxis=False, showlegend=False, hoverinfo="skip",
+                        textfont=dict(size=LABEL_SIZE if len(methods) <= CROWDED else CROWDED_LABEL_SIZE))
+    return [bar, labels]
 
 
 def accuracy_bars(df: pd.DataFrame, methods: list[str] | None = None, title: str | None = None) -> go.Figure:
@@ -37,18 +49,22 @@ def accuracy_bars(df: pd.DataFrame, methods: list[str] | None = None, title: str
     n = test_forget_size(df)
     for col, split in enumerate(splits, start=1):
         stats = rows[rows["split"] == split].groupby("method")["value"].agg(["mean", "std"]).reindex(order)
-        fig.add_trace(_bar(order, stats["mean"], errors(stats["mean"], stats["std"], n if split == "test_forget" else None)),
-                      row=1, col=col)
+        fig.add_traces(_bars(order, stats["mean"], errors(stats["mean"], stats["std"], n if split == "test_forget" else None)),
+                       rows=1, cols=col)
         if split == "test_retain" and "original" in stats.index:
             floor = stats.loc["original", "mean"] - RETAIN_TOL
             low = min(stats["mean"].min(), floor)
             fig.update_yaxes(range=[max(0.0, low - 0.05), 1.02], row=1, col=col)
-            fig.add_hline(y=floor, line_dash="dash", line_color="black", row=1, col=col,
-                          annotation_text=f"original − {RETAIN_TOL}", annotation_position="bottom right")
+            fig.add_hline(y=floor, line_dash="dash", line_color="black", row=1, col=col)
+            # the line's label in the margin beside the panel, where no bar can cover it
+            axis = "x" if col == 1 else f"x{col}"
+            fig.add_annotation(text=f"original<br>− {RETAIN_TOL}", x=1.01, xref=f"{axis} domain", xanchor="left", y=floor,
+                               yref=axis.replace("x", "y"), showarrow=False, align="left")
         else:
             fig.update_yaxes(range=[0, 1.12], row=1, col=col)
     fig.update_xaxes(tickangle=-45)
-    fig.update_layout(title=title or "Accuracy per split", yaxis_title="accuracy", height=460, bargap=0.25)
+    fig.update_layout(title=title or "Accuracy per split", yaxis_title="accuracy", height=460, bargap=0.25,
+                      margin=dict(r=90))
     return fig
 
 
@@ -61,7 +77,7 @@ def metric_bars(df: pd.DataFrame, metric: str, split: str, methods: list[str] | 
         rows = rows[rows["method"].isin(methods)]
     order = drop_members(method_order(rows["method"]))
     stats = rows.groupby("method")["value"].agg(["mean", "std"]).reindex(order)
-    fig = go.Figure(_bar(order, stats["mean"], errors(stats["mean"], stats["std"], None)))
+    fig = go.Figure(_bars(order, stats["mean"], errors(stats["mean"], stats["std"], None)))
     if line is not None:
         fig.add_hline(y=line[0], line_dash="dot", line_color="black", annotation_text=line[1],
                       annotation_position="top left")
@@ -100,7 +116,7 @@ def spread_bars(table: pd.DataFrame, column: str, methods: list[str] | None = No
     stats = rows.groupby("method", sort=False)[column].agg(["mean", "std"])
     order = drop_members(method_order(stats.index))
     rows = rows[rows["method"].isin(order)]
-    fig = go.Figure(_bar(order, stats.loc[order, "mean"], dict(type="data", array=list(stats.loc[order, "std"].fillna(0)))))
+    fig = go.Figure(_bars(order, stats.loc[order, "mean"], dict(type="data", array=list(stats.loc[order, "std"].fillna(0)))))
     fig.add_trace(go.Scatter(x=rows["method"], y=rows[column], mode="markers", name="one cell",
                              marker=dict(color="black", size=5)))
     if "retrain" in stats.index:

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from ..results import is_member, method_order
 from ..verdicts import wilson_interval
-from .style import BAND_COLOR, REFERENCE_LINES, drop_members, family, groups, line_style, marker_symbol
+from .style import BAND_COLOR, REFERENCE_LINES, drop_members, family, fit_legend, groups, line_style, marker_symbol
 
 # Metrics that are accuracies on `test_forget`: their points get a Wilson interval when one seed is shown.
 ON_TEST_FORGET = {"fewshot_probe_accuracy", "probe_accuracy", "relearn_accuracy", "interpolation_accuracy", "accuracy"}
@@ -100,7 +100,7 @@ def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], tit
     fig.update_layout(title=(title or f"{metric} on {split}") + (f" ({bars})" if bars else ""),
                       xaxis_title="layer (input → output)", yaxis_title=metric, height=440, legend_title="method",
                       legend_groupclick="toggleitem")
-    return _with_group_menu(fig, methods) if group_menu else fig
+    return fit_legend(_with_group_menu(fig, methods) if group_menu else fig)
 
 
 def relearn_curves(df: pd.DataFrame, methods: list[str] | None = None, title: str | None = None) -> go.Figure:
@@ -127,7 +127,7 @@ def relearn_curves(df: pd.DataFrame, methods: list[str] | None = None, title: st
                       xaxis_title="fine-tuning steps on the attacker's images",
                       yaxis=dict(title="accuracy (test_forget)", range=[-0.05, 1.05]), height=440, legend_title="method",
                       legend_groupclick="toggleitem")
-    return _with_group_menu(fig, shown)
+    return fit_legend(_with_group_menu(fig, shown))
 
 
 def interpolation_curves(df: pd.DataFrame, methods: list[str], title: str | None = None) -> go.Figure:
@@ -153,7 +153,7 @@ def interpolation_curves(df: pd.DataFrame, methods: list[str], title: str | None
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
     fig.update_layout(title=title or "Along the line from the original to each method", height=440,
                       legend_title="method")
-    return fig
+    return fit_legend(fig)
 
 
 def plugin_layer_curves(
@@ -189,4 +189,4 @@ def plugin_layer_curves(
         updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.02, yanchor="bottom")] if buttons else [],
         margin=dict(t=110),
     )
-    return fig
+    return fit_legend(fig)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import colorsys
 from functools import cache
 
+import plotly.graph_objects as go
+
 from ..ec import is_ec
 from ..methods import builtin_baselines
 from ..results import is_member
@@ -15,11 +17,18 @@ RETAIN_COLOR = "#7f7f7f"
 REFERENCE_LINES = {"original": dict(color="#555555", dash="dot", width=3), "retrain": dict(color="black", dash="dash", width=3)}
 REFERENCE_BARS = {"original": "#9e9e9e", "retrain": "#212121"}
 SPLIT_COLORS = {"forget_train": FORGET_COLOR, "test_forget": "#ff9896", "retain_train": "#1f77b4", "test_retain": "#aec7e8"}
-EC_HUE, VARIANT_HUE = 0.0, 330.0  # the paper's EC in red, the variants beyond it in crimson
-# Hues of the baselines in registry order, spread over the wheel away from EC's reds.
-_BASELINE_HUES = (210, 30, 120, 270, 45, 180, 295, 90, 20, 240, 150, 60, 195)
-# Lightness of a family's members: the baseline (or ec) itself, its EC plug-in (or ablation), its variant plug-in.
-_LIGHTNESS = {"base": 0.38, "ec": 0.55, "variant": 0.70}
+# (hue, saturation, lightness) of the baselines in registry order, away from EC's red and the variant's magenta,
+# each pair at least 26 apart in CIE76 colour difference (a just-noticeable one is about 2.3; 13 was ga's brown
+# against cu's): a hue alone does not separate eleven lines, so lightness and saturation alternate too.
+_BASELINE_HSL = (
+    (210, 0.70, 0.40), (28, 0.95, 0.52), (120, 0.55, 0.35), (271, 0.40, 0.55), (15, 0.35, 0.33), (186, 0.80, 0.40),
+    (60, 0.70, 0.36), (237, 0.45, 0.30), (90, 0.50, 0.55), (43, 0.85, 0.50), (180, 0.25, 0.30),
+)
+EC_HSL, VARIANT_HSL = (0, 0.80, 0.45), (305, 0.65, 0.38)  # the paper's EC in red, the variant beyond it in magenta
+# How far a family's members move from its colour towards white: the baseline (or ec) itself, its EC plug-in (or an
+# ablation), its variant plug-in.
+_LIGHTER = {"base": 0.0, "ec": 0.45, "variant": 0.75}
+ABLATION_DASH = "dashdot"  # an ablation's line, beside its method's solid one in the same hue
 MARKERS = {"base": "circle", "ec": "square", "variant": "diamond"}
 
 
@@ -47,20 +56,25 @@ def method_color(name: str) -> str:
     if name in REFERENCE_BARS:
         return REFERENCE_BARS[name]
     root, kind = family(name)
-    if root == "ec":
-        hue = EC_HUE if kind != "variant" else VARIANT_HUE
-        lightness = {"base": 0.45, "ec": 0.65, "variant": 0.40}[kind]
-        if kind == "variant" and "[" in name:
-            lightness = 0.62
-        return _hsl(hue, 0.75, lightness)
+    if root == "ec":  # ec and its ablations in red, the variant and its ablations in magenta, ablations lighter
+        hue, saturation, lightness = VARIANT_HSL if kind == "variant" else EC_HSL
+        return _hsl(hue, saturation, _lighter(lightness, 0.75 if kind == "ec" or "[" in name else 0.0))
     known = builtin_baselines()  # a method a user brings gets a colour of its own name, the same in every kernel
     index = known.index(root) if root in known else len(known) + sum(map(ord, root))
-    return _hsl(_BASELINE_HUES[index % len(_BASELINE_HUES)], 0.65, _LIGHTNESS[kind])
+    hue, saturation, lightness = _BASELINE_HSL[index % len(_BASELINE_HSL)]
+    return _hsl(hue, saturation, _lighter(lightness, _LIGHTER[kind]))
+
+
+def _lighter(lightness: float, step: float) -> float:
+    return lightness + (0.88 - lightness) * step
 
 
 def line_style(name: str) -> dict:
-    """A method's line in a curve: the references' black dashes, otherwise its colour, solid."""
-    return dict(REFERENCE_LINES.get(name, dict(color=method_color(name), width=2)))
+    """A method's line in a curve: the references' black dashes, an ablation's dash-dots (beside the solid line of
+    the method it ablates, in the same hue), otherwise its colour, solid."""
+    if name in REFERENCE_LINES:
+        return dict(REFERENCE_LINES[name])
+    return dict(color=method_color(name), width=2, **({"dash": ABLATION_DASH} if "[" in name else {}))
 
 
 def marker_symbol(name: str) -> str:
@@ -99,3 +113,20 @@ def groups(methods: list[str]) -> dict[str, list[str]]:
         key = "Erase at the Core" if root == "ec" else "baselines" if kind == "base" else "plug-ins"
         out[key].append(m)
     return {k: v for k, v in out.items() if v}
+
+
+# Pixels: a vertical legend's entry, the gap between two families' entries, the legend's title and padding.
+LEGEND_ENTRY, LEGEND_GROUP_GAP, LEGEND_TITLE = 20, 4, 30
+PLOTLY_MARGINS = {"t": 100, "b": 80}  # plotly's default margins, where a figure sets none
+
+
+def fit_legend(fig: go.Figure) -> go.Figure:
+    """The figure made tall enough for its legend to show every entry without a scrollbar (a legend beside the plot
+    scrolls beyond the plot's height: 8 of 18 methods were visible). Entries hidden by a menu count too, since
+    another choice in the menu shows them, each name once (a menu over views draws the same methods in each)."""
+    entries = {t.name: t.legendgroup or t.name for t in fig.data if t.name and t.showlegend is not False}
+    legend = len(entries) * LEGEND_ENTRY + len(set(entries.values())) * LEGEND_GROUP_GAP + LEGEND_TITLE
+    margin = {side: getattr(fig.layout.margin, side) or default for side, default in PLOTLY_MARGINS.items()}
+    height = max(fig.layout.height or 450, legend + margin["t"] + margin["b"])
+    fig.update_layout(height=height, legend=dict(tracegroupgap=LEGEND_GROUP_GAP, maxheight=legend))
+    return fig
