@@ -117,6 +117,7 @@ def notebook_parameters(
     return {
         **selection,
         "scope": config.scope,
+        "population": config.population,
         "overrides": config.overrides,
         "method_files": list(config.method_files),
         "checkpoints": {name: brought["path"] for name, brought in config.checkpoints.items()},

@@ -18,7 +18,7 @@ Parts (each prints its figures and fills its own block of the machine's section 
   `ecnb.metrics.layer_cka` against the `pytorch-cka` package (a dev dependency) on the same models,
   the same features and the same (full-sample, unbiased) estimator, and both against the exact value
   (float64 products); skipped with the reason when the package is missing.
-- measure: the time to measure one unlearned model (`ecnb.evaluate.method_rows` for `ft`, one thread,
+- measure: the time to measure one unlearned model (`ecnb.evaluate.measure` for `ft`, one thread,
   as a worker of the study) on the digits and on Fashion-MNIST's full test set (the walkthrough with 300
   training images per class), in a fresh process whose peak resident memory is reported; the
   references' features are cached first, as their own jobs leave them. Fashion-MNIST is skipped, with
@@ -79,6 +79,7 @@ from ecnb.evaluate import max_spatial  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import CKA_FLOAT32_TOLERANCE, cka, cka_rows, layer_cka  # noqa: E402
 from ecnb.models import TappedNet, build_model  # noqa: E402
+from ecnb.results import REFERENCES  # noqa: E402
 from ecnb.train import fit, seed_everything  # noqa: E402
 from ecnb.methods import hparams, run_method  # noqa: E402
 from ecnb.unlearn import Batch, Step, UnlearnData  # noqa: E402
@@ -631,7 +632,7 @@ MEASURE_ONE = (
     "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)\n"
     "with one_thread():\n"
     "    start, cpu = time.perf_counter(), time.process_time()\n"
-    "    rows = evaluate.method_rows(run, ds, split, method, model, 0, refs, wall_time)\n"
+    "    rows, _ = evaluate.measure(run, ds, split, method, model, 0, refs, wall_time)\n"
     "    wall, cpu = time.perf_counter() - start, time.process_time() - cpu\n"
     "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
     "print(json.dumps({'wall': wall, 'cpu': cpu, 'rows': len(rows), 'peak': peak}))\n"
@@ -650,13 +651,13 @@ def measure_run(root: Path, dataset: str, per_class: tuple[int | None, int | Non
     evaluate.unlearn_or_load(run, ds, split, MEASURE_METHOD, 0, refs["original"], "cpu")
     splits = split_tensors(ds, split)
     spatial = max_spatial(config.profile, ds.input_shape)
-    cka_rows(run, refs["original"], "original", 0, refs, {s: splits[s] for s in evaluate.CKA_SPLITS}, spatial)
+    cka_rows(run, refs["original"], "original", 0, {r: refs[r] for r in REFERENCES}, {s: splits[s] for s in evaluate.CKA_SPLITS}, spatial)
     return run, {name: len(y) for name, (_, y) in splits.items()}
 
 
 def bench_measure(command: str) -> Block:
-    """`method_rows` of one unlearned model on each of `MEASURE_RUNS`, timed in a fresh one-thread process."""
-    block = Block("measure", f"Measuring one model (`method_rows` of `{MEASURE_METHOD}`)", command)
+    """`evaluate.measure` of one unlearned model on each of `MEASURE_RUNS`, timed in a fresh one-thread process."""
+    block = Block("measure", f"Measuring one model (`evaluate.measure` of `{MEASURE_METHOD}`)", command)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ecnb-bench-measure-") as tmp:
         for dataset, per_class in MEASURE_RUNS.items():

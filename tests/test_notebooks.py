@@ -16,11 +16,12 @@ from ecnb.study import NOTEBOOKS_DIR, execute_notebook, notebook_parameters
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Notebook 01 executed once on tiny parameters (class 5 forgotten, seed 1, 3 epochs, 40 training and
-    20 test images per class, relearning scored up to the reference step); the kernel's private socket folder
+    20 test images per class, relearning scored up to the reference step, four retrained models where the scope
+    has three); the kernel's private socket folder
     goes to a temporary folder of the test's own: (config, executed, that folder)."""
     root = tmp_path_factory.mktemp("tiny")
     config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5], train_per_class=40,
-                                      test_per_class=20, relearn_steps=[0, 5, 10])
+                                      test_per_class=20, relearn_steps=[0, 5, 10], population=4)
     executed = root / "01.ipynb"
     sockets = root / "tmp"
     sockets.mkdir()
@@ -45,7 +46,7 @@ def test_notebook_01_runs_and_writes_its_rows(tiny_run):
     config, executed, _ = tiny_run
     df = ecnb.read_results(config.run_dir)
     acc = df[df["metric"] == "accuracy"]
-    population = {"retrain", "retrain#1", "retrain#2"}
+    population = {"retrain", "retrain#1", "retrain#2", "retrain#3"}  # the population asked for, not the scope's
     assert set(acc["method"]) == {"original", *population} and set(df["seed"]) == {1}
     assert set(acc["split"]) == {"forget_train", "retain_train", "test_retain", "test_forget"}
     assert set(df[df["metric"] == "wall_time"]["method"]) == {"original", *population}
@@ -88,9 +89,9 @@ def test_notebook_02_runs_every_baseline_and_writes_its_rows(tiny_run, tmp_path)
     # the full-data probe; the evidence map
     figures = plotly_figures(executed)
     assert len(figures) == 12
-    bands = [f for f in figures if any(str(t.get("name", "")).startswith("retrained models (3): range") for t in f["data"])]
+    bands = [f for f in figures if any(str(t.get("name", "")).startswith("retrained models (4): range") for t in f["data"])]
     assert len(bands) == 5, "relearning, few-shot and the three per-layer curves draw the population as a band"
-    for member in ("retrain#1", "retrain#2"):
+    for member in ("retrain#1", "retrain#2", "retrain#3"):
         metrics = set(df.loc[df["method"] == member, "metric"])
         assert {"relearn_accuracy", "fewshot_probe_accuracy", "cka_to_original", "mia_efficacy"} <= metrics, member
         assert (Path(config.run_dir) / "seed1" / "outcomes" / f"{member}.npz").exists()
