@@ -214,12 +214,14 @@ def forget_places(run: Run, ds: Dataset, split: ForgetSplit, seed: int, models: 
     splits = split_tensors(ds, split)
     max_spatial = spatial_cap(run.config.profile, ds.input_shape)
     original = _sample_features(run, "original", seed, models["original"], splits, sample, max_spatial)
+    theirs = {layer: _nearest(original[layer], k) for layer in models["original"].taps}  # once, read by every model
     rows = []
     for method, model in models.items():
-        features = original if method == "original" else _sample_features(run, method, seed, model, splits, sample,
-                                                                           max_spatial)
+        features = None if method == "original" else _sample_features(run, method, seed, model, splits, sample,
+                                                                      max_spatial)
         for layer in model.taps:
-            place = neighbour_places(features[layer], original[layer], sample.y, split.forget_classes, k, seed)
+            mine = theirs[layer] if features is None else _nearest(features[layer], k)
+            place = _places(mine, theirs[layer], sample.y, split.forget_classes, k, seed)
             rows.append({"method": method, "layer": layer, "k": k, **place,
                          "beside": ds.classes[place["beside"]] if place["beside"] >= 0 else ""})
     return pd.DataFrame(rows)
@@ -236,10 +238,16 @@ def neighbour_places(features: np.ndarray, reference: np.ndarray, y: np.ndarray,
     `n`: how many forgotten images. `stay`: the mean share of a forgotten image's k nearest images that are also
     among its k nearest in `reference`, `retained_stay` the same for the retained images (what any change of the
     layer does to every image), each with a 95% bootstrap interval over the images (`_low`, `_high`)."""
+    return _places(_nearest(features, k), _nearest(reference, k), y, forget_classes, k, seed)
+
+
+def _places(mine: np.ndarray, theirs: np.ndarray, y: np.ndarray, forget_classes: tuple[int, ...], k: int,
+            seed: int) -> dict:
+    """`neighbour_places` from each image's k nearest images in the model's features (`mine`) and in the
+    reference's (`theirs`): `forget_places` finds `original`'s once per layer for every model."""
     forgotten = np.isin(y, forget_classes)
     if not forgotten.any():
         return {"together": np.nan, "beside": -1, "beside_share": np.nan, "n": 0}
-    mine, theirs = _nearest(features, k), _nearest(reference, k)
     kept = np.array([len(np.intersect1d(a, b)) / k for a, b in zip(mine, theirs)])
     taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[mine[forgotten]]])
     apart = taken[~np.isin(taken, forget_classes)]
