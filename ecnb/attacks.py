@@ -165,11 +165,12 @@ def fewshot_probe_accuracy(
 
 def relearn_correct(
     model: TappedNet, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-    lr: float, momentum: float, steps: Sequence[int],
+    lr: float, momentum: float, steps: Sequence[int], before: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fine-tune every weight of a deep copy of `model` on (x, y), full batch, and return, after each step
     count in `steps` (0: before any update), whether each test image is classified correctly:
-    (len(steps), test images). `model` itself is never touched."""
+    (len(steps), test images). `before`: `model`'s own answers (step 0), when the caller has them. `model`
+    itself is never touched."""
     device = next(model.parameters()).device
     student = copy.deepcopy(model)
     x, y = x.to(device), y.to(device)
@@ -177,7 +178,8 @@ def relearn_correct(
     out = np.zeros((len(steps), len(test_y)), dtype=bool)
     for t in range(max(steps) + 1):
         if t in steps:
-            out[list(steps).index(t)] = (predict(student, test_x).argmax(1) == test_y.cpu()).numpy()
+            known = before is not None and t == 0
+            out[list(steps).index(t)] = before if known else (predict(student, test_x).argmax(1) == test_y.cpu()).numpy()
         if t == max(steps):
             break
         student.train()
@@ -199,16 +201,20 @@ def relearn_curve(
 
 
 def relearn_outcomes(
-    model: TappedNet, ds: Dataset, split: ForgetSplit, attacks: AttackSet, settings: AttackSettings
+    model: TappedNet, ds: Dataset, split: ForgetSplit, attacks: AttackSet, settings: AttackSettings,
+    before: np.ndarray | None = None,
 ) -> np.ndarray:
     """`relearn_correct` on each of the first `relearn_draws` draws' images, scored on `test_forget`:
-    (draws, steps, test_forget images)."""
-    splits = split_tensors(ds, split)
+    (draws, steps, test_forget images). Every draw starts from the model itself, whose answers (`before`, per
+    test image whether it is right, when the caller has them) are read once."""
+    test_x, test_y = split_tensors(ds, split)["test_forget"]
+    if before is None:
+        before = (predict(model, test_x).argmax(1) == test_y.cpu()).numpy()
     out = []
     for f, r in list(zip(attacks.forget, attacks.retain))[: settings.relearn_draws]:
         idx = torch.as_tensor(np.concatenate([f, r]), device=ds.x_train.device)
-        out.append(relearn_correct(model, ds.x_train[idx], ds.y_train[idx], *splits["test_forget"], settings.relearn_lr,
-                                   settings.relearn_momentum, settings.relearn_steps))
+        out.append(relearn_correct(model, ds.x_train[idx], ds.y_train[idx], test_x, test_y, settings.relearn_lr,
+                                   settings.relearn_momentum, settings.relearn_steps, before))
     return np.stack(out)
 
 
@@ -229,16 +235,18 @@ class AttackOutcomes:
 
 
 def attack_rows(
-    run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, max_spatial: int | None = None
+    run: Run, model: TappedNet, method: str, seed: int, ds: Dataset, split: ForgetSplit, max_spatial: int | None = None,
+    before: np.ndarray | None = None,
 ) -> tuple[list[dict], AttackOutcomes | None]:
     """`fewshot_probe_accuracy` per layer and `relearn_accuracy` per step, on `test_forget`, with the per-image
-    outcomes behind them; no rows and None for random-sample forgetting."""
+    outcomes behind them; no rows and None for random-sample forgetting. `before`: whether the model answers
+    each `test_forget` image right, when the caller has it (`relearn_outcomes`)."""
     attacks = attack_set(run, ds, split, seed)
     if attacks is None:
         return [], None
     settings = run.config.attacks
     probe = fewshot_probe_outcomes(run, model, method, seed, ds, split, attacks, settings, max_spatial)
-    relearn = relearn_outcomes(model, ds, split, attacks, settings)
+    relearn = relearn_outcomes(model, ds, split, attacks, settings, before)
     rows = [result_row(seed, method, "fewshot_probe_accuracy", probe[:, t].mean(), split="test_forget", layer=tap)
             for t, tap in enumerate(model.taps)]
     rows += [result_row(seed, method, "relearn_accuracy", relearn[:, i].mean(), split="test_forget", layer=f"step{t}")

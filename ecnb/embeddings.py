@@ -248,7 +248,7 @@ def _places(mine: np.ndarray, theirs: np.ndarray, y: np.ndarray, forget_classes:
     forgotten = np.isin(y, forget_classes)
     if not forgotten.any():
         return {"together": np.nan, "beside": -1, "beside_share": np.nan, "n": 0}
-    kept = np.array([len(np.intersect1d(a, b)) / k for a, b in zip(mine, theirs)])
+    kept = (mine[:, :, None] == theirs[:, None, :]).any(2).sum(1) / k  # each row's neighbours are distinct
     taken = np.array([np.bincount(row, minlength=int(y.max()) + 1).argmax() for row in y[mine[forgotten]]])
     apart = taken[~np.isin(taken, forget_classes)]
     beside = int(np.bincount(apart).argmax()) if len(apart) else -1
@@ -261,10 +261,22 @@ def _places(mine: np.ndarray, theirs: np.ndarray, y: np.ndarray, forget_classes:
 
 
 def _nearest(features: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k nearest other rows (Euclidean), nearest first."""
+    """Each row's k nearest other rows (Euclidean), nearest first, ties in index order: a stable argsort's first
+    k, found among the k + 1 smallest of each row (the whole row is sorted only where a tie crosses the k-th)."""
     distances = pairwise_distances(np.asarray(features, dtype=np.float32))
     np.fill_diagonal(distances, np.inf)  # an image is not its own neighbour
-    return np.argsort(distances, axis=1, kind="stable")[:, :k]
+    k = min(k, distances.shape[1] - 1)
+    if k + 1 >= distances.shape[1]:
+        return np.argsort(distances, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(distances, k, axis=1)[:, : k + 1]
+    values = np.take_along_axis(distances, part, 1)
+    order = np.lexsort((part, values), axis=1)  # by distance, then by index
+    part, values = np.take_along_axis(part, order, 1), np.take_along_axis(values, order, 1)
+    nearest = part[:, :k]
+    tied = values[:, k - 1] == values[:, k]  # a neighbour as near as the k-th may lie outside the k + 1
+    if tied.any():
+        nearest[tied] = np.argsort(distances[tied], axis=1, kind="stable")[:, :k]
+    return nearest
 
 
 def _mean_interval(values: np.ndarray, rng: np.random.Generator, replicates: int = 1000) -> tuple[float, float, float]:

@@ -15,9 +15,9 @@ from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
 from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
-from .features import model_digest, remove_cached
-from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, cka_rows, mia_rows, model_outputs,
-                      output_rows, probabilities, probe_rows)
+from .features import cached_features, remove_cached
+from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, capped_sample, cka_rows, mia_rows,
+                      model_outputs, output_rows, probe_rows, softmax64)
 from .models import TappedNet
 from .progress import text_bar
 from .outcomes import Outcomes, remove_outcomes, save_outcomes
@@ -38,6 +38,8 @@ from .workers import shared as shared_objects
 MAX_SPATIAL = {"quick": 8, "paper": 4}
 WHOLE_MAPS_UP_TO = {"quick": 16, "paper": 0}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
+# The splits whose features the measurement extracts whole (CKA's, the probes'): their answers come from that pass.
+FEATURE_SPLITS = ("forget_train", "retain_train", "test_forget")
 METHOD_METRICS = {"accuracy", "split_size", "mia_efficacy", "output_entropy", "output_ks_to_retrain", "cka_to_original",
                   "cka_to_retrain", "weight_distance", "interpolation_accuracy", "wall_time"}
 # Metrics that read a forgotten class's test images: none for random-sample forgetting.
@@ -138,17 +140,36 @@ def measure(
     spatial = max_spatial(run.config.profile, ds.input_shape)
     cka_splits = {name: splits[name] for name in CKA_SPLITS}
     yardsticks = {name: references[name] for name in REFERENCES}
-    outputs = model_outputs(model, splits)
-    retrain_outputs = _outputs_of(references["retrain"], {n: splits[n] for n in OUTPUT_SPLITS if n in outputs})
+
+    def logits(reference: str | None, name: str, x: torch.Tensor) -> np.ndarray:
+        """A model's logits from the pass that caches its features of `name` (CKA's flat view, the probes'
+        pooled one), which the measurement reads anyway: one pass over those images, not two; a reference's
+        come from its own measurement's files."""
+        who, net = (method, model) if reference is None else (reference, references[reference])
+        pooled = name.partition("@")[0] not in CKA_SPLITS
+        return cached_features(run, who, seed, name, net, x, spatial, pooled=pooled)["logits"]
+
+    passed = {n: logits(None, n, splits[n][0]) for n in FEATURE_SPLITS if len(splits[n][1])}
+    outputs = model_outputs(model, splits, passed)
+    retrain_outputs = {n: softmax64(logits("retrain", n, splits[n][0])) for n in OUTPUT_SPLITS if n in outputs}
     rows = accuracy_rows(outputs, splits, method, seed) + mia_rows(outputs, splits, method, seed)
     rows += output_rows(outputs, retrain_outputs, method, seed)
-    original_outputs = _outputs_of(references["original"], {n: splits[n] for n in INTERPOLATION_SPLITS if n in outputs})
-    ends = {(n, t): accuracy(probs, splits[n][1]) for t, answers in ((0.0, original_outputs), (1.0, outputs))
-            for n, probs in answers.items() if n in INTERPOLATION_SPLITS}
-    rows += weight_rows(model, references["original"], splits, method, seed, known=ends)
+    # the line from the original: its ends are the two models, read on the images the line is read on
+    line, ends = {}, {}
+    for n in INTERPOLATION_SPLITS:
+        x, y = splits[n]
+        name, keep = capped_sample(n, y, seed)
+        idx = torch.arange(len(y)) if keep is None else torch.as_tensor(keep)
+        line[n] = (x[idx.to(x.device)], y[idx.to(y.device)])
+        if len(y):
+            ends[n, 0.0] = accuracy(torch.as_tensor(logits("original", name, line[n][0])), line[n][1])
+            ends[n, 1.0] = accuracy(outputs[n][idx], line[n][1])
+    rows += weight_rows(model, references["original"], line, method, seed, known=ends)
     rows += cka_rows(run, model, method, seed, yardsticks, cka_splits, spatial)
     rows += probe_rows(run, model, method, seed, ds, split, spatial)
-    attack, attack_outcomes = attack_rows(run, model, method, seed, ds, split, spatial)
+    answers = outputs.get("test_forget")
+    before = None if answers is None else (answers.argmax(1) == splits["test_forget"][1].cpu()).numpy()
+    attack, attack_outcomes = attack_rows(run, model, method, seed, ds, split, spatial, before)
     rows += attack
     if wall_time is not None:
         rows.append(result_row(seed, method, "wall_time", wall_time))
@@ -160,23 +181,6 @@ def measure(
         fewshot, taps = attack_outcomes.fewshot, tuple(model.taps)
     return rows, Outcomes(relearn, steps, fewshot, taps, forget_top=outputs["forget_train"].max(1).values.numpy(),
                           retain_correct=(outputs["test_retain"].argmax(1) == splits["test_retain"][1].cpu()).numpy())
-
-
-# A reference's answers on the splits every measurement reads, kept per process (keyed by the digest of its
-# weights): `original` and `retrain` are read by every model a process measures.
-_REFERENCE_OUTPUTS: dict[tuple[str, str, int], torch.Tensor] = {}
-
-
-def _outputs_of(reference: TappedNet, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """`model_outputs` of a reference model, computed once per process for each of its weights and splits."""
-    digest = model_digest(reference)
-    out = {}
-    for name, (x, y) in splits.items():
-        key = (digest, name, len(y))
-        if key not in _REFERENCE_OUTPUTS:
-            _REFERENCE_OUTPUTS[key] = probabilities(reference, x)
-        out[name] = _REFERENCE_OUTPUTS[key]
-    return out
 
 
 def measure_and_save(
@@ -220,7 +224,9 @@ def run_methods(
     models = {}
     bar = text_bar(total=len(args), desc="methods", unit="method")
     longest_first = _longest_first(split, settings, args)
-    for i, (rows, error) in run_jobs(_method_job, args, worker_count(device, len(args)), shared, longest_first):
+    # loading a model whose rows are all there takes a moment: only the jobs with work to do call for workers
+    workers = worker_count(device, sum(not is_done for _, is_done in args))
+    for i, (rows, error) in run_jobs(_method_job, args, workers, shared, longest_first):
         method = args[i][0]
         bar.set_postfix_str(method)
         if is_reference(method):

@@ -32,16 +32,15 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import Run, atomic_write
-from .models import TappedNet
+from .models import TappedNet, eval_batch_size
 
 Features = dict[str, np.ndarray]
-BATCH_SIZE = 512
 
 
 def extract_features(
     model: TappedNet,
     x: torch.Tensor,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     max_spatial: int | None = None,
     global_pool: bool = False,
 ) -> Features:
@@ -78,7 +77,7 @@ def cached_features(
         stored = _load(path)
         if stored is not None and _matches(stored, digest, model.taps, len(x), max_spatial, pooled):
             return _view(stored, model.taps, "pooled" if pooled else "flat")
-    flat, pool = _extract(model, x, BATCH_SIZE, max_spatial, keep_flat=not pooled)
+    flat, pool = _extract(model, x, None, max_spatial, keep_flat=not pooled)
     arrays = {f"flat.{k}": v for k, v in flat.items() if k != "logits"}
     arrays.update({f"pooled.{k}": v for k, v in pool.items() if k != "logits"})
     arrays.update(
@@ -132,13 +131,15 @@ def model_digest(model: torch.nn.Module) -> str:
 
 @torch.no_grad()
 def _extract(
-    model: TappedNet, x: torch.Tensor, batch_size: int, max_spatial: int | None, keep_flat: bool
+    model: TappedNet, x: torch.Tensor, batch_size: int | None, max_spatial: int | None, keep_flat: bool
 ) -> tuple[Features, Features]:
-    """Both views in one pass; the flat one is skipped (returned empty) when not wanted."""
+    """Both views in one pass (`eval_batch_size` images at a time unless given); the flat one is skipped
+    (returned empty) when not wanted."""
     _check_max_spatial(max_spatial)
     if len(x) == 0:
         raise ValueError("cannot extract features of an empty split")
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
     flat: dict[str, list[torch.Tensor]] = {tap: [] for tap in model.taps}

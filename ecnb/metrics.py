@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from threadpoolctl import ThreadpoolController
 from .artifacts import Run
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import cached_features
-from .models import TappedNet
+from .models import TappedNet, eval_batch_size
 from .results import REFERENCES, result_row
 
 
@@ -46,10 +46,20 @@ def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) 
 Outputs = dict[str, torch.Tensor]  # split name -> the model's softmax probabilities on its images, float64
 
 
-def model_outputs(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Outputs:
+def model_outputs(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  logits: Mapping[str, np.ndarray] | None = None) -> Outputs:
     """The model's answers on every non-empty split (`probabilities`): one pass over each split, read by the
-    accuracies, the membership attack, the outputs' figures and the verdicts' per-image outcomes alike."""
-    return {name: probabilities(model, x) for name, (x, y) in splits.items() if len(y)}
+    accuracies, the membership attack, the outputs' figures and the verdicts' per-image outcomes alike. `logits`:
+    splits whose logits the caller already has (the pass that extracted their features), turned into the same
+    probabilities without another pass."""
+    logits = logits or {}
+    return {name: softmax64(logits[name]) if name in logits else probabilities(model, x)
+            for name, (x, y) in splits.items() if len(y)}
+
+
+def softmax64(logits: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Softmax in float64 on the CPU, as `probabilities` computes it from a model's float32 logits."""
+    return torch.softmax(torch.as_tensor(logits).double().cpu(), 1)
 
 
 def accuracy_rows(outputs: Outputs, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], method: str, seed: int
@@ -184,14 +194,22 @@ def cka_rows(
 
 def cka_sample(split_name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[str, torch.Tensor]:
     """The images CKA reads of a split, and the name their features are cached under: the whole split, or
-    beyond its `CKA_MAX_IMAGES` a sample drawn with `seed`, at most cap // classes images of each class,
-    cached as `<split>@<cap>` beside the whole split's features (notebook 04 embeds some of those)."""
+    beyond its `CKA_MAX_IMAGES` a sample drawn with `seed` (`capped_sample`), cached as `<split>@<cap>` beside the
+    whole split's features (notebook 04 embeds some of those)."""
+    name, keep = capped_sample(split_name, y, seed)
+    return name, x if keep is None else x[torch.as_tensor(keep, device=x.device)]
+
+
+def capped_sample(split_name: str, y: torch.Tensor, seed: int) -> tuple[str, np.ndarray | None]:
+    """The images read of a split where the whole split would add nothing a figure or a verdict reads (CKA, and
+    the line from the original to a model), and the name their features are cached under: beyond the split's
+    `CKA_MAX_IMAGES`, the sorted positions of a sample drawn with `seed`, at most cap // classes images of each
+    class, named `<split>@<cap>`; (the split's name, None) where the whole split is read."""
     cap = CKA_MAX_IMAGES.get(split_name)
     if cap is None or len(y) <= cap:
-        return split_name, x
+        return split_name, None
     labels = y.cpu().numpy()
-    keep = _cap_per_class(labels, cap // len(np.unique(labels)), seed)
-    return f"{split_name}@{cap}", x[torch.as_tensor(keep, device=x.device)]
+    return f"{split_name}@{cap}", _cap_per_class(labels, cap // len(np.unique(labels)), seed)
 
 
 def _as_2d_tensor(a: Array) -> torch.Tensor:
@@ -329,20 +347,21 @@ def _hsic_u(s_ab: torch.Tensor, ra: torch.Tensor, rb: torch.Tensor, n: int) -> t
 
 
 @torch.no_grad()
-def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax outputs per sample, float64 on the CPU, in eval mode on the raw images.
 
     No augmentation and no autocast: confidences crowd just below 1 (members, in the membership attack)
     or near 1/C, where the differences read here would drown in bf16 logits (about three significant digits).
     """
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
     try:
-        chunks = [model(x[s : s + batch_size].to(device)).double().cpu() for s in range(0, len(x), batch_size)]
+        chunks = [model(x[s : s + batch_size].to(device)).float().cpu() for s in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
-    return torch.softmax(torch.cat(chunks), 1)
+    return softmax64(torch.cat(chunks))
 
 
 def true_label_confidence(probs: torch.Tensor, y: torch.Tensor) -> np.ndarray:

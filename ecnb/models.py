@@ -88,3 +88,10 @@ def build_model(name: str, in_channels: int, num_classes: int) -> TappedNet:
     model = MODELS[name](in_channels, num_classes)
     model.arch = (name, in_channels, num_classes)
     return model
+
+
+def eval_batch_size(device: torch.device) -> int:
+    """Images per forward pass when a model only reads: on the CPU a layer's activations of 256 images of 28x28
+    stay in cache, where 1,024 do not (the small CNN reads 1,000 Fashion-MNIST images in 0.21 s at 256 and 0.35 s at
+    1,024, one thread); an accelerator wants large batches."""
+    return 256 if device.type == "cpu" else 1024

@@ -17,7 +17,7 @@ from .artifacts import Run, load_checkpoint, save_checkpoint
 from .config import StudyConfig, TrainRecipe, resolve_device
 from .data import Dataset, ForgetSplit
 from .features import remove_cached
-from .models import TappedNet, build_model
+from .models import TappedNet, build_model, eval_batch_size
 from .progress import epoch_bar
 from .results import MEMBER_PREFIX, is_member, population_names
 from .workers import run_jobs, shared, worker_count
@@ -123,9 +123,11 @@ def model_from_state(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for `x` in eval mode, batched, on the model's device; returned as float32 on the CPU."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for `x` in eval mode, batched (`eval_batch_size` unless given), on the model's device; returned as
+    float32 on the CPU."""
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     model.eval()
     out = []
     for start in range(0, len(x), batch_size):

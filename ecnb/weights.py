@@ -13,7 +13,8 @@ line from the original to itself and gets it back after a few fine-tuning steps.
 - `interpolation_accuracy` (on `test_forget` and `test_retain`, `layer` = `t0.50` ...): the accuracy of
   the model whose floating-point state is (1 - t) x original + t x the method's, BatchNorm's running
   statistics included (as the reference code mixes state dicts), integer counters taken from the method,
-  at each t of `INTERPOLATION_TS`. t = 0 is the original, t = 1 the method itself.
+  at each t of `INTERPOLATION_TS`. t = 0 is the original, t = 1 the method itself. Beyond 2,000 images
+  `test_retain` is read on CKA's seeded sample (`ecnb.metrics.capped_sample`; the caller cuts it).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Independent jobs of a study (training the two references, one method's unlearning and metrics, one
-model's UMAP fits) spread over worker processes, one per CPU core, each with one thread.
+model's UMAP fits) spread over worker processes, one per CPU core, each with one thread: the calling
+process is one of them, and the others are started for it.
 
 Why one thread per process: a thread count changes the order of floating-point sums, so a study run
 with 2 threads and one with 1 differ in the last bits and, through the attacks' thresholds, sometimes in
@@ -9,13 +10,14 @@ match one two-thread process at best (docs/benchmarks.md). Every job runs at
 one thread whether it runs here or in a worker, so a study's numbers do not depend on how many workers
 ran it: `ECNB_WORKERS=1` (everything in the calling process) writes the same results as the default.
 
-Workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once each,
+The other workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once each,
 the objects the caller's jobs share (its run, data set, split, models), so a job in a worker works on
 exactly what it would work on in the caller, even a data set the caller transformed. A worker ends as soon
 as the process that started it is gone, however that process ended.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import multiprocessing
 import os
@@ -100,47 +102,110 @@ def run_jobs(
     """`job(*a)` for each `a` in `args`, yielded as (index, result) in the order of `args`; `shared()`
     returns `objects` while a job runs.
 
-    With one worker the jobs run here, one after another; otherwise in `workers` spawned processes, each
-    given its own copy of `objects`, and each result is yielded as soon as it and every earlier one are
-    done, so a caller writing them keeps the same order (and the same file) whatever finished first. A
-    job's exception is raised here, when its turn comes. `job` must be a module-level function (workers
-    receive it by name), and a script that gets here needs the `if __name__ == "__main__":` guard.
+    `workers` processes do the jobs: this one and `workers - 1` spawned ones, each spawned process given its
+    own copy of `objects`. This process takes jobs too, so it works while the others start (a spawned
+    process spends about 3 s importing torch and scikit-learn) and a study of cached models starts none.
+    Each result is yielded as soon as it and every earlier one are done, so a caller writing them keeps the
+    same order (and the same file) whatever finished first. A job's exception is raised here, when its turn
+    comes. `job` must be a module-level function (spawned processes receive it by name), and a script that
+    gets here needs the `if __name__ == "__main__":` guard.
 
-    `start_order` (indices of `args`) is the order in which workers take the jobs: longest first keeps
-    every worker busy to the end instead of leaving one long job alone at the tail. It changes neither
-    what is yielded nor its order; with one worker the jobs run in the order of `args`, as they are needed.
+    `start_order` (indices of `args`) is the order in which the processes take the jobs: longest first keeps
+    every one busy to the end instead of leaving one long job alone at the tail. It changes neither what is
+    yielded nor its order; with one worker the jobs run in the order of `args`, as they are needed.
     """
-    global _SHARED
     if start_order is not None and sorted(start_order) != list(range(len(args))):
         raise ValueError(f"start_order must name each of the {len(args)} jobs once: {list(start_order)}")
-    if workers <= 1:
-        before, _SHARED = _SHARED, objects
-        try:
-            with one_thread():
-                for i, a in enumerate(args):
-                    yield i, job(*a)
-        finally:
-            _SHARED = before
+    if workers <= 1 or len(args) <= 1:
+        with _here(objects):
+            for i, a in enumerate(args):
+                yield i, job(*a)
         return
-    context = multiprocessing.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
-    os.environ.update(_QUIET_ENV)  # a spawned worker starts with the environment of the moment it starts
+    # this process takes the first job (the longest, in a longest-first order): the others start seconds later
+    order = list(range(len(args)) if start_order is None else start_order)
+    spawned = min(workers, len(args)) - 1
+    queue = collections.deque([order[0], *order[1 + spawned:]])
+    done: dict[int, tuple[bool, Any]] = {}  # index -> (succeeded, result or exception)
+    changed = threading.Condition()
+
+    def take() -> int | None:
+        with changed:
+            return queue.popleft() if queue else None
+
+    def finish(i: int, outcome: tuple[bool, Any]) -> None:
+        with changed:
+            done[i] = outcome
+            changed.notify_all()
+
+    def feed(first: tuple[int, concurrent.futures.Future]) -> None:
+        """One spawned process's share: its first job, then the next job not yet taken, until none is left."""
+        i, future = first
+        while True:
+            try:
+                finish(i, (True, future.result()))
+            except BaseException as e:  # raised in the caller when its turn comes
+                finish(i, (False, e))
+            if (i := take()) is None:
+                return
+            future = executor.submit(job, *args[i])
+
+    # each spawned process starts on its first job, now: it inherits the environment of the moment it starts
+    with _worker_environment():
+        executor = concurrent.futures.ProcessPoolExecutor(spawned, mp_context=multiprocessing.get_context("spawn"),
+                                                          initializer=_start_worker, initargs=(objects, os.getpid()))
+        firsts = [(i, executor.submit(job, *args[i])) for i in order[1 : 1 + spawned]]
+    feeders = [threading.Thread(target=feed, args=(first,), daemon=True, name=f"ecnb-feed-{w}")
+               for w, first in enumerate(firsts)]
+    for feeder in feeders:
+        feeder.start()
     try:
-        executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                          initargs=(objects, os.getpid()))
-        order = range(len(args)) if start_order is None else start_order
-        submitted = {i: executor.submit(job, *args[i]) for i in order}  # starts the workers (at most one per job)
-        futures = [submitted[i] for i in range(len(args))]
+        with _here(objects):
+            for k in range(len(args)):
+                while k not in done:
+                    i = take()
+                    if i is None:
+                        with changed:
+                            changed.wait_for(lambda: k in done)
+                        continue
+                    try:
+                        finish(i, (True, job(*args[i])))
+                    except Exception as e:
+                        finish(i, (False, e))
+                succeeded, result = done.pop(k)
+                if not succeeded:
+                    raise result
+                yield k, result
+    finally:
+        with changed:
+            queue.clear()
+        for feeder in feeders:
+            feeder.join()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _here(objects: Any) -> Iterator[None]:
+    """Jobs in this process: at one thread, with `shared()` returning `objects`."""
+    global _SHARED
+    before, _SHARED = _SHARED, objects
+    try:
+        with one_thread():
+            yield
+    finally:
+        _SHARED = before
+
+
+@contextmanager
+def _worker_environment() -> Iterator[None]:
+    """`_QUIET_ENV` in this process's environment for the duration (then as it was): what a spawned worker
+    must have before its first import."""
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with executor:
-        try:
-            for i, future in enumerate(futures):
-                yield i, future.result()
-        finally:
-            for future in futures:
-                future.cancel()

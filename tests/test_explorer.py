@@ -498,3 +498,13 @@ def test_neighbour_places_say_where_the_forgotten_images_sit_and_whether_their_n
     assert mixed["beside_share"] == pytest.approx(1 - mixed["together"]), "the others all sit with class 5"
     assert mixed["stay_high"] < mixed["retained_stay_low"], "their neighbourhoods changed, the retained ones' hardly"
     assert mixed["stay_low"] <= mixed["stay"] <= mixed["stay_high"]
+
+
+def test_nearest_neighbours_are_the_k_nearest_with_ties_in_index_order():
+    """Points on a line at 0, 1, 1, 2, 3 (a tie: images 1 and 2), and on a grid where ties cross the k-th
+    neighbour: each row's k nearest others, nearest first, the lower index first among equals."""
+    line = np.array([[0.0], [1.0], [1.0], [2.0], [3.0]])
+    np.testing.assert_array_equal(embeddings._nearest(line, 2), [[1, 2], [2, 0], [1, 0], [1, 2], [3, 1]])
+    grid = np.array([[x, y] for x in range(3) for y in range(3)], dtype=float)  # the centre, 4, has 4 at distance 1
+    np.testing.assert_array_equal(embeddings._nearest(grid, 3)[4], [1, 3, 5])
+    np.testing.assert_array_equal(embeddings._nearest(grid, 2)[0], [1, 3])

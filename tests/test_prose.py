@@ -3,7 +3,9 @@ first cases are sentences an earlier version wrote about overlapping figures (th
 the variant against an anchor, the weight-space answer)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from ecnb import prose
 from ecnb.verdicts import (CKA, FEWSHOT_GAP, N_TEST_FORGET, OUTPUT_DISTANCE, RELEARN_GAP, RESISTANCE, RETAIN_DROP,
@@ -125,3 +127,15 @@ def test_notebook_04_names_where_each_method_keeps_the_class_and_the_layer_it_mo
     assert "decidedly **better** than in `original` at `layer2` (0.89 against 0.45" in lines["ec"]
     assert "better" not in lines["ga"] and "worse" not in lines["ga"], "0.55 against 0.50: no direction"
     assert "At no layer" in lines["ec"], "a class kept as in original, however readable"
+
+
+def test_rank_correlation_is_spearmans_with_an_exact_permutation_p_value():
+    """Three points in order: rho = 1, and two of the six pairings are as extreme (|rho| = 1), so p = 1/3; with a
+    tie, rho is the Pearson correlation of the mid-ranks, as in scipy's spearmanr; a constant series has none."""
+    ordered = prose.rank_correlation(pd.Series([0.1, 0.5, 0.9]), pd.Series([3.0, 7.0, 8.0]))
+    assert ordered.statistic == pytest.approx(1.0) and ordered.pvalue == pytest.approx(1 / 3)
+    x, y = pd.Series([1.0, 2, 3, 4, 5]), pd.Series([2.0, 1, 4, 4, 5])
+    ranks_y = [2, 1, 3.5, 3.5, 5]  # mid-ranks of the tie
+    expected = np.corrcoef([1, 2, 3, 4, 5], ranks_y)[0, 1]
+    assert prose.rank_correlation(x, y).statistic == pytest.approx(expected)
+    assert pd.isna(prose.rank_correlation(x, pd.Series([2.0] * 5)).statistic)
