@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import permutation_test, rankdata
 
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    CKA, COST, COST_UNDECIDED, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
     attack_distance, attack_distances, figure_text, high, keeps_retain, low, nearer, wilson_interval, with_interval,
 )
@@ -121,10 +121,11 @@ def basin_answer(table: pd.DataFrame, results: pd.DataFrame, method: str, others
         t = above[-1]
         line = (f"Along the straight line from `original` (t = 0) to `{method}` (t = 1) the forgotten class is kept "
                 f"further than along the line to `retrain`: at {t.replace('t', 't = ')} it still reads **{at(method, t)}** "
-                f"where the line to `retrain` reads **{at('retrain', t)}** (Wilson 95% intervals apart). `{method}`'s "
-                "forgetting sits near the end of a line that stays in the original's basin, which is what a few "
-                "fine-tuning steps can walk back: the weight-space reading of its relearning gap "
-                f"({figure_text(table.loc[method], RELEARN_GAP)}).")
+                f"where the line to `retrain` reads **{at('retrain', t)}** (Wilson 95% intervals apart). That is "
+                f"consistent with `{method}` ending near the original in weight space, in a region where the original's "
+                "answers, the forgotten class's included, still largely hold, which a few fine-tuning steps can walk "
+                "back; the line shows accuracy, not the loss surface, so it is a reading of its relearning gap "
+                f"({figure_text(table.loc[method], RELEARN_GAP)}), not a proof of it.")
     else:
         t = inner[len(inner) // 2] if inner else "t1.00"
         line = (f"Along the straight line from `original` to `{method}` the forgotten class is not kept decidedly "
@@ -153,10 +154,12 @@ def _attack_comparison(table: pd.DataFrame, a: str, b: str) -> str:
     where the two distances' 95% intervals are apart: "nearer on relearning; cannot be told apart on few-shot"."""
     d = attack_distances(table)
     said = []
-    for attack in ("relearning", "few-shot"):
+    for attack, distance in (("relearning", "the largest |difference| to the retrained models' relearning curve, "
+                                            "relearning slower counting like relearning faster"),
+                             ("few-shot", "|few-shot gap|")):
         verdict = nearer(d, attack, a, b)
         what = (f"`{a}` nearer" if verdict is True else f"`{b}` nearer" if verdict is False else "cannot be told apart")
-        said.append(f"{attack}: {what} ({d.loc[a, attack]:.2f} [{d.loc[a, attack + ' low']:.2f}, "
+        said.append(f"{attack} ({distance}): {what} ({d.loc[a, attack]:.2f} [{d.loc[a, attack + ' low']:.2f}, "
                     f"{d.loc[a, attack + ' high']:.2f}] against {d.loc[b, attack]:.2f} [{d.loc[b, attack + ' low']:.2f}, "
                     f"{d.loc[b, attack + ' high']:.2f}])")
     return "; ".join(said)
@@ -177,6 +180,12 @@ def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec
         parts.append(f"Its mean intermediate CKA to the original, {ec[CKA]:.3f}, is "
                      f"{'below' if below else 'not below'} every baseline that keeps retain accuracy (the lowest, "
                      f"`{lowest}`, {table.loc[lowest, CKA]:.3f}; `retrain` {table.loc['retrain', CKA]:.3f}).")
+        unsure = [b for b in baselines if b in table.index and str(table.loc[b, COST]).startswith(COST_UNDECIDED)
+                  and table.loc[b, CKA] < ec[CKA]]
+        if below and unsure:
+            parts.append(f"But {_names(unsure)}, whose retain cost this run cannot decide, read{'s' if len(unsure) == 1 else ''} "
+                         f"lower ({', '.join(f'{table.loc[b, CKA]:.3f}' for b in unsure)}): the claim that EC has the "
+                         "lowest CKA is *undecided* here.")
     if ablation in table.index:
         a = table.loc[ablation]
         deeper = ec[CKA] < a[CKA]

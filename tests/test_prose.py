@@ -32,7 +32,8 @@ def test_depth_is_not_said_to_help_when_the_attacks_overlap():
                    **{"ec[last]": {**figure(0.98, 0.9, 1.0, RELEARN_GAP), **figure(0.18, 0.06, 0.30, FEWSHOT_GAP),
                                    CKA: 0.817}})
     text = str(prose.ec_answer(table, [], "ec[last]"))
-    assert "relearning: cannot be told apart" in text and "few-shot: cannot be told apart" in text
+    assert "relearning curve, relearning slower counting like relearning faster): cannot be told apart" in text
+    assert "few-shot (|few-shot gap|): cannot be told apart" in text
     assert "nearer (" not in text
     assert "moves the intermediate layers further" in text, "CKA 0.745 against 0.817"
 
@@ -58,7 +59,7 @@ def test_the_variant_is_not_nearer_an_anchor_on_figures_within_each_others_inter
                                   **figure(0.12, 0.09, 0.15, RETAIN_DROP)},
                       "weight_dist_reg": {**figure(0.030, -0.12, 0.16, FEWSHOT_GAP), **figure(0.0, -0.01, 0.01, RETAIN_DROP)}})
     text = str(prose.variant_answer(table, "ec+soft", ["weight_dist_reg"], []))
-    assert "few-shot: cannot be told apart" in text and "`ec+soft` nearer" not in text
+    assert "few-shot (|few-shot gap|): cannot be told apart" in text and "`ec+soft` nearer" not in text
     assert "at a decidedly greater retain cost" in text
 
 
@@ -139,3 +140,16 @@ def test_rank_correlation_is_spearmans_with_an_exact_permutation_p_value():
     expected = np.corrcoef([1, 2, 3, 4, 5], ranks_y)[0, 1]
     assert prose.rank_correlation(x, y).statistic == pytest.approx(expected)
     assert pd.isna(prose.rank_correlation(x, pd.Series([2.0] * 5)).statistic)
+
+
+def test_ec_is_not_said_to_have_the_lowest_cka_where_a_baseline_of_undecided_cost_reads_lower():
+    """`ec` at 0.776 is below every baseline that keeps retain (`neggrad_plus` 0.801), but `l1_sparse`, whose retain
+    cost the run could not decide, reads 0.763: the claims table says undecided, and so must the answer."""
+    table = judged(ec={CKA: 0.776}, neggrad_plus={CKA: 0.801},
+                   l1_sparse={CKA: 0.763, "cost": "retain cost undecided (-0.04 [-0.06, -0.02])"})
+    text = str(prose.ec_answer(table, ["neggrad_plus", "l1_sparse"]))
+    assert "is below every baseline that keeps retain accuracy (the lowest, `neggrad_plus`, 0.801" in text
+    assert "But `l1_sparse`, whose retain cost this run cannot decide, reads lower (0.763)" in text
+    assert "*undecided* here" in text
+    clear = str(prose.ec_answer(judged(ec={CKA: 0.776}, neggrad_plus={CKA: 0.801}), ["neggrad_plus"]))
+    assert "But" not in clear

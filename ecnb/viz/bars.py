@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from ..results import method_order
 from ..verdicts import RETAIN_TOL
 from .curves import errors, test_forget_size
-from .style import drop_members, method_color
+from .style import drop_members, method_color, metric_name, metric_title
 
 # A value label's font size, smaller where many bars share a panel (13 bars' "0.00"s ran into each other at 12).
 LABEL_SIZE, CROWDED_LABEL_SIZE, CROWDED = 12, 9, 8
@@ -82,7 +82,8 @@ def metric_bars(df: pd.DataFrame, metric: str, split: str, methods: list[str] | 
         fig.add_hline(y=line[0], line_dash="dot", line_color="black", annotation_text=line[1],
                       annotation_position="top left")
     top = max(stats["mean"].max(), line[0] if line else 0)
-    fig.update_layout(title=title or f"{metric} on {split}", yaxis=dict(title=yaxis_title or metric, range=[0, top * 1.15 + 1e-9]),
+    fig.update_layout(title=title or metric_title(metric, split),
+                      yaxis=dict(title=yaxis_title or metric_name(metric), range=[0, top * 1.15 + 1e-9]),
                       xaxis_tickangle=-45, height=420)
     return fig
 
@@ -99,12 +100,14 @@ def plugin_bars(table: pd.DataFrame, baselines: list[str], column: str, title: s
         ys = values.reindex(names)
         fig.add_trace(go.Bar(name=f"baseline{suffix}" if suffix else "baseline", x=baselines, y=list(ys),
                              marker_color=[method_color(n) for n in names], text=[f"{v:.2f}" for v in ys],
-                             textposition="outside", cliponaxis=False, hovertext=names))
+                             textposition="auto", insidetextanchor="end", cliponaxis=False, hovertext=names))
+    # the lines run behind the bars and their value labels; their own labels alternate sides, so close lines keep
+    # theirs apart
     for i, method in enumerate(m for m in lines if m in table.index):
         fig.add_hline(y=table.loc[method, column], line_dash="dash" if method == "retrain" else "dot",
-                      line_color="black", annotation_text=method,
+                      line_color="black", layer="below", annotation_text=method,
                       annotation_position="top right" if i % 2 == 0 else "top left")
-    fig.update_layout(barmode="group", title=title or column, yaxis_title=column, height=420,
+    fig.update_layout(barmode="group", title=title or metric_name(column), yaxis_title=metric_name(column), height=420,
                       legend_title="bars (left to right)")
     return fig
 

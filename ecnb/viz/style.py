@@ -89,6 +89,31 @@ def _hsl(hue: float, saturation: float, lightness: float) -> str:
 
 
 # The verdicts: one colour and one marker per depth; a method that hurts retain accuracy gets the open marker.
+# What a figure calls a metric and a split: the results' names are for code, a figure's words are for readers.
+METRIC_NAMES = {
+    "accuracy": "accuracy", "fewshot_probe_accuracy": "few-shot probe accuracy", "probe_accuracy": "full-data probe accuracy",
+    "cka_to_original": "CKA to original", "cka_to_retrain": "CKA to retrain", "relearn_accuracy": "accuracy after relearning",
+    "mia_efficacy": "MIA efficacy", "output_entropy": "output entropy (nats)",
+    "output_ks_to_retrain": "KS distance of the answers to retrain's", "weight_distance": "weight distance to original (RMS)",
+    "interpolation_accuracy": "accuracy along the line to original", "wall_time": "wall time (s)",
+}
+# ... and the verdict tables' columns a figure plots (`ecnb.verdicts`' names)
+COLUMN_NAMES = {"test_retain acc": "retained classes' test accuracy",
+                "mean intermediate CKA to original (forget_train)": "mean intermediate CKA to original (on D_f)"}
+SPLIT_NAMES = {"forget_train": "the forgotten training images (D_f)", "retain_train": "the retained training images (D_r)",
+               "test_forget": "the forgotten class's test images", "test_retain": "the other classes' test images"}
+
+
+def metric_name(metric: str) -> str:
+    """A metric or a verdict table's column as a figure names it (the results' name where it has no other)."""
+    return METRIC_NAMES.get(metric, COLUMN_NAMES.get(metric, metric))
+
+
+def metric_title(metric: str, split: str) -> str:
+    """A figure's default title: "CKA to original on the forgotten training images (D_f)"."""
+    return f"{metric_name(metric)} on {SPLIT_NAMES.get(split, split)}"
+
+
 DEPTH_STYLE = {
     "reference": ("black", "diamond"), "not forgotten": ("#7f7f7f", "x"), "superficial": ("#d62728", "circle"),
     "undecided": ("#9467bd", "triangle-up"), "partial": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
