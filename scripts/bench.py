@@ -596,7 +596,7 @@ def bench_cka(command: str, device: torch.device, models: Models, n: int, repeat
     reference = (f"pytorch-cka {metadata.version('pytorch-cka')}" if compute_cka is not None
                  else "pytorch-cka (not installed here: `pip install -c constraints.txt -e '.[dev]'`)")
     block.note(f"Median of {repeats} after one warm-up; seconds for all taps of a pair. ecnb: `extract_features` of "
-               "both models (batches of 512, to numpy, as the study caches them) then `layer_cka` (unbiased HSIC, "
+               "both models (256 images a batch on the CPU, 1,024 on CUDA, to numpy, as the study caches them) then `layer_cka` (unbiased HSIC, "
                "centred in float64, float32 products summed in float64, Gram blocks or the feature-space form, "
                f"whichever costs less, on the CPU arrays; on CUDA also on GPU tensors). {reference}: `compute_cka` "
                "with forward hooks on the same taps and one batch of all samples, so both compute the same "
