@@ -7,7 +7,8 @@ reports, per cell (a seed of a run, a cell of a sweep) and model:
   numbers a verdict line carries (a cost's drop, the cell's resolution) are figures, read below;
 - the **figures beyond noise**: each of the five figures a verdict reads (relearning gap, lowest relearn difference,
   few-shot gap, output distance, retain drop) whose two 95 % intervals do not overlap, and each accuracy (on
-  `forget_train`, `test_retain`, `test_forget`) whose two Wilson 95 % intervals do not overlap. A figure that moves
+  `forget_train`, `test_retain`, `test_forget`) whose two Wilson 95 % intervals do not overlap (by more than
+  `APART_BY`, half the last digit printed). A figure that moves
   inside its intervals moved by no more than the cell's few test images and attacker's draws can tell (floats
   differ from one machine to another; on one machine, two runs of one configuration are identical);
 - a model measured in one run only (or that failed in one), a cell or seed in one only;
@@ -173,11 +174,18 @@ def figure_changes(a: pd.Series, b: pd.Series, sizes_a: Mapping[str, float], siz
     return lines
 
 
+# How far apart two intervals must be to count: half a unit of the two decimals figures are read and printed at. A
+# zero-width interval (every resample the same, e.g. a gap of 0 where nothing relearns) otherwise "moves" by the
+# third decimal of the population's mean when the population changes: +0.00 [+0.00, +0.00] -> the same, printed.
+APART_BY = 0.005
+
+
 def _apart(one: tuple[float, float], other: tuple[float, float]) -> bool:
-    """Two intervals that do not overlap (an interval that was not measured overlaps everything)."""
+    """Two intervals that do not overlap, with `APART_BY` between them (an interval that was not measured overlaps
+    everything)."""
     if any(pd.isna(v) for v in (*one, *other)):
         return False
-    return one[1] < other[0] or other[1] < one[0]
+    return one[1] + APART_BY < other[0] or other[1] + APART_BY < one[0]
 
 
 def claim_changes(cells_a: Mapping[str, Cell], cells_b: Mapping[str, Cell]) -> list[str]:

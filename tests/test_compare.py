@@ -43,6 +43,11 @@ def test_a_figure_counts_only_when_its_intervals_are_apart():
     moved = figure_changes(row(), row(forget=0.5), {**SIZES, "forget_train": 40}, {**SIZES, "forget_train": 40})
     assert moved == ["forget_train accuracy: 0.00 [0.00, 0.09] -> 0.50 [0.35, 0.65]",
                      "test_forget accuracy: 0.00 [0.00, 0.09] -> 0.50 [0.35, 0.65]"]
+    # zero-width intervals that differ in the third decimal (a population mean of 0.003 where nothing relearns) print
+    # the same figure: no move; 0.02 apart is one
+    assert figure_changes(row(gap=(0.0, 0.0, 0.0)), row(gap=(0.003, 0.003, 0.003)), SIZES, SIZES) == []
+    assert figure_changes(row(gap=(0.0, 0.0, 0.0)), row(gap=(0.02, 0.02, 0.02)), SIZES, SIZES) == [
+        "relearning gap: +0.00 [+0.00, +0.00] -> +0.02 [+0.02, +0.02]"]
     unmeasured = row(gap=(float("nan"),) * 3)
     assert figure_changes(row(), unmeasured, SIZES, SIZES) == [], "a figure not measured is not a change"
 
