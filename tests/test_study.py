@@ -105,3 +105,29 @@ def test_a_second_study_on_the_same_run_dir_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="in use by another study"):
             with study_lock(tmp_path):
                 pass
+
+
+def test_a_kernel_started_ahead_has_the_package_imported_and_is_gone_once_closed(tmp_path):
+    """The study starts the next notebook's kernel while the current one runs: its notebook finds the modules already
+    imported (nothing else ran in it: its first execution count is 1), and closing it ends the kernel's process."""
+    import nbformat
+    import psutil
+
+    from ecnb.study import WarmKernel, execute_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import sys\nwarm = 'ecnb.evaluate' in sys.modules and 'ecnb.viz' in sys.modules"),
+        nbformat.v4.new_code_cell("assert warm, sorted(m for m in sys.modules if m.startswith('ecnb'))")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "probe.ipynb"
+    nbformat.write(nb, source)
+    kernel = WarmKernel(tmp_path)
+    pid = kernel.manager.provisioner.process.pid
+    try:
+        execute_notebook(source, tmp_path / "out" / "probe.ipynb", {}, kernel)
+    finally:
+        kernel.close()
+    executed = nbformat.read(tmp_path / "out" / "probe.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    kernel.close()  # a second close does nothing
