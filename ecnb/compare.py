@@ -198,9 +198,9 @@ def claim_changes(cells_a: Mapping[str, Cell], cells_b: Mapping[str, Cell]) -> l
         for claim in read_a.index:
             if bool(read_a.loc[claim, "holds"]) != bool(read_b.loc[claim, "holds"]):
                 held = {True: "holds", False: "does not hold"}
+                measured = [f"{r.loc[claim, 'measured']}, needs {r.loc[claim, 'target']}" for r in (read_a, read_b)]
                 lines.append(f"{claim} ({dataset}): {held[bool(read_a.loc[claim, 'holds'])]} -> "
-                             f"{held[bool(read_b.loc[claim, 'holds'])]} ({read_a.loc[claim, 'measured']} -> "
-                             f"{read_b.loc[claim, 'measured']})")
+                             f"{held[bool(read_b.loc[claim, 'holds'])]} ({measured[0]} -> {measured[1]})")
     return lines
 
 
