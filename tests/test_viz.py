@@ -172,6 +172,22 @@ def test_many_methods_get_a_menu_of_groups_with_the_references_always_shown():
     assert [n for n, v in plugins.items() if v] == ["original", "retrain", "ga+ec", "rl+ec", "ga+ec+soft"]
 
 
+def test_eleven_baselines_are_offered_a_kind_at_a_time():
+    """Notebook 02's figures draw the eleven baselines alone: one group of eleven lines is too many to read, so the menu
+    offers them by how they forget (a method of the user's under its own entry), the first kind shown at first."""
+    baselines = ["ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "bad_teacher", "cu",
+                 "weight_distortion", "weight_dist_reg", "mine"]
+    rows = [result_row(0, m, "relearn_accuracy", 0.5, split="test_forget", layer=f"step{t}")
+            for m in ["original", "retrain", *baselines] for t in (0, 10)]
+    fig = viz.relearn_curves(pd.DataFrame(rows))
+    (menu,) = fig.layout.updatemenus
+    assert [b.label for b in menu.buttons] == ["baselines: fine-tuning and gradients", "baselines: teachers and contrast",
+                                               "baselines: tamper-resistant", "baselines: brought", "all methods"]
+    shown = [t.name for t in fig.data if t.visible is not False]
+    assert {"original", "retrain"} <= set(shown), "the references in every group"
+    assert [n for n in shown if n in baselines] == ["ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun"]
+
+
 def test_interpolation_curves_draw_both_splits_along_the_line():
     rows = [result_row(0, m, "interpolation_accuracy", v, split=s, layer=f"t{t:.2f}")
             for m, v in (("ga", 0.9), ("retrain", 0.2)) for s in ("test_forget", "test_retain") for t in (0, 0.5, 1)]

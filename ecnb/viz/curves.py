@@ -10,8 +10,8 @@ from plotly.subplots import make_subplots
 
 from ..results import is_member, method_order
 from ..verdicts import wilson_interval
-from .style import (BAND_COLOR, REFERENCE_LINES, drop_members, family, fit_legend, groups, line_style, marker_symbol,
-                    metric_name, metric_title)
+from .style import (BAND_COLOR, REFERENCE_LINES, baseline_kinds, drop_members, family, fit_legend, groups, line_style,
+                    marker_symbol, metric_name, metric_title)
 
 # Metrics that are accuracies on `test_forget`: their points get a Wilson interval when one seed is shown.
 ON_TEST_FORGET = {"fewshot_probe_accuracy", "probe_accuracy", "relearn_accuracy", "interpolation_accuracy", "accuracy"}
@@ -68,7 +68,10 @@ def _population_band(means: pd.DataFrame, x: list) -> list[go.Scatter]:
 def _with_group_menu(fig: go.Figure, methods: list[str]) -> go.Figure:
     """With many methods, a menu that shows one group of them at a time (the references always)."""
     others = [m for m in methods if m not in REFERENCE_LINES]
-    by_group = groups(methods)
+    by_group = {}
+    for name, members in groups(methods).items():  # a group too large to read is offered a kind at a time
+        by_group.update(baseline_kinds(members) if name == "baselines" and len(members) > GROUP_MENU_ABOVE
+                        else {name: members})
     if len(others) <= GROUP_MENU_ABOVE or len(by_group) < 2:
         return fig
     names = [t.name for t in fig.data]

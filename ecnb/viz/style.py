@@ -127,6 +127,23 @@ def drop_members(methods: list[str]) -> list[str]:
     return [m for m in methods if m == "retrain" or not is_member(m)]
 
 
+# The baselines by how they forget: a figure with more of them than it can show legibly offers them a kind at a time.
+BASELINE_KINDS = {**dict.fromkeys(("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun"), "fine-tuning and gradients"),
+                  **dict.fromkeys(("scrub", "bad_teacher", "cu"), "teachers and contrast"),
+                  **dict.fromkeys(("weight_distortion", "weight_dist_reg"), "tamper-resistant")}
+
+
+def baseline_kinds(baselines: list[str]) -> dict[str, list[str]]:
+    """`baselines` by `BASELINE_KINDS`, in that order, each group named "baselines: <kind>"; a method of the user's
+    goes under "baselines: brought"."""
+    out: dict[str, list[str]] = {}
+    for kind in [*dict.fromkeys(BASELINE_KINDS.values()), "brought"]:
+        members = [b for b in baselines if BASELINE_KINDS.get(b, "brought") == kind]
+        if members:
+            out[f"baselines: {kind}"] = members
+    return out
+
+
 def groups(methods: list[str]) -> dict[str, list[str]]:
     """The methods of a figure by what a reader compares: the baselines, Erase at the Core and its variants,
     and the plug-ins (references belong to every group)."""
