@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from ecnb.cli import main
-from ecnb.compare import config_changes, figure_changes, verdict
+from ecnb import compare as compare_module
+from ecnb.compare import Cell, config_changes, figure_changes, verdict
 from ecnb.verdicts import COST, DEPTH, FORGET, RELEARN_GAP, RETAIN, TELLS, TEST_FORGET, high, low
 from ecnb.verdicts.population import FIGURES
 
@@ -74,3 +75,18 @@ def test_a_directory_that_is_not_a_measured_run_is_bad_input(what, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("ecnb: error: ") and len(err.strip().splitlines()) == 1
     assert ("has no config.json" if what == "no config.json" else "has no per-image outcomes") in err
+
+
+def test_a_claim_that_flips_is_named_with_what_it_needs_on_both_sides(monkeypatch):
+    """Exercise 5 of the lab: a slower `ga` moves the layers less, so "ga+ec's CKA is below ga's" starts to hold; the
+    line shows both sides' figure and target, and a claim that holds in both runs is not named."""
+    claim, other = "ga+ec's mean intermediate CKA (mean over cells) is below ga's", "ec forgets at the output"
+    tables = {"A": pd.DataFrame({"measured": ["0.791", "6 of 6 cell(s)"], "target": ["< 0.783", ">= 4"],
+                                 "holds": [False, True]}, index=[claim, other]),
+              "B": pd.DataFrame({"measured": ["0.791", "6 of 6 cell(s)"], "target": ["< 0.908", ">= 4"],
+                                 "holds": [True, True]}, index=[claim, other])}
+    cells = {side: {"cell": Cell(pd.DataFrame(index=["ga"]), "digits", {}, {})} for side in tables}
+    monkeypatch.setattr(compare_module, "_claims", lambda t, shared: tables["A" if t["cell"] is cells["A"]["cell"].table
+                                                                             else "B"])
+    assert compare_module.claim_changes(cells["A"], cells["B"]) == [
+        f"{claim} (digits): does not hold -> holds (0.791, needs < 0.783 -> 0.791, needs < 0.908)"]
