@@ -179,7 +179,8 @@ def relearn_correct(
     for t in range(max(steps) + 1):
         if t in steps:
             known = before is not None and t == 0
-            out[list(steps).index(t)] = before if known else (predict(student, test_x).argmax(1) == test_y.cpu()).numpy()
+            out[list(steps).index(t)] = (before if known else
+                                         (predict(student, test_x).argmax(1) == test_y.cpu()).numpy())
         if t == max(steps):
             break
         student.train()

@@ -10,9 +10,10 @@ import pandas as pd
 from scipy.stats import permutation_test, rankdata
 
 from .verdicts import (
-    CKA, COST, COST_UNDECIDED, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
-    attack_distance, attack_distances, figure_text, high, keeps_retain, low, nearer, wilson_interval, with_interval,
+    attack_distance, attack_distances, cost_undecided, figure_text, high, keeps_retain, low, nearer, wilson_interval,
+    with_interval,
 )
 
 
@@ -122,10 +123,10 @@ def basin_answer(table: pd.DataFrame, results: pd.DataFrame, method: str, others
         line = (f"Along the straight line from `original` (t = 0) to `{method}` (t = 1) the forgotten class is kept "
                 f"further than along the line to `retrain`: at {t.replace('t', 't = ')} it still reads **{at(method, t)}** "
                 f"where the line to `retrain` reads **{at('retrain', t)}** (Wilson 95% intervals apart). That is "
-                f"consistent with `{method}` ending near the original in weight space, in a region where the original's "
-                "answers, the forgotten class's included, still largely hold, which a few fine-tuning steps can walk "
-                "back; the line shows accuracy, not the loss surface, so it is a reading of its relearning gap "
-                f"({figure_text(table.loc[method], RELEARN_GAP)}), not a proof of it.")
+                f"consistent with `{method}` ending near the original in weight space, in a region where the "
+                "original's answers, the forgotten class's included, still largely hold, which a few fine-tuning "
+                "steps can walk back; the line shows accuracy, not the loss surface, so it is a reading of its "
+                f"relearning gap ({figure_text(table.loc[method], RELEARN_GAP)}), not a proof of it.")
     else:
         t = inner[len(inner) // 2] if inner else "t1.00"
         line = (f"Along the straight line from `original` to `{method}` the forgotten class is not kept decidedly "
@@ -180,11 +181,11 @@ def ec_answer(table: pd.DataFrame, baselines: Sequence[str], ablation: str = "ec
         parts.append(f"Its mean intermediate CKA to the original, {ec[CKA]:.3f}, is "
                      f"{'below' if below else 'not below'} every baseline that keeps retain accuracy (the lowest, "
                      f"`{lowest}`, {table.loc[lowest, CKA]:.3f}; `retrain` {table.loc['retrain', CKA]:.3f}).")
-        unsure = [b for b in baselines if b in table.index and str(table.loc[b, COST]).startswith(COST_UNDECIDED)
-                  and table.loc[b, CKA] < ec[CKA]]
+        unsure = [b for b in baselines if b in table.index and cost_undecided(table)[b] and table.loc[b, CKA] < ec[CKA]]
         if below and unsure:
-            parts.append(f"But {_names(unsure)}, whose retain cost this run cannot decide, read{'s' if len(unsure) == 1 else ''} "
-                         f"lower ({', '.join(f'{table.loc[b, CKA]:.3f}' for b in unsure)}): the claim that EC has the "
+            parts.append(f"But {_names(unsure)}, whose retain cost this run cannot decide, "
+                         f"read{'s' if len(unsure) == 1 else ''} lower "
+                         f"({', '.join(f'{table.loc[b, CKA]:.3f}' for b in unsure)}): the claim that EC has the "
                          "lowest CKA is *undecided* here.")
     if ablation in table.index:
         a = table.loc[ablation]

@@ -257,10 +257,8 @@ def run_study(
                 if i + 1 < len(order):  # the next notebook's kernel starts while this one runs
                     kernels.append(WarmKernel(order[i + 1][1].parent))
                 params = notebook_parameters(config, seed, methods, ablations)
-                try:
-                    execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernels[i])
-                finally:
-                    kernels[i].close()
+                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernels[i])
+                kernels[i].close()
                 log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
         finally:
             for kernel in kernels:

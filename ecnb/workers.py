@@ -138,16 +138,15 @@ def run_jobs(
             changed.notify_all()
 
     def feed(first: tuple[int, concurrent.futures.Future]) -> None:
-        """One spawned process's share: its first job, then the next job not yet taken, until none is left."""
+        """One spawned process's share: its first job, then the next job not yet taken, until none is left. A job
+        that cannot be submitted (its process died and broke the pool) fails like one that raised."""
         i, future = first
-        while True:
+        while i is not None:
             try:
-                finish(i, (True, future.result()))
+                finish(i, (True, (future or executor.submit(job, *args[i])).result()))
             except BaseException as e:  # raised in the caller when its turn comes
                 finish(i, (False, e))
-            if (i := take()) is None:
-                return
-            future = executor.submit(job, *args[i])
+            i, future = take(), None
 
     # each spawned process starts on its first job, now: it inherits the environment of the moment it starts
     with _worker_environment():

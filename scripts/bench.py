@@ -596,7 +596,8 @@ def bench_cka(command: str, device: torch.device, models: Models, n: int, repeat
     reference = (f"pytorch-cka {metadata.version('pytorch-cka')}" if compute_cka is not None
                  else "pytorch-cka (not installed here: `pip install -c constraints.txt -e '.[dev]'`)")
     block.note(f"Median of {repeats} after one warm-up; seconds for all taps of a pair. ecnb: `extract_features` of "
-               "both models (256 images a batch on the CPU, 1,024 on CUDA, to numpy, as the study caches them) then `layer_cka` (unbiased HSIC, "
+               "both models (256 images a batch on the CPU, 1,024 on CUDA, to numpy, as the study caches them) then "
+               "`layer_cka` (unbiased HSIC, "
                "centred in float64, float32 products summed in float64, Gram blocks or the feature-space form, "
                f"whichever costs less, on the CPU arrays; on CUDA also on GPU tensors). {reference}: `compute_cka` "
                "with forward hooks on the same taps and one batch of all samples, so both compute the same "
@@ -651,7 +652,8 @@ def measure_run(root: Path, dataset: str, per_class: tuple[int | None, int | Non
     evaluate.unlearn_or_load(run, ds, split, MEASURE_METHOD, 0, refs["original"], "cpu")
     splits = split_tensors(ds, split)
     spatial = max_spatial(config.profile, ds.input_shape)
-    cka_rows(run, refs["original"], "original", 0, {r: refs[r] for r in REFERENCES}, {s: splits[s] for s in evaluate.CKA_SPLITS}, spatial)
+    cka_rows(run, refs["original"], "original", 0, {r: refs[r] for r in REFERENCES},
+             {s: splits[s] for s in evaluate.CKA_SPLITS}, spatial)
     return run, {name: len(y) for name, (_, y) in splits.items()}
 
 

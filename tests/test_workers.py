@@ -98,3 +98,27 @@ def test_two_workers_write_what_one_process_writes(tmp_path, monkeypatch):
         for layer in one[2][m]:
             np.testing.assert_array_equal(one[2][m][layer], two[2][m][layer])
     shutil.rmtree(tmp_path)
+
+
+def _dies_outside(caller: int, i: int) -> int:
+    """Job 3 kills its process when that is not the caller's (a worker killed, or out of memory); job 0 takes the
+    caller long enough for the spawned worker to start, die and take another job."""
+    import os
+
+    if i == 3 and os.getpid() != caller:
+        os._exit(1)
+    if i == 0:
+        time.sleep(8)
+    return i
+
+
+def test_a_worker_that_dies_fails_its_jobs_instead_of_hanging():
+    """The spawned worker's first job (3) kills it and breaks the pool; the job it takes next (1) can no longer be
+    submitted: it fails when its turn comes instead of leaving the caller waiting for it forever."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    results = workers.run_jobs(_dies_outside, [(os.getpid(), i) for i in range(4)], 2, start_order=[0, 3, 1, 2])
+    assert next(results) == (0, 0)
+    with pytest.raises(BrokenProcessPool):
+        next(results)

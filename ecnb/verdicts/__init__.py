@@ -25,7 +25,7 @@ from .population import (FEWSHOT_CENTRE, FEWSHOT_GAP, OUTPUT_DISTANCE, RELEARN_C
 from .rules import (COST, COST_UNDECIDED, DEPTH, DEPTHS, ERASED, ERASED_TOL, FORGET_TOL, HURTS_RETAIN, NOT_FORGOTTEN,
                     KEEPS_RETAIN, NULL_PASS, OUTPUT_TELL, OUTPUT_TELL_NAME, PARTIAL, REFERENCE, RESISTANCE_TELL,
                     RESISTANCE_TELL_NAME, RETAIN_TOL, SUCCEEDS, SUPERFICIAL, SUPERFICIAL_GAP, TELLS, UNDECIDED, VERDICT,
-                    disagreements, gap_level, judge, keeps_retain, null_test, verdict_line)
+                    cost_undecided, disagreements, gap_level, judge, keeps_retain, null_test, verdict_line)
 from .tables import (Prose, describe, figure_text, judge_run, summary, summary_key, verdict_summary, verdicts_by_seed,
                       wilson_interval, with_interval)
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 from .measured import CKA
 from .population import FEWSHOT_GAP, RELEARN_GAP, RESISTANCE, RETAIN_DROP, high, low
-from .rules import COST, COST_UNDECIDED, DEPTH, ERASED, NOT_FORGOTTEN, KEEPS_RETAIN, SUCCEEDS, SUPERFICIAL, TELLS, UNDECIDED
+from .rules import (COST, DEPTH, ERASED, NOT_FORGOTTEN, KEEPS_RETAIN, SUCCEEDS, SUPERFICIAL, TELLS,
+                    UNDECIDED, cost_undecided)
 
 Cells = Mapping[str, "pd.DataFrame | None"]  # cell name -> `judge` table, None for a cell that failed
 COLUMNS = ["claim", "measured", "target", "holds", "undecided"]
@@ -38,15 +39,14 @@ def _depth_undecided(t: pd.DataFrame, method: str) -> bool:
     return r is not None and r[DEPTH] == UNDECIDED
 
 
-def _cost_undecided(t: pd.DataFrame, method: str) -> bool:
-    r = _row(t, method)
-    return r is not None and r[COST].startswith(COST_UNDECIDED)
+def _cost_undecided(t: pd.DataFrame | None, method: str) -> bool:
+    return t is not None and method in t.index and bool(cost_undecided(t)[method])
 
 
 def _verdict_undecided(t: pd.DataFrame, method: str) -> bool:
     """Any part of the verdict undecided: the depth, the cost or a tell."""
     r = _row(t, method)
-    return r is not None and (r[DEPTH] == UNDECIDED or r[COST].startswith(COST_UNDECIDED) or "?" in r[TELLS])
+    return r is not None and (r[DEPTH] == UNDECIDED or _cost_undecided(t, method) or "?" in r[TELLS])
 
 
 def claims(cells: Cells, baselines: Sequence[str], plugin_bases: Sequence[str] | None = None, ec: str = "ec") -> pd.DataFrame:

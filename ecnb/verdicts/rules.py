@@ -172,6 +172,11 @@ def keeps_retain(table: pd.DataFrame) -> pd.Series:
     return table[COST] == KEEPS_RETAIN
 
 
+def cost_undecided(table: pd.DataFrame) -> pd.Series:
+    """Which models of a `judge` table have a retain cost the cell cannot decide."""
+    return table[COST].astype(str).str.startswith(COST_UNDECIDED)
+
+
 def disagreements(table: pd.DataFrame) -> pd.DataFrame:
     """Methods whose accuracy is forgotten and for which CKA and the attacks disagree: mean intermediate CKA
     at or below `retrain`'s (by CKA alone, nothing left to find) yet superficial by the attacks, or CKA

@@ -127,10 +127,10 @@ def summary_key(judged: Mapping[int, pd.DataFrame]) -> str:
              "the population's own spread, undecided when an interval spans a cut. Tells: output distance >= "
              f"{OUTPUT_TELL}; relearning >= {RESISTANCE_TELL} below the population ('?': undecided). Cost: test_retain "
              f"accuracy more than {RETAIN_TOL} below original's; in 'hurts retain (-0.20)' the figure is test_retain "
-             "accuracy minus original's. mean int. CKA: the mean CKA to original over the intermediate layers, on D_f's images (1: "
-             "unchanged). null read: a retrained model read as a method against the others (it should read erased, "
-             "keeps retain, no tell). (resolution r): the cell's resolution, below. succeeds: erased, keeps retain, "
-             "no tell."]
+             "accuracy minus original's. mean int. CKA: the mean CKA to original over the intermediate layers, on "
+             "D_f's images (1: unchanged). null read: a retrained model read as a method against the others (it "
+             "should read erased, keeps retain, no tell). (resolution r): the cell's resolution, below. succeeds: "
+             "erased, keeps retain, no tell."]
     for seed, t in judged.items():
         passed, read = null_test(t)
         size = int(t[POPULATION_SIZE].iloc[0]) if POPULATION_SIZE in t else 0

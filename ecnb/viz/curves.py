@@ -102,8 +102,8 @@ def layer_curves(df: pd.DataFrame, metric: str, split: str, taps: list[str], tit
         fig.add_trace(_trace(method, taps, part["mean"], errors(part["mean"], part["std"], n)))
     bars = "Wilson 95% intervals" if n else "± std over seeds" if df["seed"].nunique() > 1 else ""
     fig.update_layout(title=(title or metric_title(metric, split)) + (f" ({bars})" if bars else ""),
-                      xaxis_title="layer (input → output)", yaxis_title=metric_name(metric), height=440, legend_title="method",
-                      legend_groupclick="toggleitem")
+                      xaxis_title="layer (input → output)", yaxis_title=metric_name(metric), height=440,
+                      legend_title="method", legend_groupclick="toggleitem")
     return fit_legend(_with_group_menu(fig, methods) if group_menu else fig)
 
 
@@ -188,8 +188,8 @@ def plugin_layer_curves(
                     args=[{"visible": [True] * n + [j // k == i for j in range(k * len(baselines))]}])
                for i, base in enumerate(baselines)]
     fig.update_layout(
-        title=title or f"{metric_title(metric, split)}: baseline vs baseline + EC", xaxis_title="layer (input → output)",
-        yaxis_title=metric_name(metric), height=440, legend_title="method",
+        title=title or f"{metric_title(metric, split)}: baseline vs baseline + EC",
+        xaxis_title="layer (input → output)", yaxis_title=metric_name(metric), height=440, legend_title="method",
         updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.02, yanchor="bottom")] if buttons else [],
         margin=dict(t=110),
     )

@@ -88,19 +88,20 @@ def _hsl(hue: float, saturation: float, lightness: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b)))
 
 
-# The verdicts: one colour and one marker per depth; a method that hurts retain accuracy gets the open marker.
 # What a figure calls a metric and a split: the results' names are for code, a figure's words are for readers.
 METRIC_NAMES = {
-    "accuracy": "accuracy", "fewshot_probe_accuracy": "few-shot probe accuracy", "probe_accuracy": "full-data probe accuracy",
-    "cka_to_original": "CKA to original", "cka_to_retrain": "CKA to retrain", "relearn_accuracy": "accuracy after relearning",
-    "mia_efficacy": "MIA efficacy", "output_entropy": "output entropy (nats)",
-    "output_ks_to_retrain": "KS distance of the answers to retrain's", "weight_distance": "weight distance to original (RMS)",
+    "accuracy": "accuracy", "fewshot_probe_accuracy": "few-shot probe accuracy",
+    "probe_accuracy": "full-data probe accuracy", "cka_to_original": "CKA to original",
+    "cka_to_retrain": "CKA to retrain", "relearn_accuracy": "accuracy after relearning", "mia_efficacy": "MIA efficacy",
+    "output_entropy": "output entropy (nats)", "output_ks_to_retrain": "KS distance of the answers to retrain's",
+    "weight_distance": "weight distance to original (RMS)",
     "interpolation_accuracy": "accuracy along the line to original", "wall_time": "wall time (s)",
 }
 # ... and the verdict tables' columns a figure plots (`ecnb.verdicts`' names)
 COLUMN_NAMES = {"test_retain acc": "retained classes' test accuracy",
                 "mean intermediate CKA to original (forget_train)": "mean intermediate CKA to original (on D_f)"}
-SPLIT_NAMES = {"forget_train": "the forgotten training images (D_f)", "retain_train": "the retained training images (D_r)",
+SPLIT_NAMES = {"forget_train": "the forgotten training images (D_f)",
+               "retain_train": "the retained training images (D_r)",
                "test_forget": "the forgotten class's test images", "test_retain": "the other classes' test images"}
 
 
@@ -114,6 +115,7 @@ def metric_title(metric: str, split: str) -> str:
     return f"{metric_name(metric)} on {SPLIT_NAMES.get(split, split)}"
 
 
+# The verdicts: one colour and one marker per depth; a method that hurts retain accuracy gets the open marker.
 DEPTH_STYLE = {
     "reference": ("black", "diamond"), "not forgotten": ("#7f7f7f", "x"), "superficial": ("#d62728", "circle"),
     "undecided": ("#9467bd", "triangle-up"), "partial": ("#ff7f0e", "square"), "erased": ("#2ca02c", "star"),
@@ -128,7 +130,8 @@ def drop_members(methods: list[str]) -> list[str]:
 
 
 # The baselines by how they forget: a figure with more of them than it can show legibly offers them a kind at a time.
-BASELINE_KINDS = {**dict.fromkeys(("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun"), "fine-tuning and gradients"),
+BASELINE_KINDS = {**dict.fromkeys(("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun"),
+                                 "fine-tuning and gradients"),
                   **dict.fromkeys(("scrub", "bad_teacher", "cu"), "teachers and contrast"),
                   **dict.fromkeys(("weight_distortion", "weight_dist_reg"), "tamper-resistant")}
 
