@@ -15,7 +15,7 @@ from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
 from .config import ConfigError, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
-from .features import cached_features, remove_cached
+from .features import cached_features, extract_features, remove_cached
 from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, capped_sample, cka_rows, mia_rows,
                       model_outputs, output_rows, probe_rows, softmax64)
 from .models import TappedNet
@@ -149,7 +149,21 @@ def measure(
         pooled = name.partition("@")[0] not in CKA_SPLITS
         return cached_features(run, who, seed, name, net, x, spatial, pooled=pooled)["logits"]
 
+    def whole_split(name: str) -> np.ndarray:
+        """The model's logits on a CKA split: those of the images CKA reads from CKA's pass, the rest's (beyond
+        `CKA_MAX_IMAGES`) from one more pass over them alone."""
+        x, y = splits[name]
+        sample, keep = capped_sample(name, y, seed)
+        if keep is None:
+            return logits(None, name, x)
+        out = np.empty((len(y), ds.num_classes), dtype=np.float32)
+        out[keep] = logits(None, sample, x[torch.as_tensor(keep, device=x.device)])
+        rest = np.setdiff1d(np.arange(len(y)), keep)
+        out[rest] = extract_features(model, x[torch.as_tensor(rest, device=x.device)], global_pool=True)["logits"]
+        return out
+
     passed = {n: logits(None, n, splits[n][0]) for n in FEATURE_SPLITS if len(splits[n][1])}
+    passed.update({n: whole_split(n) for n in CKA_SPLITS if n not in passed and len(splits[n][1])})
     outputs = model_outputs(model, splits, passed)
     retrain_outputs = {n: softmax64(logits("retrain", n, splits[n][0])) for n in OUTPUT_SPLITS if n in outputs}
     rows = accuracy_rows(outputs, splits, method, seed) + mia_rows(outputs, splits, method, seed)

@@ -326,6 +326,27 @@ def test_a_composed_method_adds_its_term_through_the_same_driver(trained, data, 
     assert composed.params == base.params and composed.setup is not base.setup
 
 
+
+def test_a_phase_of_its_own_weight_decay_decays_by_that_and_no_other(trained, data, monkeypatch):
+    """With a loss whose gradient is zero, only weight decay moves the weights: a phase that sets its own decay of
+    0 (weight_dist_reg's distance stage, as in the reference) leaves them as they were, whatever the method's
+    `weight_decay`; a phase without one decays them by the method's."""
+    def still(model, state, step):
+        return 0.0 * sum(p.sum() for p in model.parameters())
+
+    config = {**hparams("ft"), "epochs": 1, "weight_decay": 0.1, "momentum": 0.0, "lr": 0.5, "retain_fraction": 0.1}
+    for phase, moves in ((Phase("train", "retain", "retain", weight_decay=0.0), False),
+                         (Phase("train", "retain", "retain"), True)):
+        monkeypatch.setitem(METHODS, "still", Method("still", still, every_epoch(phase)))
+        model, stats = run_method("still", trained.original, data, config)
+        w, w0 = model.head.weight.detach(), trained.original.head.weight.detach()
+        if moves:
+            torch.testing.assert_close(w, w0 * (1 - 0.5 * 0.1) ** stats.steps)
+        else:
+            assert torch.equal(w, w0)
+    dist = hparams("weight_dist_reg")
+    assert METHODS["weight_dist_reg"].phases(dist["epochs"], dist)[0].weight_decay == 0.0, "its distance stage"
+
 def test_unlearn_data_needs_both_sets(data):
     with pytest.raises(ConfigError, match="non-empty forget set"):
         UnlearnData(data.forget_x[:0], data.forget_y[:0], data.retain_x, data.retain_y, 10, (3,), "cpu")

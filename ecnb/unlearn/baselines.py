@@ -245,8 +245,8 @@ def _weight_distortion_setup(model: TappedNet, data: UnlearnData, hp: Mapping[st
 
 def _dist_phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
     """SCRUB's schedule for its `epochs` (the reference code starts from a SCRUB-unlearned model, its "initial
-    safeguard"), then `dist_epochs` of fine-tuning with the distance term, on a fresh Adam at `dist_lr` (the
-    reference builds its optimizer anew after loading the safeguarded model)."""
+    safeguard"), then `dist_epochs` of fine-tuning with the distance term, on a fresh Adam at `dist_lr` without
+    weight decay (the reference builds its optimizer anew after loading the safeguarded model, with no decay)."""
     return _scrub_phases(epoch, hp) if epoch < hp["epochs"] else (DIST_PHASE,)
 
 
@@ -266,7 +266,7 @@ def _weight_dist_reg_loss(model: TappedNet, state: Teachers, step: Step) -> torc
     return _ce(model, step.retain) - step.hp["dist_alpha"] * weight_distance_term(model, state.good)
 
 
-DIST_PHASE = Phase("distance", "retain", "retain", lr="dist_lr", optimizer="adam")
+DIST_PHASE = Phase("distance", "retain", "retain", lr="dist_lr", optimizer="adam", weight_decay=0.0)
 
 # The anchors an EC variant beyond the paper is read against.
 TAMPER_RESISTANT = ("weight_distortion", "weight_dist_reg")

@@ -90,13 +90,17 @@ class Phase:
     `optimizer` None: the method's own optimizer, whose state (momentum, Adam's moments) runs on through
     all such phases. A kind ('sgd'): an optimizer of the phase's own, created with fresh state at the
     phase's first step and kept by every later step of a phase of the same name (a plug-in's EC epochs
-    are the EC loss alone, on its own SGD, not the baseline's Adam or its momentum)."""
+    are the EC loss alone, on its own SGD, not the baseline's Adam or its momentum).
+
+    `weight_decay` None: the method's `weight_decay`; a number: this phase's own, where the reference code runs
+    a stage without the decay of the stage before it (weight_dist_reg's distance stage has none)."""
 
     name: str
     over: Split
     batches: Batches
     lr: str | None = None
     optimizer: Optimizer | None = None
+    weight_decay: float | None = None
 
 
 LossFn = Callable[[TappedNet, Any, Step], torch.Tensor]
@@ -200,13 +204,18 @@ def compose(
     setup: SetupFn = _no_setup,
     params: Mapping[str, Rule] | None = None,
 ) -> Method:
-    """`base`'s loss plus `term`, over the base's phases and steps, each step given both minibatches."""
+    """`base`'s loss plus `term`, over the base's phases and steps, each step given both minibatches.
+
+    The term's setup reads the model before the base's does: a base whose setup changes the model (weight
+    distortion adds noise to it) would otherwise hand the term (EC's teacher, targets and warmed heads) a model
+    that is no longer the original."""
 
     def loss(model: TappedNet, state: ComposedState, step: Step) -> torch.Tensor:
         return base.loss(model, state.base, step) + term(model, state.extra, step)
 
     def both_setups(model: TappedNet, data: UnlearnData, hp: Mapping[str, Any]) -> ComposedState:
-        return ComposedState(base.setup(model, data, hp), setup(model, data, hp))
+        extra = setup(model, data, hp)
+        return ComposedState(base.setup(model, data, hp), extra)
 
     def phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
         return tuple(replace(p, batches="both") for p in base.phases(epoch, hp))

@@ -91,7 +91,8 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # vision_relearning (scripts/train.sh, vision_unlearner.py): Adam (its default optimiser) at lr 1e-5 without
         # weight decay, batches of 128, 100 unlearning epochs. weight_distortion: noise std (alpha) 0.02, then
         # fine-tuning on D_r. weight_dist_reg: distance weight (alpha) 1.0, started from its "initial safeguard",
-        # a SCRUB-unlearned model: here the paper profile's own SCRUB stage (SCRUB's settings above).
+        # a SCRUB-unlearned model: here the paper profile's own SCRUB stage (SCRUB's settings above); its distance
+        # stage runs without weight decay whatever `weight_decay` says (baselines.DIST_PHASE), as the reference's.
         "weight_distortion": {**_PAPER, "epochs": 100, "lr": 1e-5, "weight_decay": 0.0, "batch_size": 128,
                               "forget_batch_size": 128, "alpha": 0.02},
         "weight_dist_reg": {**_PAPER, "epochs": 3, "lr": 5e-4, "forget_batch_size": 512, "alpha": 0.001, "gamma": 0.99,

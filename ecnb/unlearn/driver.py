@@ -83,9 +83,10 @@ def planned_steps(name: str, n_forget: int, n_retain: int, config: Mapping[str, 
 
 
 def _optimise(
-    method: Method, model: TappedNet, state: Any, step: Step, opt: torch.optim.Optimizer, device: torch.device
+    method: Method, model: TappedNet, state: Any, step: Step, opt: torch.optim.Optimizer, device: torch.device,
+    decay: float,
 ) -> torch.Tensor:
-    """One update: loss, backward, the method's gradient hook, weight decay added to the gradients, the
+    """One update: loss, backward, the method's gradient hook, weight decay `decay` added to the gradients, the
     optimiser's step (decay after the hook, as an optimiser's own weight decay acts after SalUn's mask)."""
     with autocast(device):
         loss = method.loss(model, state, step)
@@ -94,7 +95,6 @@ def _optimise(
     loss.backward()
     if method.grad_hook is not None:
         method.grad_hook(model, state, step)
-    decay = step.hp["weight_decay"]
     if decay:
         for p in model.parameters():
             if p.grad is not None:
@@ -192,13 +192,14 @@ def _epoch(
     for phase in phases:
         starts.append((t, phase))
         opt = optimizers.for_phase(phase)
+        decay = at.hp["weight_decay"] if phase.weight_decay is None else phase.weight_decay
         stream = streams[phase.over]
         stream.new_pass()
         for index in range(stream.steps_per_pass):
             forget = streams["forget"].next() if phase.batches in ("forget", "both") else None
             retain = streams["retain"].next() if phase.batches in ("retain", "both") else None
             step = replace(at, phase=phase.name, index=index, t=t, forget=forget, retain=retain)
-            loss = _optimise(method, model, state, step, opt, device)
+            loss = _optimise(method, model, state, step, opt, device, decay)
             loss_sum += loss
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), float(t), first_bad)
             t += 1
