@@ -16,6 +16,9 @@ from .artifacts import ArtifactError
 from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig,
                      parse_checkpoints, parse_overrides)
 
+# The sweep's default cells, per data set, as its help names them.
+_REPORTED = "; ".join(f"{dataset} {' '.join(map(str, classes))}" for dataset, classes in REPORTED_CLASSES.items())
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -29,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="run every notebook headlessly and write the run directory")
     study.add_argument("--dataset", help="digits, cifar10, cifar100, mnist, fashion_mnist, svhn (default: the profile's)")
     what = study.add_mutually_exclusive_group()
-    what.add_argument("--forget-classes", type=int, nargs="+", metavar="C", help="class-wise forgetting (default: 3)")
+    what.add_argument("--forget-classes", type=int, nargs="+", metavar="C",
+                      help="class-wise forgetting (default: the data set's first reported class, 3 on digits, 0 on "
+                           "Fashion-MNIST)")
     what.add_argument("--forget-fraction", type=float, metavar="F", help="random-sample forgetting of this fraction")
     study.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="one or more seeds (default: 0)")
     study.add_argument("--run-dir", help="where artifacts go (default: runs/<profile>-<dataset>-<forget set>)")
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--datasets", nargs="+", metavar="D", help="data sets (default: the profile's)")
     sets = sweep.add_mutually_exclusive_group()
     sets.add_argument("--forget-classes", type=int, nargs="+", metavar="C",
-                      help=f"each class is its own cell (default: {' '.join(map(str, REPORTED_CLASSES))})")
+                      help=f"each class is its own cell (default: each data set's reported classes: {_REPORTED})")
     sets.add_argument("--forget-sets", nargs="+", metavar="C,C",
                       help='cells that forget several classes together, e.g. "3,8" "1"')
     sweep.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS), metavar="S",
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.forget_sets is not None:
                 sets = sweep.parse_forget_sets(args.forget_sets)
             else:
-                sets = [(c,) for c in (args.forget_classes if args.forget_classes is not None else REPORTED_CLASSES)]
+                sets = None if args.forget_classes is None else [(c,) for c in args.forget_classes]
             cells = sweep.grid(datasets, sets, args.seeds)
             if args.cpus_per_cell < 1:
                 raise ConfigError(f"--cpus-per-cell {args.cpus_per_cell} must be at least 1")

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ArtifactError, Run, atomic_write
-from .config import PROFILES, REPORTED_CLASSES, SWEEP_SEEDS, ConfigError, StudyConfig, resolve_device
+from .config import PROFILES, SWEEP_SEEDS, ConfigError, StudyConfig, reported_classes, resolve_device
 from .ec import variant_names
 from .results import read_results
 from .study import (
@@ -105,16 +105,20 @@ def parse_forget_sets(values: list[str]) -> list[tuple[int, ...]]:
     return sets
 
 
-def grid(datasets: list[str], forget_sets: list[tuple[int, ...]], seeds: list[int]) -> list[Cell]:
-    """Every (data set, forget set, seed), refusing empty or repeated entries before any work."""
+def grid(datasets: list[str], forget_sets: list[tuple[int, ...]] | None, seeds: list[int]) -> list[Cell]:
+    """Every (data set, forget set, seed), refusing empty or repeated entries before any work. `forget_sets`
+    None: each data set's reported classes (`ecnb.config.reported_classes`), one cell per class."""
+    sets = {d: [(c,) for c in reported_classes(d)] if forget_sets is None else forget_sets for d in datasets}
     for values, what in ((datasets, "data set"), (forget_sets, "forget set"), (seeds, "seed")):
+        if values is None:
+            continue
         if not values:
             raise ConfigError(f"the sweep needs at least one {what}")
         repeated = [v for i, v in enumerate(values) if v in values[:i]]
         if repeated:
             shown = ",".join(map(str, repeated[0])) if isinstance(repeated[0], tuple) else repeated[0]
             raise ConfigError(f"{what} {shown} is given twice")
-    return [Cell(d, f, s) for d in datasets for f in forget_sets for s in seeds]
+    return [Cell(d, f, s) for d in datasets for f in sets[d] for s in seeds]
 
 
 def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cell, StudyConfig]:
@@ -128,9 +132,21 @@ def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cel
     return configs
 
 
-def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple[int, ...]], seeds: list[int]) -> Path:
-    sets = "_".join("+".join(map(str, f)) for f in forget_sets)
-    return Path("runs") / f"sweep-{profile}-{'_'.join(datasets)}-forget{sets}-seed{'_'.join(map(str, seeds))}"
+def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple[int, ...]] | None, seeds: list[int]
+                      ) -> Path:
+    """runs/sweep-<profile>-<data sets>-forget<sets>-seed<seeds>; `forget_sets` None (each data set's reported
+    classes) names each data set's classes after it where they differ."""
+    def named(sets: list[tuple[int, ...]]) -> str:
+        return "_".join("+".join(map(str, f)) for f in sets)
+
+    seeds_named = "_".join(map(str, seeds))
+    if forget_sets is None:
+        per = {d: [(c,) for c in reported_classes(d)] for d in datasets}
+        if len({named(s) for s in per.values()}) > 1:
+            cells = "-".join(f"{d}-forget{named(s)}" for d, s in per.items())
+            return Path("runs") / f"sweep-{profile}-{cells}-seed{seeds_named}"
+        forget_sets = per[datasets[0]]
+    return Path("runs") / f"sweep-{profile}-{'_'.join(datasets)}-forget{named(forget_sets)}-seed{seeds_named}"
 
 
 def find_sweep(sweep_dir: str | Path | None = None) -> Path:
@@ -138,7 +154,7 @@ def find_sweep(sweep_dir: str | Path | None = None) -> Path:
     run, or else the sweep the repository ships (`SHIPPED_DIR`, `ecnb.shipped`)."""
     if sweep_dir is not None:
         return Path(sweep_dir)
-    default = default_sweep_dir("quick", [PROFILES["quick"]["dataset"]], [(c,) for c in REPORTED_CLASSES], list(SWEEP_SEEDS))
+    default = default_sweep_dir("quick", [PROFILES["quick"]["dataset"]], None, list(SWEEP_SEEDS))
     local = RUNS_DIR.parent / default
     return local if (local / "sweep.json").exists() else SHIPPED_DIR
 

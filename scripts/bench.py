@@ -644,7 +644,7 @@ def measure_run(root: Path, dataset: str, per_class: tuple[int | None, int | Non
     """A run on `dataset` (forget class 3, seed 0) with `original`, `retrain` and `MEASURE_METHOD` trained, and
     the references' features of the CKA splits cached, as their own measuring leaves them; and its split sizes."""
     config = ecnb.StudyConfig.from_options(dataset=dataset, train_per_class=per_class[0], test_per_class=per_class[1],
-                                           run_dir=str(root / dataset), device="cpu")
+                                           forget_classes=3, run_dir=str(root / dataset), device="cpu")
     run = ecnb.Run.open(config)
     ds = ecnb.run_dataset(run)
     split = ecnb.forget_split(run, ds, 0)

@@ -1,8 +1,9 @@
 """Validation tasks: the forget classes every hyperparameter of the quick profile is chosen on, and one way
 to read a model on them.
 
-A validation task forgets one of `ecnb.config.VALIDATION_CLASSES` (on digits 1, 2, 4, 7 or 9), never a
-reported class (3, 5 or 8), drawn in a seeded order. Each task has its own run directory under `TASK_DIR`
+A validation task forgets one of its data set's validation classes (`ecnb.config.VALIDATION_CLASSES`: on digits
+1, 2, 4, 7 or 9, on Fashion-MNIST 1, 2, 5, 7 or 9), never a reported class (digits 3, 5 or 8; Fashion-MNIST 0,
+4 or 8), drawn in a seeded order. Each task has its own run directory under `TASK_DIR`
 with its own `original`, population of retrained models, forget split and attacker, trained and drawn once
 and reused by every tuning script.
 
@@ -25,7 +26,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import ecnb  # noqa: E402
-from ecnb.config import VALIDATION_CLASSES, StudyConfig  # noqa: E402
+from ecnb.config import StudyConfig  # noqa: E402
+from ecnb.config import validation_classes as classes_of  # noqa: E402
 from ecnb.evaluate import measure as measure_model  # noqa: E402
 from ecnb.features import remove_cached  # noqa: E402
 from ecnb.metrics import accuracy  # noqa: E402
@@ -39,10 +41,11 @@ TASK_DIR = "runs/validation-tasks"
 POPULATION = 3  # retrained models per task (as the walkthrough's)
 
 
-def validation_classes(seed: int, k: int) -> list[int]:
-    """`k` validation classes in a seeded random order (drawn, not hand-picked; seed 0 gives 4, 1, 7, 9, 2)."""
+def validation_classes(seed: int, k: int, dataset: str = "digits") -> list[int]:
+    """`k` of `dataset`'s validation classes in a seeded random order (drawn, not hand-picked; seed 0 gives 4, 1, 7,
+    9, 2 on digits)."""
     order = torch.randperm(10, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [c for c in order if c in VALIDATION_CLASSES][:k]
+    return [c for c in order if c in classes_of(dataset)][:k]
 
 
 @dataclass
@@ -66,11 +69,30 @@ class Task:
         return [m for m in self.references if m != "original"]
 
 
-def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str = "cpu", population: int = POPULATION) -> Task:
-    if cls not in VALIDATION_CLASSES:
-        raise ValueError(f"class {cls} is not a validation class {VALIDATION_CLASSES}: nothing is tuned on it")
-    config = StudyConfig.from_options(run_dir=f"{TASK_DIR}/forget{cls}", forget_classes=cls, seeds=seed, device=device,
-                                      population=population)
+def recipe_name(dataset: str, train_per_class: int | None = None, epochs: int | None = None) -> str:
+    """What sets a task's references apart from the digits' at the profile's recipe ("" for those):
+    `fashion_mnist-300pc-15ep`."""
+    recipe = "".join(f"-{v}{unit}" for v, unit in ((train_per_class, "pc"), (epochs, "ep")) if v is not None)
+    return "" if dataset == "digits" and not recipe else f"{dataset}{recipe}"
+
+
+def task_dir(dataset: str, cls: int, train_per_class: int | None = None, epochs: int | None = None) -> str:
+    """A task's run directory: `TASK_DIR`/forget<cls> for the digits at the profile's recipe, else named by what
+    differs (`TASK_DIR`/fashion_mnist-300pc-15ep-forget5), so tasks of other recipes never share models."""
+    name = recipe_name(dataset, train_per_class, epochs)
+    return f"{TASK_DIR}/{name + '-' if name else ''}forget{cls}"
+
+
+def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str = "cpu", population: int = POPULATION,
+              train_per_class: int | None = None, epochs: int | None = None) -> Task:
+    """The task that forgets `cls` of `ds` (loaded with at most `train_per_class` training images per class), its
+    references trained for `epochs` (None: the profile's recipe)."""
+    if cls not in classes_of(ds.name):
+        raise ValueError(f"class {cls} is not a validation class of {ds.name} {classes_of(ds.name)}: nothing is "
+                         "tuned on it")
+    config = StudyConfig.from_options(dataset=ds.name, train_per_class=train_per_class, epochs=epochs,
+                                      run_dir=task_dir(ds.name, cls, train_per_class, epochs), forget_classes=cls,
+                                      seeds=seed, device=device, population=population)
     run = ecnb.Run.open(config)
     split = ecnb.forget_split(run, ds, seed)
     dev = ecnb.resolve_device(device)

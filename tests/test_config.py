@@ -124,3 +124,12 @@ def test_overrides_are_read_as_literals_and_reach_the_methods_settings():
     assert given == {"ga": {"lr": 0.01, "epochs": 3}, "ec": {"ec_points": "layer2,pool", "ec_weights": [1, 2]}}
     config = StudyConfig.from_options(overrides={"ga": {"lr": 0.01}})
     assert study_hparams(config, "ga", 0)["lr"] == 0.01 and study_hparams(config, "rl", 0)["lr"] != 0.01
+
+
+def test_a_studys_default_forget_class_is_its_data_sets_first_reported_class():
+    """Fashion-MNIST's reported classes are 0, 4 and 8: its walkthrough forgets T-shirt/top, never the digits' 3
+    (dress, neither reported nor a validation class there)."""
+    assert StudyConfig.from_options().forget_classes == (3,)
+    assert StudyConfig.from_options(dataset="fashion_mnist").forget_classes == (0,)
+    assert StudyConfig.from_options(dataset="fashion_mnist").run_dir == "runs/quick-fashion_mnist-forget0"
+    assert StudyConfig.from_options(dataset="cifar10").forget_classes == (3,), "no classes of its own: the digits'"

@@ -334,3 +334,18 @@ def test_an_interrupted_sweep_leaves_no_process_behind(tmp_path):
         left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         time.sleep(0.5)
     assert not left, [(p.pid, " ".join(p.cmdline())[:120]) for p in left]
+
+
+def test_each_data_set_is_swept_on_its_own_reported_classes_by_default():
+    """Without --forget-classes a sweep's cells are each data set's reported classes (digits 3, 5, 8; Fashion-MNIST
+    0, 4, 8), never one data set's classes for another; its directory names them."""
+    got = sweep.grid(["digits", "fashion_mnist"], None, [0])
+    assert [(c.dataset, c.forget_set) for c in got] == [
+        ("digits", (3,)), ("digits", (5,)), ("digits", (8,)),
+        ("fashion_mnist", (0,)), ("fashion_mnist", (4,)), ("fashion_mnist", (8,))]
+    assert sweep.default_sweep_dir("quick", ["digits"], None, [0, 1]) == Path(
+        "runs/sweep-quick-digits-forget3_5_8-seed0_1"), "the default sweep's directory, as the Makefile names it"
+    assert sweep.default_sweep_dir("quick", ["digits", "fashion_mnist"], None, [0]) == Path(
+        "runs/sweep-quick-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0")
+    assert sweep.default_sweep_dir("quick", ["digits", "fashion_mnist"], [(1,)], [0]) == Path(
+        "runs/sweep-quick-digits_fashion_mnist-forget1-seed0")
