@@ -24,7 +24,7 @@ from .outcomes import Outcomes, remove_outcomes, save_outcomes
 from .results import REFERENCES, is_reference, read_results, remove_results, result_row, write_results
 from .ec import is_ec
 from .train import model_from_state
-from .methods import for_scenario, planned_steps, run_method, source_digest, study_hparams
+from .methods import for_scenario, get_method, planned_steps, run_method, source_digest, study_hparams
 from .unlearn import UnlearnData, UnlearningError
 from .user_models import read_model
 from .weights import INTERPOLATION_SPLITS, weight_rows
@@ -82,7 +82,8 @@ def _unlearn_or_load(
     if brought is None:
         hp = study_hparams(run.config, method, seed, **overrides)
         code = source_digest(method)  # a method from a method file: its content too (`ecnb.user_methods`)
-        what = {"hparams": hp, **({"code": code} if code else {})}
+        revision = get_method(method).revision  # a built-in method whose code changed since (`Method.revision`)
+        what = {"hparams": hp, **({"code": code} if code else {}), **({"revision": revision} if revision else {})}
     else:
         what = {"checkpoint": brought["sha256"]}
     key = json.dumps({"config": run.config.cache_key(), **what}, sort_keys=True, default=str)

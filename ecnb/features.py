@@ -19,7 +19,7 @@ read back, whichever code path asks for it. Tap names never contain a dot (torch
 names), so the key separator is unambiguous. A damaged file (truncated, not an archive, arrays missing)
 is recomputed with a warning naming it rather than refused: it derives from a checkpoint alone, so recomputing loses
 nothing, where `--force` would retrain every model. Files load with `allow_pickle=False`, and only the view asked
-for: a caller that wants a reference's logits does not read its flat view (on Fashion-MNIST's test set, tens of MB).
+for: the probes, which read the pooled view, do not read the flat one (on Fashion-MNIST's test set, tens of MB).
 """
 from __future__ import annotations
 

@@ -42,6 +42,12 @@ def builtin_baselines() -> list[str]:
     return [b for b in baselines() if source_digest(b) is None]
 
 
+def revisions() -> dict[str, int]:
+    """Every registered method whose code was revised (`Method.revision`), with its revision: what a finished
+    sweep cell records beside the hyperparameters' digest."""
+    return {name: method.revision for name, method in METHODS.items() if method.revision}
+
+
 def study_hparams(config: StudyConfig, method: str, seed: int, **extra: Any) -> dict[str, Any]:
     """`method`'s hyperparameters in the study `config`: the profile's defaults with the study's `overrides` (and
     `extra` on top), validated."""

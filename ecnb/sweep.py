@@ -45,7 +45,7 @@ from .study import (
     run_study,
     study_verdicts,
 )
-from .methods import builtin_baselines, table_digest
+from .methods import builtin_baselines, revisions, table_digest
 from .unlearn import TAMPER_RESISTANT
 from .verdicts import (
     CKA,
@@ -181,20 +181,20 @@ def record_cell(config: StudyConfig, selection: dict, seconds: float, node: str 
     notebooks, the digest of every method's hyperparameters it ran under, and the Ray node it ran on (which
     machine of a cluster to look at)."""
     record = {"config": config.to_dict(), "selection": selection, "hparams": table_digest(config.profile),
-              "seconds": seconds, "node": node}
+              "revisions": revisions(), "seconds": seconds, "node": node}
     atomic_write(Path(config.run_dir) / CELL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
 def is_complete(config: StudyConfig, selection: dict) -> bool:
     """A cell is reused when its study finished with this configuration, this selection and the methods'
-    hyperparameters as they are now (a retuned method runs the cell again; the study then recomputes only
-    the models whose settings changed, as their checkpoints are keyed by them)."""
+    hyperparameters and code revisions as they are now (a retuned or revised method runs the cell again; the study
+    then recomputes only the models whose settings or revision changed, as their checkpoints are keyed by them)."""
     path = Path(config.run_dir) / CELL_FILE
     if not path.exists():
         return False
     done = json.loads(path.read_text())
     return (_portable(done["config"]) == _portable(config.to_dict()) and done["selection"] == selection
-            and done.get("hparams") == table_digest(config.profile))
+            and done.get("hparams") == table_digest(config.profile) and done.get("revisions", {}) == revisions())
 
 
 def _portable(config: dict) -> dict:

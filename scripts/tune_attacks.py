@@ -170,7 +170,8 @@ def main() -> None:
     best = ranked.iloc[0]
     print(f"\nchosen: shots={int(best['shots'])}, retain_shots={int(best['retain_shots'])}, probe_c={best['probe_c']}, "
           f"relearn_lr={best['relearn_lr']}  # probe gap {best['probe_gap']:.3f} (worst task "
-          f"{best['worst_probe_gap']:.3f}), relearn gap {best['relearn_gap']:.3f} (worst {best['worst_relearn_gap']:.3f}), "
+          f"{best['worst_probe_gap']:.3f}), relearn gap {best['relearn_gap']:.3f} (worst "
+          f"{best['worst_relearn_gap']:.3f}), "
           f"retrain relearn at step {REFERENCE_STEP} {best[f'retrain_{ref}']:.3f} (worst task "
           f"{grouped[f'retrain_{ref}'].max().loc[tuple(best[k] for k in keys)]:.3f}); rows: {out}")
 

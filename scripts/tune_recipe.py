@@ -7,7 +7,8 @@ one thread, as a worker of the study trains. Each recipe trains from the same se
 the table gives the mean and, across seeds, the range.
 
     python scripts/tune_recipe.py --dataset fashion_mnist [--per-class 300 600 1000 0] [--widths 16 32]
-                                  [--epochs 15 30] [--seeds 0] [--workers 2] [--out runs/tuning/recipe-fashion_mnist.csv]
+                                  [--epochs 15 30] [--seeds 0] [--workers 2]
+                                  [--out runs/tuning/recipe-fashion_mnist.csv]
 
 `--per-class 0` is the whole training split. Every row goes to `--out` (CSV) as it finishes, so an interrupted run
 keeps what it measured.

@@ -308,18 +308,18 @@ def test_plugin_loss_is_base_loss_plus_ec_loss(base, trained, data, batches):
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-
-@pytest.mark.parametrize("name", ["weight_distortion+ec", "weight_distortion+ec+soft"])
-def test_a_plugins_ec_term_reads_the_original_whatever_the_base_does_to_the_model_first(name, trained, data):
-    """Weight distortion's setup adds noise to the model; the EC term's warmed heads (and the variant's teacher
-    and soft targets) must still be the original's, as `ec` alone would set them up."""
-    hp = _hp(name)
+@pytest.mark.parametrize("name, extra", [("weight_distortion+ec", {}), ("weight_distortion+ec+soft", {}),
+                                         ("weight_distortion+ec", {"ec_anchor_weight": 1.0})])
+def test_a_plugins_ec_term_reads_the_original_whatever_the_base_does_to_the_model_first(name, extra, trained, data):
+    """Weight distortion's setup adds noise to the model; the EC term's warmed heads, its soft targets and (with
+    the anchor on) its teacher must still be the original's, as `ec` alone would set them up."""
+    hp = _hp(name, **extra)
     model = copy.deepcopy(trained.original)
     state = METHODS[name].setup(model, data, hp)
     noised = [(a - b).abs().max().item() for a, b in zip(model.parameters(), trained.original.parameters())]
     assert max(noised) > 0, "the base's setup changed the model"
     alone = ec.ec_setup(copy.deepcopy(trained.original), data, hp)
-    assert (alone.teacher is None) == (state.extra.teacher is None)
+    assert (alone.teacher is None) == (state.extra.teacher is None) == ("ec_anchor_weight" not in extra)
     if alone.teacher is not None:
         for key, value in trained.original.state_dict().items():
             assert torch.equal(state.extra.teacher.state_dict()[key], value), key
@@ -328,6 +328,7 @@ def test_a_plugins_ec_term_reads_the_original_whatever_the_base_does_to_the_mode
         assert torch.equal(state.extra.targets, alone.targets)
     for key, value in alone.aux.state_dict().items():
         assert torch.equal(state.extra.aux.state_dict()[key], value), key
+
 
 def test_negative_learning_loss():
     logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

@@ -164,16 +164,17 @@ def test_removing_a_methods_features_matches_its_name_exactly(run, model, x):
     assert left == ["ec[last]+x__forget_train.npz", "ec__forget_train.npz", "ecl__forget_train.npz"]
 
 
-
-def test_a_reader_of_one_view_reads_only_that_view(run, model, x, monkeypatch):
-    """A reference's logits or pooled features are read without its flat view (tens of MB per file on
-    Fashion-MNIST's test set)."""
+def test_a_reader_of_one_view_reads_only_that_view(run, counted, x, monkeypatch):
+    """The pooled view (the probes') is read from the file without its flat view (tens of MB per file on
+    Fashion-MNIST's test set), and without running the model."""
+    model, calls = counted
     flat = cached_features(run, "original", 0, "test_forget", model, x)
-    path = features_path(run, "original", 0, "test_forget")
+    n_calls = len(calls)
     read = []
     real_getitem = np.lib.npyio.NpzFile.__getitem__
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, k: read.append(k) or real_getitem(self, k))
     pooled = cached_features(run, "original", 0, "test_forget", model, x, pooled=True)
+    assert len(calls) == n_calls, "read, not recomputed"
     assert read and not any(k.startswith("flat.") for k in read)
     np.testing.assert_array_equal(pooled["logits"], flat["logits"])
     assert pooled["layer1"].shape == (len(x), model.stages["layer1"][0].out_channels)

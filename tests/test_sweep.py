@@ -6,6 +6,7 @@ relearning scored up to step 10, notebooks 01 and 02), so that the Ray path, the
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ import ecnb
 from ecnb import sweep, viz
 from ecnb.cli import main
 from ecnb.study import NOTEBOOKS_DIR
-from ecnb.methods import HPARAMS
+from ecnb.methods import HPARAMS, METHODS
 from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE, floor, high, low
 
 # Relearning scored up to step 10 (the reference step) instead of 50: the attack is a fifth of its cost.
@@ -266,6 +267,18 @@ def test_a_finished_cell_runs_again_when_a_methods_hyperparameters_change(tmp_pa
     sweep.record_cell(config, selection, 1.0)
     assert sweep.is_complete(config, selection)
     monkeypatch.setitem(HPARAMS["quick"], "ga", {**HPARAMS["quick"]["ga"], "lr": 0.01})
+    assert not sweep.is_complete(config, selection)
+
+
+def test_a_finished_cell_runs_again_when_a_methods_code_is_revised(tmp_path, monkeypatch):
+    """A fix to a built-in method's code (`Method.revision`) changes neither the configuration nor the
+    hyperparameters: the record keys the revisions too."""
+    cell = sweep.Cell("digits", (1,), 0)
+    config = sweep.cell_configs([cell], tmp_path, **TINY)[cell]
+    selection = sweep._selection(["ga"], [], NOTEBOOKS)
+    sweep.record_cell(config, selection, 1.0)
+    assert sweep.is_complete(config, selection)
+    monkeypatch.setitem(METHODS, "ga", dataclasses.replace(METHODS["ga"], revision=METHODS["ga"].revision + 1))
     assert not sweep.is_complete(config, selection)
 
 

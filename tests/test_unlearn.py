@@ -326,7 +326,6 @@ def test_a_composed_method_adds_its_term_through_the_same_driver(trained, data, 
     assert composed.params == base.params and composed.setup is not base.setup
 
 
-
 def test_a_phase_of_its_own_weight_decay_decays_by_that_and_no_other(trained, data, monkeypatch):
     """With a loss whose gradient is zero, only weight decay moves the weights: a phase that sets its own decay of
     0 (weight_dist_reg's distance stage, as in the reference) leaves them as they were, whatever the method's
@@ -346,6 +345,7 @@ def test_a_phase_of_its_own_weight_decay_decays_by_that_and_no_other(trained, da
             assert torch.equal(w, w0)
     dist = hparams("weight_dist_reg")
     assert METHODS["weight_dist_reg"].phases(dist["epochs"], dist)[0].weight_decay == 0.0, "its distance stage"
+
 
 def test_unlearn_data_needs_both_sets(data):
     with pytest.raises(ConfigError, match="non-empty forget set"):

@@ -312,5 +312,6 @@ METHODS: dict[str, Method] = {
                 "dist_alpha": NONNEGATIVE, "dist_lr": POSITIVE, "dist_epochs": Rule(int, 0)},
         epochs=lambda hp: hp["epochs"] + hp["dist_epochs"],
         summary="SCRUB, then fine-tuning on D_r that pushes the weights away from the original's (tamper-resistant)",
+        revision=1,  # its distance stage without weight decay (the paper profile's ran with 5e-4)
     ),
 }

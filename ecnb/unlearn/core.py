@@ -184,6 +184,9 @@ class Method:
     optimizer: Optimizer = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
     epochs: Callable[[Mapping[str, Any]], int] = _own_epochs  # how many epochs a run has
     summary: str = ""  # what it does, in one line (the notebooks' table of methods)
+    # Bumped when a change to a built-in method's code changes the models it makes (its hyperparameters unchanged):
+    # its checkpoints, and the sweep cells that ran it, made before are made again.
+    revision: int = 0
 
 
 # ----------------------------------------------------------------------------- composition
@@ -224,4 +227,8 @@ def compose(
         base.grad_hook(model, state.base, step)
 
     return Method(name, loss, phases, both_setups, hook if base.grad_hook else None, {**base.params, **(params or {})},
-                  base.optimizer, base.epochs, base.summary)
+                  base.optimizer, base.epochs, base.summary, base.revision + COMPOSE_REVISION)
+
+
+# `compose`'s own revision: 1 since the term's setup reads the model before the base's setup changes it.
+COMPOSE_REVISION = 1
