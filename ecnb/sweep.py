@@ -108,7 +108,7 @@ def parse_forget_sets(values: list[str]) -> list[tuple[int, ...]]:
 def grid(datasets: list[str], forget_sets: list[tuple[int, ...]] | None, seeds: list[int]) -> list[Cell]:
     """Every (data set, forget set, seed), refusing empty or repeated entries before any work. `forget_sets`
     None: each data set's reported classes (`ecnb.config.reported_classes`), one cell per class."""
-    sets = {d: [(c,) for c in reported_classes(d)] if forget_sets is None else forget_sets for d in datasets}
+    sets = {d: _reported_sets(d) if forget_sets is None else forget_sets for d in datasets}
     for values, what in ((datasets, "data set"), (forget_sets, "forget set"), (seeds, "seed")):
         if values is None:
             continue
@@ -119,6 +119,11 @@ def grid(datasets: list[str], forget_sets: list[tuple[int, ...]] | None, seeds: 
             shown = ",".join(map(str, repeated[0])) if isinstance(repeated[0], tuple) else repeated[0]
             raise ConfigError(f"{what} {shown} is given twice")
     return [Cell(d, f, s) for d in datasets for f in sets[d] for s in seeds]
+
+
+def _reported_sets(dataset: str) -> list[tuple[int, ...]]:
+    """A data set's default forget sets: each of its reported classes alone."""
+    return [(c,) for c in reported_classes(dataset)]
 
 
 def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cell, StudyConfig]:
@@ -141,7 +146,7 @@ def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple
 
     seeds_named = "_".join(map(str, seeds))
     if forget_sets is None:
-        per = {d: [(c,) for c in reported_classes(d)] for d in datasets}
+        per = {d: _reported_sets(d) for d in datasets}
         if len({named(s) for s in per.values()}) > 1:
             cells = "-".join(f"{d}-forget{named(s)}" for d, s in per.items())
             return Path("runs") / f"sweep-{profile}-{cells}-seed{seeds_named}"
