@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _study_options(parser: argparse.ArgumentParser) -> None:
     """The options a study and a sweep share (a sweep passes them to every cell's study)."""
-    parser.add_argument("--profile", default="quick", choices=list(PROFILES),
-                        help="quick: embedded digits on a CPU (default); paper: CIFAR + ResNet-18 on a GPU")
+    parser.add_argument("--profile", choices=list(PROFILES),
+                        help="quick: embedded digits on a CPU; fashion: Fashion-MNIST on a CPU; paper: CIFAR + ResNet-18 "
+                        "on a GPU (default: the data set's own, quick for digits and the data sets without one)")
     parser.add_argument("--model", help="smallcnn or resnet18 (default: the profile's)")
     parser.add_argument("--epochs", type=int, help="training epochs of original/retrain (default: the profile's)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="auto picks CUDA when present")
@@ -100,7 +101,8 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablations", nargs="*", metavar="A",
                         help="EC ablations for notebook 03 (default: the scope's; give none to skip them)")
     parser.add_argument("--train-per-class", type=int, metavar="N",
-                        help="at most N training images per class (e.g. 150 for Fashion-MNIST on a CPU)")
+                        help="at most N training images per class (default: the profile's, 300 on fashion and all "
+                        "otherwise; 0 for all)")
     parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
     parser.add_argument("--population", type=int, metavar="K",
                         help=f"retrained models every verdict is read against (default: {POPULATION['walkthrough']} in "
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             from .config import PROFILES as profiles
             from .study import StudyError
 
-            datasets = args.datasets or [profiles[args.profile]["dataset"]]
+            datasets = args.datasets or [profiles[args.profile or "quick"]["dataset"]]
             if args.forget_sets is not None:
                 sets = sweep.parse_forget_sets(args.forget_sets)
             else:

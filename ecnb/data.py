@@ -43,6 +43,17 @@ IDX_FILES = {  # the original MNIST-family file names: (train images, train labe
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
+# How a report names each data set, and the class names known without loading it.
+DATASET_TITLES = {"digits": "digits", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                  "cifar100": "CIFAR-100", "svhn": "SVHN"}
+KNOWN_CLASS_NAMES = {"fashion_mnist": FASHION_CLASSES}
+
+
+def class_label(dataset: str, c: int) -> str:
+    """Class `c` as a report names it: `0 (T-shirt/top)` where the class has a name of its own, `3` otherwise."""
+    names = KNOWN_CLASS_NAMES.get(dataset)
+    return f"{c} ({names[c]})" if names and 0 <= c < len(names) else str(c)
+
 
 class DataError(ConfigError):
     """A data set cannot be had (offline and not in data/)."""

@@ -35,8 +35,8 @@ from .workers import shared as shared_objects
 # profile keeps the whole maps of inputs up to 16x16 (the digits; its largest tap is 16x16x16) and pools
 # larger ones (Fashion-MNIST's 28x28) to 8x8; on the paper profile ResNet-18's layer1 on CIFAR would
 # otherwise be 64k numbers per image.
-MAX_SPATIAL = {"quick": 8, "paper": 4}
-WHOLE_MAPS_UP_TO = {"quick": 16, "paper": 0}
+MAX_SPATIAL = {"quick": 8, "fashion": 8, "paper": 4}
+WHOLE_MAPS_UP_TO = {"quick": 16, "fashion": 16, "paper": 0}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
 # The splits whose features the measurement extracts whole (CKA's, the probes'): their answers come from that pass.
 FEATURE_SPLITS = ("forget_train", "retain_train", "test_forget")

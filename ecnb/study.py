@@ -27,7 +27,7 @@ from traitlets import default
 from .artifacts import Run, atomic_write, remove_temporaries
 from .config import ConfigError, StudyConfig
 from .attacks import check_shots
-from .data import check_available, load_dataset
+from .data import DATASET_TITLES, check_available, class_label, load_dataset
 from .methods import check_config
 from .scopes import selection
 from .user_models import check_checkpoints
@@ -130,8 +130,8 @@ def notebook_parameters(
         "epochs": config.train.epochs,
         "device": config.device,
         "run_dir": str(Path(config.run_dir).absolute()),
-        "train_per_class": config.train_per_class,
-        "test_per_class": config.test_per_class,
+        # as options: 0 where the study reads every image and its profile would otherwise cap them
+        **{name: config.cap_option(name) for name in ("train_per_class", "test_per_class")},
         "attacks": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.attacks).items()},
         # Notebook 04's widgets need a live kernel; the executed copies and the report get its static figures
         # even when a person saved the notebook with `interactive = True`.
@@ -343,9 +343,9 @@ TITLE = "Superficial forgetting and Erase at the Core"
 def study_title(config: StudyConfig) -> str:
     """The report's title: the study, its data and forget set, and its scope."""
     what = (f"forgetting class{'es' if len(config.forget_classes) > 1 else ''} "
-            f"{', '.join(map(str, config.forget_classes))}" if config.scenario == "class"
+            f"{', '.join(class_label(config.dataset, c) for c in config.forget_classes)}" if config.scenario == "class"
             else f"forgetting a random {config.forget_fraction:.0%} of the training set")
-    return f"{TITLE}: {config.dataset}, {config.model}, {what} ({config.scope})"
+    return f"{TITLE}: {DATASET_TITLES.get(config.dataset, config.dataset)}, {config.model}, {what} ({config.scope})"
 
 
 def seeds_line(seeds: tuple[int, ...]) -> str:

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ArtifactError, Run, atomic_write
-from .config import PROFILES, SWEEP_SEEDS, ConfigError, StudyConfig, reported_classes, resolve_device
+from .config import (PROFILES, SWEEP_SEEDS, ConfigError, StudyConfig, profile_for, reported_classes,
+                     resolve_device)
 from .ec import variant_names
 from .results import read_results
 from .study import (
@@ -137,13 +138,16 @@ def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cel
     return configs
 
 
-def default_sweep_dir(profile: str, datasets: list[str], forget_sets: list[tuple[int, ...]] | None, seeds: list[int]
-                      ) -> Path:
-    """runs/sweep-<profile>-<data sets>-forget<sets>-seed<seeds>; `forget_sets` None (each data set's reported
-    classes) names each data set's classes after it where they differ."""
+def default_sweep_dir(profile: str | None, datasets: list[str], forget_sets: list[tuple[int, ...]] | None,
+                      seeds: list[int]) -> Path:
+    """runs/sweep-<profile>-<data sets>-forget<sets>-seed<seeds>; `profile` None (each data set's own) names the data
+    sets' profiles, `forget_sets` None (each data set's reported classes) each data set's classes after it where they
+    differ."""
     def named(sets: list[tuple[int, ...]]) -> str:
         return "_".join("+".join(map(str, f)) for f in sets)
 
+    if profile is None:
+        profile = "_".join(dict.fromkeys(profile_for(d) for d in datasets))
     seeds_named = "_".join(map(str, seeds))
     if forget_sets is None:
         per = {d: _reported_sets(d) for d in datasets}
@@ -447,7 +451,8 @@ _TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
 
 def _report_intro(summary: pd.DataFrame, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
     first = next(iter(configs.values()))
-    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({first.profile} profile, {first.model}, {first.scope} scope)",
+    profiles = ", ".join(dict.fromkeys(f"{c.profile} on {c.dataset}" for c in configs.values()))
+    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({profiles}; {first.model}, {first.scope} scope)",
              "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
     lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
     if not summary.empty:

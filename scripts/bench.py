@@ -679,7 +679,7 @@ def bench_measure(command: str) -> Block:
                 block.targets.append(Target(f"measuring one model on Fashion-MNIST's full test set <= "
                                             f"{MEASURE_TARGET_S:.0f} s of one core", f"{m['cpu']:.1f} s",
                                             m["cpu"] <= MEASURE_TARGET_S))
-    block.note(f"Forget class 3, seed 0, quick profile; `{MEASURE_METHOD}` unlearned, then measured alone in a fresh "
+    block.note(f"Forget class 3, seed 0, each data set's own profile (quick, fashion); `{MEASURE_METHOD}` unlearned, then measured alone in a fresh "
                "process at one thread, as a worker of `run_methods` measures it, with the references' features "
                "already cached. CPU = the process's CPU time over the measurement; peak = its largest resident "
                "memory (getrusage), imports, data and the three models included.")

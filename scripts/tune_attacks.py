@@ -1,4 +1,4 @@
-"""Choose the recovery attacks' settings (`AttackSettings` of the quick profile) on validation tasks.
+"""Choose the recovery attacks' settings (a CPU profile's `AttackSettings`) on validation tasks.
 
 The same validation tasks as scripts/tune_quick.py: classes the study does not forget, drawn with a
 seeded generator (currently 4 and 1), each with its own `original` and `retrain`. An attack is good when
@@ -23,11 +23,12 @@ tasks 4 and 1). Ties go to the weaker attacker (fewer shots k, then fewer retain
 rate, then the stronger regularisation).
 No unlearning method is run: the settings are chosen before any method is judged by them.
 
-    python scripts/tune_attacks.py [--dataset digits] [--train-per-class N] [--epochs E] [--seed 0] [--tasks 2]
-                                   [--rank worst] [--workers 1] [--threads 1]
+    python scripts/tune_attacks.py [--profile quick] [--dataset D] [--train-per-class N] [--epochs E] [--seed 0]
+                                   [--tasks 2] [--rank worst] [--workers 1] [--threads 1]
 
-Another data set's tasks are its own validation classes (`--dataset fashion_mnist`: 1, 2, 5, 7, 9), its
-references trained at `--train-per-class` images per class for `--epochs` (default: the profile's recipe).
+Another profile's tasks are its data set's own validation classes (`--profile fashion`: Fashion-MNIST's 1, 2, 5,
+7, 9), its references trained by its recipe unless `--train-per-class` / `--epochs` say otherwise. The settings
+start from the profile's (momentum, draws, steps) and vary those of `GRID`.
 """
 from __future__ import annotations
 
@@ -48,10 +49,10 @@ import torch.nn.functional as F  # noqa: E402
 
 import ecnb  # noqa: E402
 from ecnb.attacks import draw_attack_set, fewshot_probe, relearn_curve  # noqa: E402
-from ecnb.config import PROFILES, StudyConfig  # noqa: E402
+from ecnb.config import PROFILES  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import accuracy  # noqa: E402
-from validation import TASK_DIR, recipe_name, task_dir, validation_classes  # noqa: E402  (sets the environment first)
+from validation import TASK_DIR, recipe_name, task_config, validation_classes  # noqa: E402  (sets the environment first)
 
 from ecnb.workers import run_jobs  # noqa: E402
 
@@ -85,17 +86,15 @@ def head_only(original: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed:
     return model.requires_grad_(True).eval()
 
 
-def task_rows(cls: int, seed: int, dataset: str, train_per_class: int | None, epochs: int | None,
-              threads: int) -> list[dict]:
+def task_rows(cls: int, seed: int, profile: str, dataset: str | None, train_per_class: int | None,
+              epochs: int | None, threads: int) -> list[dict]:
     """Every setting of `GRID` on the task that forgets `cls`: the probe's best layer for `original` and `retrain`,
     and the relearning curves of `retrain` and of the head-only model."""
     torch.set_num_threads(threads)
-    ds = ecnb.load_dataset(dataset, train_per_class=train_per_class)
-    base = PROFILES["quick"]["attacks"]
-    config = StudyConfig.from_options(dataset=dataset, train_per_class=train_per_class, epochs=epochs,
-                                      run_dir=task_dir(dataset, cls, train_per_class, epochs), forget_classes=cls,
-                                      seeds=seed, device="cpu")
+    base = PROFILES[profile]["attacks"]
+    config = task_config(cls, seed, profile, dataset, train_per_class, epochs)
     run = ecnb.Run.open(config)
+    ds = ecnb.run_dataset(run)
     split = ecnb.forget_split(run, ds, seed)
     splits = ecnb.split_tensors(ds, split)
     models = {m: ecnb.train_reference(run, ds, split, m, seed, "cpu") for m in ("original", "retrain")}
@@ -132,8 +131,10 @@ def task_rows(cls: int, seed: int, dataset: str, train_per_class: int | None, ep
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--train-per-class", type=int, default=None, help="training images per class (default: all)")
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES))
+    parser.add_argument("--dataset", default=None, help="default: the profile's")
+    parser.add_argument("--train-per-class", type=int, default=None,
+                        help="training images per class (default: the profile's)")
     parser.add_argument("--epochs", type=int, default=None, help="the references' epochs (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=2)
@@ -143,10 +144,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="CSV of every task's rows (default: beside the tasks)")
     args = parser.parse_args()
-    classes = validation_classes(args.seed, args.tasks, args.dataset)
-    jobs = [(c, args.seed, args.dataset, args.train_per_class, args.epochs, args.threads) for c in classes]
+    dataset = args.dataset or PROFILES[args.profile]["dataset"]
+    classes = validation_classes(args.seed, args.tasks, dataset)
+    jobs = [(c, args.seed, args.profile, args.dataset, args.train_per_class, args.epochs, args.threads)
+            for c in classes]
     per_task = pd.DataFrame([row for _, rows in run_jobs(task_rows, jobs, args.workers) for row in rows])
-    name = recipe_name(args.dataset, args.train_per_class, args.epochs)
+    name = recipe_name(args.profile, args.dataset, args.train_per_class, args.epochs)
     out = args.out or f"{TASK_DIR}/tune_attacks{'-' + name if name else ''}.csv"
     per_task.to_csv(out, index=False)
     keys = ["shots", "retain_shots", "relearn_lr", "probe_c"]
@@ -165,7 +168,7 @@ def main() -> None:
                                ascending=[False, False, True, True, True, True])
     with pd.option_context("display.width", 250, "display.max_rows", None):
         print(per_task.round(3).to_string(index=False))
-        print(f"\n{args.dataset}, tasks forgetting classes {classes}; score on the {args.rank} task, best first:")
+        print(f"\n{dataset}, tasks forgetting classes {classes}; score on the {args.rank} task, best first:")
         print(ranked.round(3).to_string(index=False))
     best = ranked.iloc[0]
     print(f"\nchosen: shots={int(best['shots'])}, retain_shots={int(best['retain_shots'])}, probe_c={best['probe_c']}, "

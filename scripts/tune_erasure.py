@@ -12,7 +12,7 @@ tell and succeeds. Among a method's settings the one that succeeds on the most t
 erased on the most, then the smallest attack distance, then the smallest retain drop. Nothing here reads
 a reported class.
 
-    python scripts/tune_erasure.py [--tasks 3] [--methods ec ec+soft ...] [--grid] [--set key=value ...]
+    python scripts/tune_erasure.py [--profile quick] [--tasks 3] [--methods ec ec+soft ...] [--grid] [--set key=value ...]
                                    [--workers 2] [--out runs/tuning/erasure.csv]
 
 `--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
@@ -35,6 +35,7 @@ from validation import judge_task, make_task, measure, validation_classes  # noq
 import pandas as pd  # noqa: E402
 
 import ecnb  # noqa: E402
+from ecnb.config import PROFILES  # noqa: E402
 from ecnb.methods import hparams, run_method  # noqa: E402
 from ecnb.outcomes import Outcomes, read_outcomes, write_outcomes  # noqa: E402
 from ecnb.unlearn import UnlearningError  # noqa: E402
@@ -100,7 +101,7 @@ def _job(method: str, setting: dict, t: int, label: str) -> tuple[tuple[list[dic
     """One method and setting on task `t` (of the shared tasks): its rows, outcomes and wall time, or why it
     diverged."""
     task = shared()[t]
-    hp = hparams(method, "quick", task.seed, **setting)
+    hp = hparams(method, task.profile, task.seed, **setting)
     try:
         model, stats = run_method(method, task.references["original"], task.data, hp)
     except UnlearningError as e:
@@ -110,6 +111,7 @@ def _job(method: str, setting: dict, t: int, label: str) -> tuple[tuple[list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["ec"])
@@ -121,8 +123,9 @@ def main() -> None:
     parser.add_argument("--read", help="judge the raw rows of an earlier run (its --out) instead of running anything")
     args = parser.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
-    ds = ecnb.load_dataset("digits")
-    tasks = [make_task(ds, cls, args.seed) for cls in validation_classes(args.seed, args.tasks)]
+    dataset = PROFILES[args.profile]["dataset"]
+    tasks = [make_task(cls, args.seed, profile=args.profile)
+             for cls in validation_classes(args.seed, args.tasks, dataset)]
     if args.read:
         judged = read_back(args.read, tasks)
     else:

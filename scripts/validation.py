@@ -1,5 +1,5 @@
-"""Validation tasks: the forget classes every hyperparameter of the quick profile is chosen on, and one way
-to read a model on them.
+"""Validation tasks: the forget classes every hyperparameter of a CPU profile (quick: the digits; fashion:
+Fashion-MNIST) is chosen on, and one way to read a model on them.
 
 A validation task forgets one of its data set's validation classes (`ecnb.config.VALIDATION_CLASSES`: on digits
 1, 2, 4, 7 or 9, on Fashion-MNIST 1, 2, 5, 7 or 9), never a reported class (digits 3, 5 or 8; Fashion-MNIST 0,
@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import ecnb  # noqa: E402
-from ecnb.config import StudyConfig  # noqa: E402
+from ecnb.config import PROFILES, StudyConfig  # noqa: E402
 from ecnb.config import validation_classes as classes_of  # noqa: E402
 from ecnb.evaluate import measure as measure_model  # noqa: E402
 from ecnb.features import remove_cached  # noqa: E402
@@ -65,35 +65,57 @@ class Task:
     reference_outcomes: dict[str, Outcomes]
 
     @property
+    def profile(self) -> str:
+        return self.run.config.profile
+
+    @property
     def population(self) -> list[str]:
         return [m for m in self.references if m != "original"]
 
 
-def recipe_name(dataset: str, train_per_class: int | None = None, epochs: int | None = None) -> str:
-    """What sets a task's references apart from the digits' at the profile's recipe ("" for those):
-    `fashion_mnist-300pc-15ep`."""
-    recipe = "".join(f"-{v}{unit}" for v, unit in ((train_per_class, "pc"), (epochs, "ep")) if v is not None)
-    return "" if dataset == "digits" and not recipe else f"{dataset}{recipe}"
+def recipe_name(profile: str = "quick", dataset: str | None = None, train_per_class: int | None = None,
+                epochs: int | None = None) -> str:
+    """What sets a task's references apart from the quick profile's digits: the profile, a data set other than the
+    profile's, and a recipe other than the profile's (`fashion`, `fashion-30ep`, `fashion_mnist-300pc`; "" for the
+    quick profile's own)."""
+    parts = [profile] if profile != "quick" else []
+    if dataset is not None and dataset != PROFILES[profile]["dataset"]:
+        parts.append(dataset)
+    parts += [f"{v}{unit}" for v, unit in ((train_per_class, "pc"), (epochs, "ep")) if v is not None]
+    return "-".join(parts)
 
 
-def task_dir(dataset: str, cls: int, train_per_class: int | None = None, epochs: int | None = None) -> str:
-    """A task's run directory: `TASK_DIR`/forget<cls> for the digits at the profile's recipe, else named by what
-    differs (`TASK_DIR`/fashion_mnist-300pc-15ep-forget5), so tasks of other recipes never share models."""
-    name = recipe_name(dataset, train_per_class, epochs)
+def task_dir(cls: int, profile: str = "quick", dataset: str | None = None, train_per_class: int | None = None,
+             epochs: int | None = None) -> str:
+    """A task's run directory: `TASK_DIR`/forget<cls> for the quick profile's digits, else named by what differs
+    (`TASK_DIR`/fashion-forget5), so tasks of other profiles or recipes never share models."""
+    name = recipe_name(profile, dataset, train_per_class, epochs)
     return f"{TASK_DIR}/{name + '-' if name else ''}forget{cls}"
 
 
-def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str = "cpu", population: int = POPULATION,
-              train_per_class: int | None = None, epochs: int | None = None) -> Task:
-    """The task that forgets `cls` of `ds` (loaded with at most `train_per_class` training images per class), its
-    references trained for `epochs` (None: the profile's recipe)."""
-    if cls not in classes_of(ds.name):
-        raise ValueError(f"class {cls} is not a validation class of {ds.name} {classes_of(ds.name)}: nothing is "
+def task_config(cls: int, seed: int, profile: str = "quick", dataset: str | None = None,
+                train_per_class: int | None = None, epochs: int | None = None, device: str = "cpu",
+                population: int = POPULATION) -> StudyConfig:
+    """The study configuration of the task that forgets `cls` under `profile` (its data set, recipe and attacks,
+    with the given ones in their place); a class that is not one of the data set's validation classes stops here."""
+    dataset = dataset or PROFILES[profile]["dataset"]
+    if cls not in classes_of(dataset):
+        raise ValueError(f"class {cls} is not a validation class of {dataset} {classes_of(dataset)}: nothing is "
                          "tuned on it")
-    config = StudyConfig.from_options(dataset=ds.name, train_per_class=train_per_class, epochs=epochs,
-                                      run_dir=task_dir(ds.name, cls, train_per_class, epochs), forget_classes=cls,
-                                      seeds=seed, device=device, population=population)
+    return StudyConfig.from_options(profile=profile, dataset=dataset, train_per_class=train_per_class, epochs=epochs,
+                                    run_dir=task_dir(cls, profile, dataset, train_per_class, epochs),
+                                    forget_classes=cls, seeds=seed, device=device, population=population)
+
+
+def make_task(cls: int, seed: int, device: str = "cpu", population: int = POPULATION, profile: str = "quick",
+              dataset: str | None = None, train_per_class: int | None = None, epochs: int | None = None,
+              measured: bool = True) -> Task:
+    """The task that forgets `cls` under `profile` (optionally another data set, training images per class or
+    epochs for its references), its references trained once and, unless not `measured`, measured (the verdicts
+    need their rows; accuracy-only tuning does not)."""
+    config = task_config(cls, seed, profile, dataset, train_per_class, epochs, device, population)
     run = ecnb.Run.open(config)
+    ds = ecnb.run_dataset(run)
     split = ecnb.forget_split(run, ds, seed)
     dev = ecnb.resolve_device(device)
     references = {m: ecnb.train_reference(run, ds, split, m, seed, dev) for m in ["original", *population_names(population)]}
@@ -101,7 +123,7 @@ def make_task(ds: ecnb.Dataset, cls: int, seed: int, device: str = "cpu", popula
     kept = ds.y_val != cls
     sets = {"forget": (data.forget_x, data.forget_y), "retain": (ds.x_val[kept], ds.y_val[kept])}
     task = Task(cls, seed, run, ds, split, references, data, sets, [], {})
-    for name, net in references.items():
+    for name, net in references.items() if measured else ():
         rows, outcomes = measure(task, name, net, keep_cache=True)
         task.reference_rows += rows
         task.reference_outcomes[name] = outcomes

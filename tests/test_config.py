@@ -131,5 +131,56 @@ def test_a_studys_default_forget_class_is_its_data_sets_first_reported_class():
     (dress, neither reported nor a validation class there)."""
     assert StudyConfig.from_options().forget_classes == (3,)
     assert StudyConfig.from_options(dataset="fashion_mnist").forget_classes == (0,)
-    assert StudyConfig.from_options(dataset="fashion_mnist").run_dir == "runs/quick-fashion_mnist-forget0"
+    assert StudyConfig.from_options(dataset="fashion_mnist").run_dir == "runs/fashion-fashion_mnist-forget0"
+    assert StudyConfig.from_options(profile="quick", dataset="fashion_mnist").run_dir == "runs/quick-fashion_mnist-forget0"
     assert StudyConfig.from_options(dataset="cifar10").forget_classes == (3,), "no classes of its own: the digits'"
+
+
+def test_a_data_set_named_without_a_profile_runs_with_its_own_profile():
+    """Fashion-MNIST has a profile of its own (its recipe, attacks and methods' settings, chosen on its validation
+    classes): naming the data set is enough, naming another profile overrides it, and the digits keep `quick`."""
+    from ecnb.config import PROFILES
+
+    fashion = StudyConfig.from_options(dataset="fashion_mnist")
+    assert fashion.profile == "fashion" and fashion.attacks == PROFILES["fashion"]["attacks"]
+    assert fashion.attacks != PROFILES["quick"]["attacks"], "the digits' attacks miss hidden Fashion-MNIST classes"
+    assert (fashion.train_per_class, fashion.test_per_class) == (300, None), "300 training images per class, every test image"
+    assert StudyConfig.from_options(profile="fashion").dataset == "fashion_mnist"
+    assert StudyConfig.from_options().profile == "quick" and StudyConfig.from_options().train_per_class is None
+    assert StudyConfig.from_options(profile="quick", dataset="fashion_mnist").train_per_class is None
+
+
+def test_a_profiles_image_cap_is_replaced_by_a_given_one_and_0_reads_every_image():
+    """The run directory names a cap only where it departs from the profile's, so the profile's own runs keep their
+    plain names."""
+    given = StudyConfig.from_options(dataset="fashion_mnist", train_per_class=100, test_per_class=50)
+    assert (given.train_per_class, given.test_per_class) == (100, 50)
+    assert given.run_dir == "runs/fashion-fashion_mnist-train100-test50-forget0"
+    every = StudyConfig.from_options(dataset="fashion_mnist", train_per_class=0)
+    assert every.train_per_class is None and every.run_dir == "runs/fashion-fashion_mnist-trainall-forget0"
+    for config in (given, every, StudyConfig.from_options(dataset="fashion_mnist"), StudyConfig.from_options()):
+        again = StudyConfig.from_options(profile=config.profile, train_per_class=config.cap_option("train_per_class"),
+                                         test_per_class=config.cap_option("test_per_class"))
+        assert (again.train_per_class, again.test_per_class) == (config.train_per_class, config.test_per_class), \
+            "a notebook given the study's caps as options reads the same images"
+    assert StudyConfig.from_options(train_per_class=40).run_dir == "runs/quick-digits-train40-forget3"
+    with pytest.raises(ConfigError, match="train per class -3 must be"):
+        StudyConfig.from_options(dataset="fashion_mnist", train_per_class=-3)
+
+
+def test_every_method_has_settings_under_the_fashion_profile():
+    """Each built-in method, EC, its ablations, variants and plug-ins run under the fashion profile: a baseline at
+    the quick profile's values with Fashion-MNIST's own where they were searched (`FASHION_TUNED`), and each plug-in
+    B+ec with B exactly as the profile runs it."""
+    from ecnb.ec import baselines, is_ec, plugin_name
+    from ecnb.methods import hparams
+    from ecnb.unlearn.defaults import FASHION_TUNED, HPARAMS
+
+    assert set(HPARAMS["fashion"]) == set(HPARAMS["quick"])
+    for name in HPARAMS["fashion"]:
+        hp = hparams(name, "fashion")  # complete and valid
+        if not is_ec(name):
+            assert hp == hparams(name, "quick", **FASHION_TUNED.get(name, {}))
+    for b in baselines():
+        base, plugin = hparams(b, "fashion"), hparams(plugin_name(b), "fashion")
+        assert {k: plugin[k] for k in base} == base, b

@@ -171,3 +171,14 @@ def test_padding_centres_the_images_in_a_frame_of_background(debian_copy, tmp_pa
     assert (big.x_train[:, :, :2] == black).all() and (big.x_train[:, :, :, 30:] == black).all()
     with pytest.raises(ValueError, match="cannot pad 28x28 images to 16x16"):
         ds.padded(16)
+
+
+def test_a_report_names_the_data_set_and_its_classes():
+    """Fashion-MNIST's classes have names; the report's title gives them beside the numbers (the digits' numbers are
+    their names)."""
+    from ecnb.config import StudyConfig
+    from ecnb.study import study_title
+
+    title = study_title(StudyConfig.from_options(dataset="fashion_mnist", forget_classes=[0, 4]))
+    assert title.endswith(": Fashion-MNIST, smallcnn, forgetting classes 0 (T-shirt/top), 4 (Coat) (walkthrough)")
+    assert study_title(StudyConfig.from_options()).endswith(": digits, smallcnn, forgetting class 3 (walkthrough)")

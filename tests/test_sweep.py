@@ -362,3 +362,15 @@ def test_each_data_set_is_swept_on_its_own_reported_classes_by_default():
         "runs/sweep-quick-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0")
     assert sweep.default_sweep_dir("quick", ["digits", "fashion_mnist"], [(1,)], [0]) == Path(
         "runs/sweep-quick-digits_fashion_mnist-forget1-seed0")
+
+
+def test_a_sweep_without_a_profile_runs_each_data_set_with_its_own(tmp_path):
+    """The digits' cells under `quick`, Fashion-MNIST's under `fashion` (its recipe, attacks and settings); a named
+    profile applies to every cell. The directory names the profiles, and the digits-only sweep keeps its name."""
+    cells = sweep.grid(["digits", "fashion_mnist"], None, [0])
+    configs = sweep.cell_configs(cells, tmp_path, profile=None)
+    assert {c.dataset: c.profile for c in configs.values()} == {"digits": "quick", "fashion_mnist": "fashion"}
+    assert {c.profile for c in sweep.cell_configs(cells, tmp_path, profile="quick").values()} == {"quick"}
+    assert sweep.default_sweep_dir(None, ["digits", "fashion_mnist"], None, [0, 1]) == Path(
+        "runs/sweep-quick_fashion-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0_1")
+    assert sweep.default_sweep_dir(None, ["digits"], None, [0, 1]) == Path("runs/sweep-quick-digits-forget3_5_8-seed0_1")

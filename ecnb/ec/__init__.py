@@ -164,6 +164,13 @@ EC_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "budget": {"ec_epochs": 2, "ec_lr": 1e-3},
     },
 }
+# The quick profile's variants carry its own epochs and layer weight; the paper profile takes only their terms.
+EC_HPARAMS["quick"]["variants"] = VARIANTS
+# Fashion-MNIST on a CPU: the quick profile's table, with what scripts/tune_quick.py --profile fashion chose on
+# Fashion-MNIST's validation classes over it (docs/study.md, "How every setting was chosen").
+FASHION_EC: dict[str, dict[str, Any]] = {"ec": {}, "plugins": {}}
+EC_HPARAMS["fashion"] = {**EC_HPARAMS["quick"], "ec": {**EC_HPARAMS["quick"]["ec"], **FASHION_EC["ec"]},
+                         "plugins": {**EC_HPARAMS["quick"]["plugins"], **FASHION_EC["plugins"]}}
 
 
 # The EC term's own epochs at the end of a plug-in's run (`ec_epochs`, at `ec_lr`): the EC loss alone, on
@@ -242,8 +249,8 @@ def register(methods: dict[str, Method] = METHODS, table: dict[str, dict[str, di
         defaults = table.setdefault(profile, {})
         defaults["ec"] = dict(ec_table["ec"])
         defaults.update({name: {**ec_table["ec"], **over} for name, over in ABLATIONS.items()})
-        for name, over in VARIANTS.items():
-            defaults[name] = {**ec_table["ec"], **(over if profile == "quick" else VARIANT_TERMS[name])}
+        for name in VARIANTS:
+            defaults[name] = {**ec_table["ec"], **ec_table.get("variants", VARIANT_TERMS)[name]}
         defaults.update({name: {**defaults[of], **over} for name, (of, over) in VARIANT_ABLATIONS.items()})
         for b in bases:
             if b in defaults:
