@@ -107,8 +107,8 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # the worst task (forget accuracy on D_f closest to `retrain`'s 0.000 with retain accuracy on the validation split
 # within 0.03 of `original`'s, 0.859-0.881). The comments give the worst task's distance to `retrain`'s forget
 # accuracy and retain drop, and the quick setting's worst retain drop on the same tasks. ga and neggrad_plus keep no
-# setting within 0.03 on every class: the least harmful is taken. Not searched on Fashion-MNIST: every other knob
-# (ft's and l1_sparse's are the quick ones), and EC's own settings (`ecnb.ec.EC_HPARAMS`).
+# setting within 0.03 on every class, nor does l1_sparse: the least harmful is taken. Not searched on Fashion-MNIST:
+# every other knob, and EC's own settings (`ecnb.ec.EC_HPARAMS`).
 FASHION_TUNED: dict[str, dict[str, Any]] = {
     "ft": {"lr": 0.033, "epochs": 10},  # gap 0.273, drop 0.026 (quick's lr 0.1: 0.000, 0.032)
     "ga": {"lr": 1e-3, "epochs": 2},  # gap 0.447, drop 0.067 (quick's: 0.000, 0.537)
