@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from validation import judge_task, make_task, measure  # noqa: E402  (sets the environment first)
+from validation import judge_task, make_task, measure, profile_dataset  # noqa: E402  (sets the environment first)
 
 import pandas as pd  # noqa: E402
 
@@ -91,7 +91,7 @@ def main() -> None:
                         "measurements, judged once per cut")
     parser.add_argument("--out", default="runs/validation-tasks/null_test.csv")
     args = parser.parse_args()
-    args.classes = args.classes or list(validation_classes(args.dataset or PROFILES[args.profile]["dataset"]))
+    args.classes = args.classes or list(validation_classes(profile_dataset(args.profile, args.dataset)))
     jobs = [(c, s, args.population, args.methods, args.profile, args.dataset, args.train_per_class, args.epochs,
              tuple(args.up_to)) for c in args.classes for s in args.seeds]
     tables = [t for _, t in run_jobs(task_table, jobs, args.workers)]

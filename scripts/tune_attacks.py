@@ -52,7 +52,7 @@ from ecnb.attacks import draw_attack_set, fewshot_probe, relearn_curve  # noqa: 
 from ecnb.config import PROFILES  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
 from ecnb.metrics import accuracy  # noqa: E402
-from validation import TASK_DIR, recipe_name, task_config, validation_classes  # noqa: E402  (sets the environment first)
+from validation import TASK_DIR, profile_dataset, recipe_name, task_config, validation_classes  # noqa: E402  (sets the environment first)
 
 from ecnb.workers import run_jobs  # noqa: E402
 
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="CSV of every task's rows (default: beside the tasks)")
     args = parser.parse_args()
-    dataset = args.dataset or PROFILES[args.profile]["dataset"]
+    dataset = profile_dataset(args.profile, args.dataset)
     classes = validation_classes(args.seed, args.tasks, dataset)
     jobs = [(c, args.seed, args.profile, args.dataset, args.train_per_class, args.epochs, args.threads)
             for c in classes]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from validation import judge_task, make_task, measure, validation_classes  # noqa: E402  (sets the environment first)
+from validation import judge_task, make_task, measure, profile_dataset, validation_classes  # noqa: E402  (sets the environment first)
 
 import pandas as pd  # noqa: E402
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--read", help="judge the raw rows of an earlier run (its --out) instead of running anything")
     args = parser.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
-    dataset = PROFILES[args.profile]["dataset"]
+    dataset = profile_dataset(args.profile)
     tasks = [make_task(cls, args.seed, profile=args.profile)
              for cls in validation_classes(args.seed, args.tasks, dataset)]
     if args.read:

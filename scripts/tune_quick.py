@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from validation import make_task, scores, validation_classes  # noqa: E402  (sets the environment first)
+from validation import make_task, profile_dataset, scores, validation_classes  # noqa: E402  (sets the environment first)
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -137,7 +137,7 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
     return best.reindex([m for m in GRIDS if m in best.index])
 
 
-_TASKS: dict[tuple, object] = {}  # per process: the tasks it has loaded
+_TASKS: dict[tuple, tuple] = {}  # per process: the tasks it has loaded, with their references' scores
 
 
 def task_rows(cls: int, seed: int, profile: str, method: str, grid: list[dict], device: str) -> list[dict]:
@@ -145,9 +145,9 @@ def task_rows(cls: int, seed: int, profile: str, method: str, grid: list[dict], 
     torch.set_num_threads(1)  # several OpenMP threads per process on a shared 2-core machine slow training tenfold
     key = (cls, seed, profile, device)
     if key not in _TASKS:
-        _TASKS[key] = make_task(cls, seed, device, profile=profile, measured=False)
-    task = _TASKS[key]
-    reference = {m: scores(task.references[m], task.sets) for m in ("original", "retrain")}
+        task = make_task(cls, seed, device, profile=profile, measured=False)
+        _TASKS[key] = task, {m: scores(task.references[m], task.sets) for m in ("original", "retrain")}
+    task, reference = _TASKS[key]
     rows = []
     for setting in grid:
         hp = hparams(method, profile, seed, **setting)
@@ -195,7 +195,7 @@ def main() -> None:
                         help="full: GRIDS; around: learning rate x epochs around the quick profile's choice (AROUND)")
     parser.add_argument("--out", default=None, help="CSV of every run (default: runs/tuning/quick-<profile>.csv)")
     args = parser.parse_args()
-    dataset = PROFILES[args.profile]["dataset"]
+    dataset = profile_dataset(args.profile)
     tasks = [(c, seed) for seed in args.seeds for c in validation_classes(seed, args.tasks, dataset)]
     grids = {m: around(m) if args.grids == "around" and "+" not in m else GRIDS[m] for m in args.methods}
     jobs = [(c, seed, args.profile, m, settings(grids[m]), args.device) for m in args.methods for c, seed in tasks]

@@ -73,13 +73,18 @@ class Task:
         return [m for m in self.references if m != "original"]
 
 
+def profile_dataset(profile: str, dataset: str | None = None) -> str:
+    """`dataset`, or the profile's own where none is given."""
+    return dataset or PROFILES[profile]["dataset"]
+
+
 def recipe_name(profile: str = "quick", dataset: str | None = None, train_per_class: int | None = None,
                 epochs: int | None = None) -> str:
     """What sets a task's references apart from the quick profile's digits: the profile, a data set other than the
     profile's, and a recipe other than the profile's (`fashion`, `fashion-30ep`, `fashion_mnist-300pc`; "" for the
     quick profile's own)."""
     parts = [profile] if profile != "quick" else []
-    if dataset is not None and dataset != PROFILES[profile]["dataset"]:
+    if profile_dataset(profile, dataset) != PROFILES[profile]["dataset"]:
         parts.append(dataset)
     parts += [f"{v}{unit}" for v, unit in ((train_per_class, "pc"), (epochs, "ep")) if v is not None]
     return "-".join(parts)
@@ -98,7 +103,7 @@ def task_config(cls: int, seed: int, profile: str = "quick", dataset: str | None
                 population: int = POPULATION) -> StudyConfig:
     """The study configuration of the task that forgets `cls` under `profile` (its data set, recipe and attacks,
     with the given ones in their place); a class that is not one of the data set's validation classes stops here."""
-    dataset = dataset or PROFILES[profile]["dataset"]
+    dataset = profile_dataset(profile, dataset)
     if cls not in classes_of(dataset):
         raise ValueError(f"class {cls} is not a validation class of {dataset} {classes_of(dataset)}: nothing is "
                          "tuned on it")
