@@ -35,14 +35,15 @@ wheelhouse:
 study: setup
 	$(PY) -m ecnb study $(ARGS)
 
-# The default sweep: forget classes 3, 5 and 8 x seeds 0 and 1 in the full scope, one study per cell on a local Ray.
+# The default sweep, one study per cell on a local Ray: digits' classes 3, 5 and 8 in the full scope and Fashion-MNIST's
+# 0, 4 and 8 with the walkthrough's methods, each x seeds 0 and 1, five retrained models per cell.
 sweep: setup
 	$(PY) -m ecnb sweep $(ARGS)
 
-# The default sweep, then its tables copied into shipped/sweep-digits (what notebook 05 reads before a sweep of
-# one's own exists; a test fails when they were made with other settings than the code's).
+# The default sweep, then its tables copied into shipped/sweep (what notebook 05 reads before a sweep of one's own
+# exists; a test fails when they were made with other settings than the code's).
 ship-sweep: sweep
-	$(PY) -m ecnb ship runs/sweep-quick-digits-forget3_5_8-seed0_1
+	$(PY) -m ecnb ship runs/sweep-quick_fashion-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0_1
 
 # Test files run in parallel, one worker per core, each file whole on one worker (its tests share fixtures) and the
 # longest first; the tiny studies that several files share are built once (tests/conftest.py).

@@ -11,7 +11,7 @@ from typing import Any
 
 # name -> (module, attribute or None for the module itself)
 _EXPORTS: dict[str, tuple[str, str | None]] = {
-    **{m: (m, None) for m in ("attacks", "compare", "ec", "embeddings", "evaluate", "explorer", "features", "methods",
+    **{m: (m, None) for m in ("attacks", "compare", "data", "ec", "embeddings", "evaluate", "explorer", "features", "methods",
                               "metrics", "prose", "scopes", "serve", "shipped", "study", "sweep", "unlearn", "user_methods",
                               "user_models", "verdicts", "viz", "weights")},
     "ArtifactError": ("artifacts", "ArtifactError"),

@@ -13,8 +13,8 @@ import sys
 from typing import NoReturn
 
 from .artifacts import ArtifactError
-from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_SEEDS, ConfigError, StudyConfig,
-                     parse_checkpoints, parse_overrides)
+from .config import (DEVICES, POPULATION, PROFILES, REPORTED_CLASSES, SCOPES, SWEEP_DATASETS, SWEEP_SEEDS, ConfigError,
+                     StudyConfig, parse_checkpoints, parse_overrides)
 
 # The sweep's default cells, per data set, as its help names them.
 _REPORTED = "; ".join(f"{dataset} {' '.join(map(str, classes))}" for dataset, classes in REPORTED_CLASSES.items())
@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     _study_options(study)
 
     sweep = sub.add_parser("sweep", help="the study over forget classes x seeds (x data sets), one study per cell, on Ray")
-    sweep.add_argument("--datasets", nargs="+", metavar="D", help="data sets (default: the profile's)")
+    sweep.add_argument("--datasets", nargs="+", metavar="D",
+                       help=f"data sets (default: {' '.join(SWEEP_DATASETS)}, or the profile's when one is named)")
     sets = sweep.add_mutually_exclusive_group()
     sets.add_argument("--forget-classes", type=int, nargs="+", metavar="C",
                       help=f"each class is its own cell (default: each data set's reported classes: {_REPORTED})")
@@ -54,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                       help='cells that forget several classes together, e.g. "3,8" "1"')
     sweep.add_argument("--seeds", type=int, nargs="+", default=list(SWEEP_SEEDS), metavar="S",
                        help=f"seeds (default: {' '.join(map(str, SWEEP_SEEDS))})")
-    sweep.add_argument("--scope", choices=list(SCOPES), default="full",
-                       help="full: every ablation and plug-in, which the claims are read over (default); walkthrough")
+    sweep.add_argument("--scope", choices=list(SCOPES),
+                       help="full: every ablation and plug-in, which the claims are read over; walkthrough (default: "
+                       "each profile's, full on digits and walkthrough on fashion_mnist)")
     sweep.add_argument("--run-dir", help="the sweep directory (default: runs/sweep-<profile>-<data>-<sets>-<seeds>)")
     sweep.add_argument("--address", help="an existing Ray cluster (host:port); default: a local Ray for this command")
     sweep.add_argument("--cpus-per-cell", type=int, default=1, metavar="N",
@@ -106,7 +108,7 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-per-class", type=int, metavar="N", help="at most N test images per class")
     parser.add_argument("--population", type=int, metavar="K",
                         help=f"retrained models every verdict is read against (default: {POPULATION['walkthrough']} in "
-                        f"the walkthrough scope, {POPULATION['full']} in the full scope)")
+                        f"the walkthrough scope, {POPULATION['full']} in the full scope and in every sweep's cell)")
     attacks = parser.add_argument_group("recovery attacks (default: the profile's, chosen on validation tasks)")
     attacks.add_argument("--attack-shots", type=int, metavar="K", dest="shots",
                          help="training images of each forgotten class the attacker holds (k)")
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             from .config import PROFILES as profiles
             from .study import StudyError
 
-            datasets = args.datasets or [profiles[args.profile or "quick"]["dataset"]]
+            datasets = args.datasets or ([profiles[args.profile]["dataset"]] if args.profile else list(SWEEP_DATASETS))
             if args.forget_sets is not None:
                 sets = sweep.parse_forget_sets(args.forget_sets)
             else:

@@ -45,6 +45,11 @@ def profile_for(dataset: str | None) -> str:
     return DATASET_PROFILES.get(dataset or "digits", "quick")
 
 
+def sweep_scope(profile: str) -> str:
+    """The scope a sweep's cells under `profile` run when none is given."""
+    return PROFILES[profile].get("sweep_scope", "full")
+
+
 def reported_classes(dataset: str) -> tuple[int, ...]:
     """The forget classes a study of `dataset` reports by default (a sweep's cells)."""
     return REPORTED_CLASSES.get(dataset, REPORTED_CLASSES["digits"])
@@ -55,6 +60,7 @@ def validation_classes(dataset: str) -> tuple[int, ...]:
     return VALIDATION_CLASSES.get(dataset, VALIDATION_CLASSES["digits"])
 
 SWEEP_SEEDS = (0, 1)  # the default sweep: the reported classes x these seeds
+SWEEP_DATASETS = ("digits", "fashion_mnist")  # the default sweep's data sets, each under its own profile
 DEVICES = ("auto", "cpu", "cuda")
 # What a study runs (`ecnb.scopes`): the walkthrough a lab needs (the default), or every method, ablation and
 # plug-in. The scope chooses which models exist, never how any of them is computed, so it is not part of the
@@ -148,6 +154,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # on D_r alone) against 0.000 for `retrain` (0.862 at step 50). Means over the two tasks.
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
                                   relearn_momentum=0.9, relearn_steps=(0, 5, 10, 20, 50), relearn_draws=3),
+        # A sweep's scope unless one is given: six full-scope cells take about 70 minutes on two cores.
+        "sweep_scope": "full",
     },
     # Fashion-MNIST from Debian's package on a laptop CPU (docs/study.md, "How every setting was chosen"): the small
     # CNN of width 16 on 300 training images per class (a subset fixed by the split seed, whatever the study's seeds;
@@ -167,6 +175,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # up to 20 or 50, 19 of 25 pass and the resolution is 0.13 to 0.46.
         "attacks": AttackSettings(shots=10, retain_shots=5, probe_draws=5, probe_c=0.1, relearn_lr=0.03,
                                   relearn_momentum=0.9, relearn_steps=(0, 5, 10), relearn_draws=3),
+        # A cell costs about four times a digits cell (every model reads 10,000 test images), so the default sweep
+        # runs the walkthrough's methods here to stay near its time budget; `--scope full` runs every plug-in.
+        "sweep_scope": "walkthrough",
     },
     "paper": {
         "dataset": "cifar10",

@@ -2,8 +2,9 @@
 (and a class without forty minutes to spare) reads the study's verdicts and claims over cells without running it.
 
 `ship(sweep_dir)` copies a finished sweep's verdicts, summary, claims and null tests into `SHIPPED_DIR`, with the
-part of its results that notebook 05 draws (the relearning curves), and records what made it: the profile's
-method hyperparameters (their digest), training recipe, attack settings and population, and the cells.
+part of its results that notebook 05 draws (the relearning curves), and records what made it: per profile (one per
+data set in the default sweep), the method hyperparameters (their digest), training recipe, attack settings and
+population, and the cells.
 `stale(...)` names every one of those that no longer matches the code, so a test fails when the shipped tables
 were made with other settings than the code's current ones (`make ship-sweep` makes them again).
 """
@@ -13,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .config import POPULATION, PROFILES
+from .config import POPULATION, PROFILES, sweep_scope
 from .files import atomic_write
 from .methods import table_digest
 from .sweep import SHIPPED_DIR, load
@@ -29,7 +30,8 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     root = Path(sweep_dir)
     tables = load(root)
     cells = json.loads((root / "sweep.json").read_text())
-    config = _cell_config(root, cells["cells"][0])
+    configs = [_cell_config(root, cell) for cell in cells["cells"]]
+    firsts = {config["profile"]: config for config in reversed(configs)}  # each profile's first cell
     target.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         atomic_write(target / f"{name}.csv", lambda tmp, t=tables[name]: t.to_csv(tmp, index=False))
@@ -37,7 +39,7 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     atomic_write(target / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
     atomic_write(target / "sweep.json", lambda tmp: tmp.write_text(json.dumps(cells, indent=1)))
     record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"],
-              **settings(config["profile"], config)}
+              "profiles": {profile: settings(profile, firsts[profile]) for profile in dict.fromkeys(c["profile"] for c in configs)}}
     atomic_write(target / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return target
 
@@ -48,14 +50,15 @@ def _cell_config(root: Path, cell: str) -> dict:
 
 def settings(profile: str, config: dict | None = None) -> dict:
     """What a shipped sweep's numbers depend on: the profile's method hyperparameters (digest), and the training
-    recipe, attack settings and population of `config` (a cell's `config.json`) or, without one, the code's
-    current defaults for the full scope."""
+    recipe, attack settings, population and scope of `config` (a cell's `config.json`) or, without one, the code's
+    current defaults for a sweep's cells."""
     if config is None:
         current = PROFILES[profile]
         config = {"train": vars(current["train"]), "attacks": {**vars(current["attacks"]),
-                  "relearn_steps": list(current["attacks"].relearn_steps)}, "population": POPULATION["full"]}
-    return {"profile": profile, "hparams": table_digest(profile), "train": config["train"],
-            "attacks": config["attacks"], "population": config["population"]}
+                  "relearn_steps": list(current["attacks"].relearn_steps)}, "population": POPULATION["full"],
+                  "scope": sweep_scope(profile)}
+    return {"hparams": table_digest(profile), "train": config["train"], "attacks": config["attacks"],
+            "population": config["population"], "scope": config["scope"]}
 
 
 def record(path: Path = SHIPPED_DIR) -> dict | None:
@@ -70,8 +73,11 @@ def stale(path: Path = SHIPPED_DIR) -> list[str]:
     made = record(path)
     if made is None:
         return [f"{path} holds no shipped sweep"]
-    now = settings(made["profile"])
-    return [f"{key}: shipped {made[key]} but now {now[key]}" for key in now if made[key] != now[key]]
+    changed = []
+    for profile, shipped in made["profiles"].items():
+        now = settings(profile)
+        changed += [f"{profile} {key}: shipped {shipped[key]} but now {now[key]}" for key in now if shipped[key] != now[key]]
+    return changed
 
 
 def label(sweep_dir: Path) -> str:

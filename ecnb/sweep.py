@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ArtifactError, Run, atomic_write
-from .config import (PROFILES, SWEEP_SEEDS, ConfigError, StudyConfig, profile_for, reported_classes,
-                     resolve_device)
+from .config import (POPULATION, SWEEP_DATASETS, SWEEP_SEEDS, ConfigError, StudyConfig, profile_for,
+                     reported_classes, resolve_device, sweep_scope)
 from .ec import variant_names
 from .results import read_results
 from .study import (
@@ -47,6 +47,7 @@ from .study import (
     study_verdicts,
 )
 from .methods import builtin_baselines, revisions, table_digest
+from .scopes import Selection, selection
 from .unlearn import TAMPER_RESISTANT
 from .verdicts import (
     CKA,
@@ -73,7 +74,7 @@ from .verdicts import (
 SWEEP_NOTEBOOK = NOTEBOOKS_DIR / SWEEP_NOTEBOOKS[0]
 # The default sweep's tables, shipped with the repository (`ecnb.shipped`): what notebook 05 reads before a sweep of
 # one's own has run.
-SHIPPED_DIR = NOTEBOOKS_DIR.parent / "shipped" / "sweep-digits"
+SHIPPED_DIR = NOTEBOOKS_DIR.parent / "shipped" / "sweep"
 CELL_FILE = "cell.json"  # written into a cell's run directory when its study has finished
 HEADLINE = [FORGET, RETAIN, CKA, FEWSHOT, RELEARN_GAP, FEWSHOT_GAP, OUTPUT_DISTANCE]
 
@@ -128,12 +129,16 @@ def _reported_sets(dataset: str) -> list[tuple[int, ...]]:
 
 
 def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cell, StudyConfig]:
-    """Each cell's study configuration: the sweep's options with the cell's data set, forget set and seed.
+    """Each cell's study configuration: the sweep's options with the cell's data set, forget set and seed; without
+    a scope, the one its profile's sweeps run (`sweep_scope`), without a population the full scope's five.
     Every one is validated here (an unknown class, a bad option), so a bad grid stops before any work."""
     configs = {}
     for cell in cells:
+        profile = options.get("profile") or profile_for(cell.dataset)
+        given = {**options, "scope": options.get("scope") or sweep_scope(profile),
+                 "population": options.get("population") or POPULATION["full"]}
         configs[cell] = StudyConfig.from_options(
-            **options, dataset=cell.dataset, forget_classes=list(cell.forget_set), seeds=[cell.seed],
+            **given, dataset=cell.dataset, forget_classes=list(cell.forget_set), seeds=[cell.seed],
             run_dir=str(sweep_dir / "cells" / cell.name))
     return configs
 
@@ -163,7 +168,7 @@ def find_sweep(sweep_dir: str | Path | None = None) -> Path:
     run, or else the sweep the repository ships (`SHIPPED_DIR`, `ecnb.shipped`)."""
     if sweep_dir is not None:
         return Path(sweep_dir)
-    default = default_sweep_dir("quick", [PROFILES["quick"]["dataset"]], None, list(SWEEP_SEEDS))
+    default = default_sweep_dir(None, list(SWEEP_DATASETS), None, list(SWEEP_SEEDS))
     local = RUNS_DIR.parent / default
     return local if (local / "sweep.json").exists() else SHIPPED_DIR
 
@@ -369,16 +374,30 @@ def null_tests(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 def claims_by_dataset(runs: dict[Cell, Path | None], judged: dict[Cell, pd.DataFrame], base: list[str]) -> pd.DataFrame:
     """The claims (`ecnb.verdicts.claims` and, for the variants that ran, `variant_claims`) of each data set
-    over all of its cells, failed ones included, with a `dataset` column."""
+    over all of its cells, failed ones included, with a `dataset` column. The plug-in claims are read over the
+    plug-ins the data set's scope runs (a walkthrough's cells plug EC into two baselines, the full scope's into
+    every one), so a scope never counts as failing a claim it did not set out to test."""
     frames = []
     for dataset in dict.fromkeys(c.dataset for c in runs):
         cells = {c.name: judged.get(c) for c in runs if c.dataset == dataset}
         tables = [t for t in cells.values() if t is not None]
         ran = [v for v in variant_names() if any(v in t.index for t in tables)]
         anchors = [a for a in TAMPER_RESISTANT if any(a in t.index for t in tables)]
-        table = pd.concat([claims(cells, base), variant_claims(cells, base, ran, anchors)]).reset_index()
+        finished = [run_dir for c, run_dir in runs.items() if c.dataset == dataset and run_dir is not None]
+        chosen = _cell_selection(finished[0]) if finished else None
+        plugin_bases = base if chosen is None else [b for b in base if b in chosen.plugin_bases]
+        variant_bases = base if chosen is None else [b for b in base if b in chosen.variant_bases]
+        table = pd.concat([claims(cells, base, plugin_bases),
+                           variant_claims(cells, variant_bases, ran, anchors)]).reset_index()
         frames.append(table.assign(dataset=dataset, cells=len(cells), failed=len(cells) - len(tables)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _cell_selection(run_dir: Path) -> Selection:
+    """The methods a finished cell's study ran: its scope's, as its `cell.json` records them."""
+    record = json.loads((Path(run_dir) / CELL_FILE).read_text())
+    config = StudyConfig.from_dict(record["config"])
+    return selection(config.scope, record["selection"]["methods"], record["selection"]["ablations"], config)
 
 
 def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -450,9 +469,9 @@ _TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
 
 
 def _report_intro(summary: pd.DataFrame, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
-    first = next(iter(configs.values()))
-    profiles = ", ".join(dict.fromkeys(f"{c.profile} on {c.dataset}" for c in configs.values()))
-    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({profiles}; {first.model}, {first.scope} scope)",
+    profiles = ", ".join(dict.fromkeys(f"{c.profile} on {c.dataset} ({c.model}, {c.scope} scope)"
+                                       for c in configs.values()))
+    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({profiles})",
              "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
     lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
     if not summary.empty:

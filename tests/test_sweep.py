@@ -32,7 +32,7 @@ from ecnb.methods import HPARAMS, METHODS
 from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE, floor, high, low
 
 # Relearning scored up to step 10 (the reference step) instead of 50: the attack is a fifth of its cost.
-TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10])
+TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10], scope="walkthrough", population=3)
 NOTEBOOKS = [NOTEBOOKS_DIR / "01_train_original.ipynb", NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb"]
 
 
@@ -124,6 +124,16 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert "cell digits-forget8-seed1 failed" in report and report.count("plotly.js v") == 1
 
 
+def test_plug_in_claims_are_read_over_the_plug_ins_the_cells_scope_runs(swept):
+    """The walkthrough plugs EC into ga and scrub only: its cells never count as failing `ft+ec`'s claims."""
+    root, configs, failed, *_ = swept
+    runs = {c: None if c.name in failed else Path(cfg.run_dir) for c, cfg in configs.items()}
+    judged = {c: sweep.study_verdicts(ecnb.Run.load(d), ["ga"], [])[c.seed] for c, d in runs.items() if d}
+    rows = sweep.claims_by_dataset(runs, judged, ["ga", "ft"])["claim"]
+    assert "ga+ec's mean intermediate CKA (mean over cells) is below ga's" in set(rows)
+    assert not any(r.startswith("ft+ec") for r in rows)
+
+
 def test_compare_reads_two_sweeps_cell_by_cell(swept, tmp_path, capsys):
     """A sweep stored for a later regression check, compared with the sweep itself and with a copy missing a cell."""
     root = swept[0]
@@ -150,8 +160,12 @@ def test_a_finished_sweep_ships_its_tables_and_what_made_them(swept, tmp_path):
     kept = own["results"][own["results"]["metric"].isin(shipped.KEPT_METRICS)].reset_index(drop=True)
     pd.testing.assert_frame_equal(tables["results"], kept, check_dtype=False)
     made = shipped.record(target)
-    assert made["cells"] == [c.name for c in cells([1, 8], [0, 1])] and made["train"]["epochs"] == TINY["epochs"]
-    assert any(line.startswith("train: shipped") for line in shipped.stale(target)), "one epoch is not the profile's"
+    assert made["cells"] == [c.name for c in cells([1, 8], [0, 1])]
+    assert list(made["profiles"]) == ["quick"] and made["profiles"]["quick"]["train"]["epochs"] == TINY["epochs"]
+    changed = shipped.stale(target)
+    assert any(line.startswith("quick train: shipped") for line in changed), "one epoch is not the profile's"
+    assert any(line.startswith("quick scope: shipped walkthrough but now full") for line in changed), \
+        "the quick profile's sweeps run the full scope"
     assert "shipped with the repository" in shipped.label(target) and "have changed since" in shipped.label(target)
 
 
@@ -357,7 +371,7 @@ def test_each_data_set_is_swept_on_its_own_reported_classes_by_default():
         ("digits", (3,)), ("digits", (5,)), ("digits", (8,)),
         ("fashion_mnist", (0,)), ("fashion_mnist", (4,)), ("fashion_mnist", (8,))]
     assert sweep.default_sweep_dir("quick", ["digits"], None, [0, 1]) == Path(
-        "runs/sweep-quick-digits-forget3_5_8-seed0_1"), "the default sweep's directory, as the Makefile names it"
+        "runs/sweep-quick-digits-forget3_5_8-seed0_1"), "a digits-only sweep's directory"
     assert sweep.default_sweep_dir("quick", ["digits", "fashion_mnist"], None, [0]) == Path(
         "runs/sweep-quick-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0")
     assert sweep.default_sweep_dir("quick", ["digits", "fashion_mnist"], [(1,)], [0]) == Path(
@@ -374,3 +388,49 @@ def test_a_sweep_without_a_profile_runs_each_data_set_with_its_own(tmp_path):
     assert sweep.default_sweep_dir(None, ["digits", "fashion_mnist"], None, [0, 1]) == Path(
         "runs/sweep-quick_fashion-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0_1")
     assert sweep.default_sweep_dir(None, ["digits"], None, [0, 1]) == Path("runs/sweep-quick-digits-forget3_5_8-seed0_1")
+
+
+def test_a_sweep_without_a_scope_runs_each_profiles_own_with_five_retrained_models(tmp_path):
+    """Digits' cells run the full scope, Fashion-MNIST's (four times the cost) the walkthrough's methods; every
+    cell reads five retrained models whatever its scope; a scope or population given applies to every cell."""
+    grid = sweep.grid(["digits", "fashion_mnist"], None, [0])
+    configs = sweep.cell_configs(grid, tmp_path, profile=None)
+    assert {c.dataset: (c.scope, c.population) for c in configs.values()} == {
+        "digits": ("full", 5), "fashion_mnist": ("walkthrough", 5)}
+    given = sweep.cell_configs(grid, tmp_path, profile=None, scope="full", population=4)
+    assert {(c.scope, c.population) for c in given.values()} == {("full", 4)}
+
+
+
+def test_make_ship_sweep_ships_the_default_sweeps_directory():
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    default = sweep.default_sweep_dir(None, list(sweep.SWEEP_DATASETS), None, list(sweep.SWEEP_SEEDS))
+    assert f"-m ecnb ship {default}\n" in makefile
+
+
+def test_notebook_05_reads_the_default_sweep_over_both_data_sets_once_it_has_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "RUNS_DIR", tmp_path / "runs")
+    assert sweep.find_sweep() == sweep.SHIPPED_DIR
+    assert sweep.find_sweep("elsewhere") == Path("elsewhere")
+    (tmp_path / "runs" / "sweep-quick-digits-forget3_5_8-seed0_1").mkdir(parents=True)
+    (tmp_path / "runs" / "sweep-quick-digits-forget3_5_8-seed0_1" / "sweep.json").write_text("{}")
+    assert sweep.find_sweep() == sweep.SHIPPED_DIR, "a digits-only sweep is not the default one"
+    default = tmp_path / "runs" / "sweep-quick_fashion-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0_1"
+    default.mkdir()
+    (default / "sweep.json").write_text("{}")
+    assert sweep.find_sweep() == default
+
+
+def test_the_sweep_command_covers_both_data_sets_unless_a_data_set_or_profile_is_named(tmp_path, monkeypatch):
+    """`python -m ecnb sweep` with no data set: digits and Fashion-MNIST; `--profile quick`: the profile's data set."""
+    seen = {}
+
+    def fake_run(configs, root, **_):
+        seen[root.name] = sorted({c.dataset for c in configs.values()})
+        return {}
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep"]) == 0 and main(["sweep", "--profile", "quick"]) == 0
+    assert seen == {"sweep-quick_fashion-digits-forget3_5_8-fashion_mnist-forget0_4_8-seed0_1": ["digits", "fashion_mnist"],
+                    "sweep-quick-digits-forget3_5_8-seed0_1": ["digits"]}
