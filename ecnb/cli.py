@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"seeds (default: {' '.join(map(str, SWEEP_SEEDS))})")
     sweep.add_argument("--scope", choices=list(SCOPES),
                        help="full: every ablation and plug-in, which the claims are read over; walkthrough (default: "
-                       "each profile's, full on digits and walkthrough on fashion_mnist)")
+                       "each cell's profile's: full under quick, walkthrough under fashion)")
     sweep.add_argument("--run-dir", help="the sweep directory (default: runs/sweep-<profile>-<data>-<sets>-<seeds>)")
     sweep.add_argument("--address", help="an existing Ray cluster (host:port); default: a local Ray for this command")
     sweep.add_argument("--cpus-per-cell", type=int, default=1, metavar="N",

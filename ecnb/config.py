@@ -47,6 +47,8 @@ def profile_for(dataset: str | None) -> str:
 
 def sweep_scope(profile: str) -> str:
     """The scope a sweep's cells under `profile` run when none is given."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     return PROFILES[profile].get("sweep_scope", "full")
 
 

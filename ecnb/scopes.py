@@ -3,8 +3,9 @@
 The walkthrough is what a 90-minute lab needs, in about two and a half minutes on a 2-core laptop CPU: `original` and
 `retrain`, every baseline, `ec`, one depth ablation (`ec[last]`: does depth matter?), the EC variant beyond
 the paper, and the plug-ins `B+ec` of two baselines (and of every method a user brings), enough for notebook 03
-to show what a plug-in does. The full study adds every ablation (the variant's included) and every plug-in, the variant's `B+variant` too,
-which the plug-in claims are read over; sweeps run it. A scope only chooses which models exist: a model is
+to show what a plug-in does. The full study adds every ablation (the variant's included) and every plug-in, the
+variant's `B+variant` too; a sweep's plug-in claims are read over the plug-ins its cells' scope runs (each profile
+names the scope its sweeps run: digits' the full one). A scope only chooses which models exist: a model is
 computed the same way in both, so the two share a run directory and every checkpoint they have in common.
 """
 from __future__ import annotations

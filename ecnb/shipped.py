@@ -14,10 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from .config import POPULATION, PROFILES, sweep_scope
+from .artifacts import ArtifactError
+from .config import POPULATION, PROFILES, SWEEP_DATASETS, SWEEP_SEEDS, sweep_scope
 from .files import atomic_write
 from .methods import table_digest
-from .sweep import SHIPPED_DIR, load
+from .sweep import SHIPPED_DIR, grid, load
 
 TABLES = ("verdicts", "summary", "claims", "null_tests")
 KEPT_METRICS = ("relearn_accuracy", "split_size")  # of results.csv: the curves notebook 05 draws, and their n
@@ -30,7 +31,9 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     root = Path(sweep_dir)
     tables = load(root)
     cells = json.loads((root / "sweep.json").read_text())
-    configs = [_cell_config(root, cell) for cell in cells["cells"]]
+    configs = [c for c in (_cell_config(root, cell) for cell in cells["cells"]) if c is not None]
+    if not configs:
+        raise ArtifactError(f"{root}: no cell of this sweep has started (no cells/<cell>/config.json); nothing to ship")
     firsts = {config["profile"]: config for config in reversed(configs)}  # each profile's first cell
     target.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
@@ -38,14 +41,16 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     results = tables["results"][tables["results"]["metric"].isin(KEPT_METRICS)]
     atomic_write(target / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
     atomic_write(target / "sweep.json", lambda tmp: tmp.write_text(json.dumps(cells, indent=1)))
-    record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"],
-              "profiles": {profile: settings(profile, firsts[profile]) for profile in dict.fromkeys(c["profile"] for c in configs)}}
+    profiles = {profile: settings(profile, firsts[profile]) for profile in dict.fromkeys(c["profile"] for c in configs)}
+    record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"], "profiles": profiles}
     atomic_write(target / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     return target
 
 
-def _cell_config(root: Path, cell: str) -> dict:
-    return json.loads((root / "cells" / cell / "config.json").read_text())
+def _cell_config(root: Path, cell: str) -> dict | None:
+    """A cell's `config.json`, or None for a cell whose study never started (its process died first)."""
+    path = root / "cells" / cell / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def settings(profile: str, config: dict | None = None) -> dict:
@@ -68,12 +73,14 @@ def record(path: Path = SHIPPED_DIR) -> dict | None:
 
 
 def stale(path: Path = SHIPPED_DIR) -> list[str]:
-    """The settings the shipped sweep at `path` was made with that differ from the code's current ones (empty
-    when it is up to date)."""
+    """The settings the shipped sweep at `path` was made with that differ from the code's current ones, and its
+    cells where they are not the default sweep's (empty when it is up to date)."""
     made = record(path)
     if made is None:
         return [f"{path} holds no shipped sweep"]
-    changed = []
+    default = [c.name for c in grid(list(SWEEP_DATASETS), None, list(SWEEP_SEEDS))]
+    changed = [] if made["cells"] == default else [
+        f"cells: shipped {len(made['cells'])} ({', '.join(made['cells'])}) but the default sweep runs {len(default)}"]
     for profile, shipped in made["profiles"].items():
         now = settings(profile)
         changed += [f"{profile} {key}: shipped {shipped[key]} but now {now[key]}" for key in now if shipped[key] != now[key]]

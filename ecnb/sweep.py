@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from .study import (
     study_verdicts,
 )
 from .methods import builtin_baselines, revisions, table_digest
-from .scopes import Selection, selection
+from .scopes import Selection, selection as scope_selection
 from .unlearn import TAMPER_RESISTANT
 from .verdicts import (
     CKA,
@@ -135,8 +135,9 @@ def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cel
     configs = {}
     for cell in cells:
         profile = options.get("profile") or profile_for(cell.dataset)
-        given = {**options, "scope": options.get("scope") or sweep_scope(profile),
-                 "population": options.get("population") or POPULATION["full"]}
+        scope, population = options.get("scope"), options.get("population")
+        given = {**options, "scope": sweep_scope(profile) if scope is None else scope,
+                 "population": POPULATION["full"] if population is None else population}
         configs[cell] = StudyConfig.from_options(
             **given, dataset=cell.dataset, forget_classes=list(cell.forget_set), seeds=[cell.seed],
             run_dir=str(sweep_dir / "cells" / cell.name))
@@ -271,7 +272,8 @@ def run_sweep(
     failures = _run_on_ray(pending, selection, address, cpus_per_cell, force, log) if pending else {}
     runs = {c: Path(cfg.run_dir) if c.name not in failures and is_complete(cfg, selection) else None
             for c, cfg in configs.items()}
-    tables = write_tables(sweep_dir, runs, baselines_of(methods))
+    scopes = {c.dataset: scope_selection(cfg.scope, methods, ablations, cfg) for c, cfg in reversed(list(configs.items()))}
+    tables = write_tables(sweep_dir, runs, baselines_of(methods), scopes)
     if any(path is not None for path in runs.values()):
         log("\n" + summary_text(tables))
         executed = sweep_dir / "notebooks" / SWEEP_NOTEBOOK.name
@@ -337,7 +339,8 @@ def baselines_of(methods: list[str] | None) -> list[str]:
     return [b for b in (methods if methods is not None else builtin_baselines()) if b in builtin_baselines()]
 
 
-def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]) -> dict[str, pd.DataFrame]:
+def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str],
+                 scopes: Mapping[str, Selection] | None = None) -> dict[str, pd.DataFrame]:
     """The sweep's merged tables from the finished cells' own `results.csv` (a failed cell's run is None),
     written and returned by name (`results`, `verdicts`, `summary`, `claims`, as `load` reads them back).
     The claims are read per data set, over every cell of it: a failed cell counts as one where no claim holds."""
@@ -354,7 +357,7 @@ def write_tables(sweep_dir: Path, runs: dict[Cell, Path | None], base: list[str]
     verdicts = pd.concat([t.assign(dataset=c.dataset, forget_set=c.forget_label, seed=c.seed)
                           for c, t in judged.items()]).rename_axis("method").reset_index() if judged else pd.DataFrame()
     tables = {"results.csv": merged, "verdicts.csv": verdicts, "summary.csv": summarize_cells(verdicts),
-              "claims.csv": claims_by_dataset(runs, judged, base),
+              "claims.csv": claims_by_dataset(runs, judged, base, scopes),
               "null_tests.csv": null_tests(verdicts) if not verdicts.empty else pd.DataFrame()}
     for name, table in tables.items():
         atomic_write(sweep_dir / name, lambda tmp, t=table: t.to_csv(tmp, index=False))
@@ -372,32 +375,25 @@ def null_tests(verdicts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claims_by_dataset(runs: dict[Cell, Path | None], judged: dict[Cell, pd.DataFrame], base: list[str]) -> pd.DataFrame:
+def claims_by_dataset(runs: dict[Cell, Path | None], judged: dict[Cell, pd.DataFrame], base: list[str],
+                      scopes: Mapping[str, Selection] | None = None) -> pd.DataFrame:
     """The claims (`ecnb.verdicts.claims` and, for the variants that ran, `variant_claims`) of each data set
-    over all of its cells, failed ones included, with a `dataset` column. The plug-in claims are read over the
-    plug-ins the data set's scope runs (a walkthrough's cells plug EC into two baselines, the full scope's into
-    every one), so a scope never counts as failing a claim it did not set out to test."""
+    over all of its cells, failed ones included, with a `dataset` column. With `scopes` (each data set's cells'
+    methods), the plug-in claims are read over the plug-ins its scope runs (a walkthrough's cells plug EC into two
+    baselines, the full scope's into every one), so a scope never counts as failing a claim it did not test."""
     frames = []
     for dataset in dict.fromkeys(c.dataset for c in runs):
         cells = {c.name: judged.get(c) for c in runs if c.dataset == dataset}
         tables = [t for t in cells.values() if t is not None]
         ran = [v for v in variant_names() if any(v in t.index for t in tables)]
         anchors = [a for a in TAMPER_RESISTANT if any(a in t.index for t in tables)]
-        finished = [run_dir for c, run_dir in runs.items() if c.dataset == dataset and run_dir is not None]
-        chosen = _cell_selection(finished[0]) if finished else None
+        chosen = (scopes or {}).get(dataset)
         plugin_bases = base if chosen is None else [b for b in base if b in chosen.plugin_bases]
         variant_bases = base if chosen is None else [b for b in base if b in chosen.variant_bases]
         table = pd.concat([claims(cells, base, plugin_bases),
                            variant_claims(cells, variant_bases, ran, anchors)]).reset_index()
         frames.append(table.assign(dataset=dataset, cells=len(cells), failed=len(cells) - len(tables)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _cell_selection(run_dir: Path) -> Selection:
-    """The methods a finished cell's study ran: its scope's, as its `cell.json` records them."""
-    record = json.loads((Path(run_dir) / CELL_FILE).read_text())
-    config = StudyConfig.from_dict(record["config"])
-    return selection(config.scope, record["selection"]["methods"], record["selection"]["ablations"], config)
 
 
 def summarize_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -429,7 +425,8 @@ def agreement(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 def summary_text(tables: dict[str, pd.DataFrame]) -> str:
     """What the sweep command prints: per data set and method, mean ± std over cells of the headline figures
-    and in how many cells it is superficial / erased / succeeds; then how many claims hold."""
+    and in how many cells it is superficial / erased / succeeds; then per data set how many claims hold and how
+    many retrained models pass their null read."""
     summary, claims_table = tables["summary"], tables["claims"]
     short = {FORGET: "forget_train acc.", RETAIN: "test_retain acc.", FEWSHOT_GAP: "few-shot gap",
              RELEARN_GAP: "relearning gap", OUTPUT_DISTANCE: "output distance", CKA: "mean int. CKA"}
@@ -439,12 +436,15 @@ def summary_text(tables: dict[str, pd.DataFrame]) -> str:
         table[name] = [f"{m:.3f}" if pd.isna(d) else f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, std)]
     for counted in ("superficial", "erased", "undecided", "succeeds"):
         table[counted] = [f"{k}/{n}" for k, n in zip(summary[counted], summary["cells"])]
-    held = int(claims_table["holds"].astype(bool).sum()) if not claims_table.empty else 0
+    held = ([f"{dataset}: {int(part['holds'].astype(bool).sum())} of {len(part)} claims hold over the cells"
+             for dataset, part in claims_table.groupby("dataset", sort=False)]
+            if not claims_table.empty else ["0 of 0 claims hold over the cells"])
     nulls = tables.get("null_tests", pd.DataFrame())
-    null = ("" if nulls.empty else f"\nnull test: {int(nulls['null reads passed'].sum())} of {int(nulls['null reads'].sum())} "
-            "retrained models read as erased, keeps retain, no tell against the others, over the cells")
-    return (f"{table.set_index(['dataset', 'method']).to_string()}\n\n"
-            f"{held} of {len(claims_table)} claims hold over the cells" + null)
+    null = [] if nulls.empty else [
+        f"{dataset}: null test: {int(part['null reads passed'].sum())} of {int(part['null reads'].sum())} retrained "
+        "models read as erased, keeps retain, no tell against the others, over the cells"
+        for dataset, part in nulls.groupby("dataset", sort=False)]
+    return f"{table.set_index(['dataset', 'method']).to_string()}\n\n" + "\n".join(held + null)
 
 
 def load(sweep_dir: str | Path) -> dict[str, pd.DataFrame]:

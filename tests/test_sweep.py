@@ -124,14 +124,42 @@ def test_the_merged_tables_are_the_cells_own_tables_with_the_cell_columns(swept)
     assert "cell digits-forget8-seed1 failed" in report and report.count("plotly.js v") == 1
 
 
+def test_notebook_05_draws_each_data_set_of_a_sweep_on_its_own(swept, tmp_path):
+    """A sweep over two data sets (here the digits' cells again under a second name): every figure but the verdicts'
+    heatmap is drawn once per data set, and the claims are counted per data set."""
+    root = swept[0]
+    two = tmp_path / "two"
+    two.mkdir()
+    shutil.copy(root / "sweep.json", two / "sweep.json")
+    for name, table in sweep.load(root).items():
+        both = pd.concat([table, table.assign(dataset="fashion_mnist")], ignore_index=True)
+        both.to_csv(two / f"{name}.csv", index=False)
+    executed = tmp_path / "05.ipynb"
+    sweep.execute_notebook(sweep.SWEEP_NOTEBOOK, executed, {"sweep_dir": str(two)})
+    titles = [f["layout"]["title"]["text"] for f in plotly_figures(executed)]
+    assert len(titles) == 1 + 2 * 7, titles
+    assert sum(t.startswith("digits: ") for t in titles) == 7 and sum(t.startswith("Fashion-MNIST: ") for t in titles) == 7
+    printed = "".join(o.get("text", "") for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "digits: " in printed and "fashion_mnist: " in printed and "claims hold over its cells" in printed
+
+
 def test_plug_in_claims_are_read_over_the_plug_ins_the_cells_scope_runs(swept):
-    """The walkthrough plugs EC into ga and scrub only: its cells never count as failing `ft+ec`'s claims."""
+    """The walkthrough plugs EC into ga and scrub only: its cells never count as failing `ft+ec`'s claims; the full
+    scope's claims cover every baseline's plug-in."""
+    from ecnb.scopes import selection
+
     root, configs, failed, *_ = swept
     runs = {c: None if c.name in failed else Path(cfg.run_dir) for c, cfg in configs.items()}
     judged = {c: sweep.study_verdicts(ecnb.Run.load(d), ["ga"], [])[c.seed] for c, d in runs.items() if d}
-    rows = sweep.claims_by_dataset(runs, judged, ["ga", "ft"])["claim"]
-    assert "ga+ec's mean intermediate CKA (mean over cells) is below ga's" in set(rows)
-    assert not any(r.startswith("ft+ec") for r in rows)
+    base = ["ga", "ft", "scrub"]
+
+    def plugin_rows(scope):
+        rows = sweep.claims_by_dataset(runs, judged, base, {"digits": selection(scope)})["claim"]
+        return {r.split("'s mean")[0] for r in rows if "'s mean intermediate CKA (mean over cells)" in r}
+
+    assert plugin_rows("walkthrough") == {"ga+ec", "scrub+ec"}
+    assert plugin_rows("full") == {"ga+ec", "ft+ec", "scrub+ec"}
 
 
 def test_compare_reads_two_sweeps_cell_by_cell(swept, tmp_path, capsys):
@@ -399,7 +427,6 @@ def test_a_sweep_without_a_scope_runs_each_profiles_own_with_five_retrained_mode
         "digits": ("full", 5), "fashion_mnist": ("walkthrough", 5)}
     given = sweep.cell_configs(grid, tmp_path, profile=None, scope="full", population=4)
     assert {(c.scope, c.population) for c in given.values()} == {("full", 4)}
-
 
 
 def test_make_ship_sweep_ships_the_default_sweeps_directory():
