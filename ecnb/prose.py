@@ -337,3 +337,68 @@ def claims_answer(claims: pd.DataFrame) -> Prose:
             lines.append(f"- {r['claim'].split(' succeeds')[0]} succeeds in {r['measured']} "
                          f"({'a majority' if r['holds'] else 'not a majority'}).")
     return Prose("\n".join(lines))
+
+
+def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
+    """What a sweep found, per data set, in a few sentences (the README's opening findings, from the shipped
+    sweep): the baselines that are superficial in a majority of the cells, what `ec` reproduces of the paper and
+    whether it or a plug-in is erased, the tamper-resistant baselines, each variant and its retain cost, and the
+    null test. Every count is read from the sweep's tables."""
+    from .data import DATASET_TITLES, class_label
+    from .ec import variant_names
+    from .methods import builtin_baselines
+    from .unlearn import TAMPER_RESISTANT
+
+    verdicts, summary, claims, nulls = (tables[k] for k in ("verdicts", "summary", "claims", "null_tests"))
+    paragraphs = []
+    for dataset, part in verdicts.groupby("dataset", sort=False):
+        cells = part[["forget_set", "seed"]].drop_duplicates()
+        n, majority = len(cells), len(cells) // 2 + 1
+        counts = summary[summary["dataset"] == dataset].set_index("method")
+        said = claims[claims["dataset"] == dataset].set_index("claim")["measured"]
+        base = [b for b in builtin_baselines() if b in counts.index]
+        superficial = [b for b in base if counts.loc[b, "superficial"] >= majority]
+
+        def tally(method: str) -> str:
+            c = counts.loc[method]
+            rest = [f"{k} {int(c[k])}" for k in ("superficial", "undecided") if c[k]]
+            return f"erased in {int(c['erased'])} of {n}" + (f" ({', '.join(rest)})" if rest else "")
+
+        classes = ", ".join(class_label(dataset, int(f)) if str(f).isdigit() else str(f)
+                            for f in dict.fromkeys(cells["forget_set"]))
+        seeds = ", ".join(str(s) for s in sorted(cells["seed"].unique()))
+        title = DATASET_TITLES.get(dataset, dataset)
+        one = len(superficial) == 1
+        lines = [f"**{title[:1].upper() + title[1:]}** ({n} cells: forget class{'es' * (cells['forget_set'].nunique() > 1)} "
+                 f"{classes} × seed{'s' * (cells['seed'].nunique() > 1)} {seeds}): {len(superficial)} of the {len(base)} baselines "
+                 f"{'forgets' if one else 'forget'} at the output yet {'is' if one else 'are'} superficial in at least "
+                 f"{majority} of the {n} cells ({_names(superficial)}): a few relearning steps bring the class back."]
+        if "ec" in counts.index:
+            kept = said.get("ec forgets at the output and keeps retain accuracy", "?").replace("cell(s)", "cells")
+            lowest = said.get("ec's mean intermediate CKA is below every baseline that keeps retain accuracy",
+                              "?").replace("cell(s)", "cells")
+            plugins = [m for m in counts.index if m.endswith("+ec")]
+            erased = [f"`{p}` in {int(counts.loc[p, 'erased'])}" for p in plugins if counts.loc[p, "erased"]]
+            lines.append(f"`ec` reproduces the paper's measures (it forgets at the output and keeps retain accuracy in "
+                         f"{kept}; its mean intermediate CKA is below every baseline that keeps retain accuracy in "
+                         f"{lowest}) but not erasure: it is {tally('ec')}, and of its {len(plugins)} "
+                         f"plug-in{'s' * (len(plugins) != 1)} `B+ec` "
+                         + (f"{len(erased)} {'is' if len(erased) == 1 else 'are'} erased in some cell ({', '.join(erased)})."
+                            if erased else "none is erased in any cell."))
+        for anchor in (a for a in TAMPER_RESISTANT if a in counts.index):
+            lines.append(f"The tamper-resistant `{anchor}` is {tally(anchor)} and succeeds (erased, keeps retain, no "
+                         f"tell) in {int(counts.loc[anchor, 'succeeds'])}.")
+        for variant in (v for v in variant_names() if v in counts.index):
+            rows = part[part["method"] == variant]
+            hurts = rows[rows["cost"].str.startswith("hurts")]
+            cost = (f"and decidedly costs retain accuracy in {len(hurts)} (drops of {hurts[RETAIN_DROP].min():.2f} to "
+                    f"{hurts[RETAIN_DROP].max():.2f})" if len(hurts) else "with no decided retain cost in any cell")
+            lines.append(f"The variant `{variant}` succeeds in {int(counts.loc[variant, 'succeeds'])} of {n} cells; it "
+                         f"is {tally(variant)}, {cost}.")
+        null = nulls[nulls["dataset"] == dataset]
+        if not null.empty:
+            lines.append(f"The verdicts check themselves: {int(null['null reads passed'].sum())} of "
+                         f"{int(null['null reads'].sum())} retrained models, each read as a method against the others, "
+                         "pass as erased with no tell.")
+        paragraphs.append(" ".join(lines))
+    return Prose("\n\n".join(paragraphs))

@@ -23,6 +23,10 @@ from .sweep import SHIPPED_DIR, grid, load
 TABLES = ("verdicts", "summary", "claims", "null_tests")
 KEPT_METRICS = ("relearn_accuracy", "split_size")  # of results.csv: the curves notebook 05 draws, and their n
 RECORD = "shipped.json"
+README = SHIPPED_DIR.parents[1] / "README.md"
+# The README's findings lie between these two lines, written by `ship` from the shipped tables.
+FINDINGS_START = "<!-- findings: written from shipped/sweep by `python -m ecnb ship`; do not edit by hand -->"
+FINDINGS_END = "<!-- end of findings -->"
 
 
 def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
@@ -44,7 +48,32 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     profiles = {profile: settings(profile, firsts[profile]) for profile in dict.fromkeys(c["profile"] for c in configs)}
     record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"], "profiles": profiles}
     atomic_write(target / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    if target == SHIPPED_DIR and README.exists():
+        write_findings()
     return target
+
+
+def findings(path: Path = SHIPPED_DIR) -> str:
+    """The README's findings paragraphs, written from the shipped sweep's tables (`ecnb.prose.sweep_findings`)."""
+    from .prose import sweep_findings
+
+    return str(sweep_findings(load(path)))
+
+
+def readme_findings(readme: Path = README) -> str:
+    """The findings the README shows now: the text between its two markers."""
+    text = readme.read_text()
+    start, end = text.index(FINDINGS_START) + len(FINDINGS_START), text.index(FINDINGS_END)
+    return text[start:end].strip()
+
+
+def write_findings(readme: Path = README, path: Path = SHIPPED_DIR) -> None:
+    """Replace the README's findings (between its markers) with those of the shipped sweep at `path`, so that its
+    opening never quotes a number the shipped tables do not hold."""
+    text = readme.read_text()
+    start, end = text.index(FINDINGS_START) + len(FINDINGS_START), text.index(FINDINGS_END)
+    new = f"{text[:start]}\n{findings(path)}\n{text[end:]}"
+    atomic_write(readme, lambda tmp: tmp.write_text(new))
 
 
 def _cell_config(root: Path, cell: str) -> dict | None:

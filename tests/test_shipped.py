@@ -26,3 +26,8 @@ def test_the_shipped_sweep_holds_what_notebook_05_reads():
     assert len(tables["null_tests"]) == 12 and set(tables["claims"]["dataset"]) == {"digits", "fashion_mnist"}
     assert "shipped with the repository" in shipped.label(sweep.SHIPPED_DIR)
     assert isinstance(tables["summary"], pd.DataFrame) and not tables["summary"].empty
+
+
+def test_the_readmes_findings_are_the_shipped_sweeps():
+    """The README's opening quotes no number the shipped tables do not hold: `python -m ecnb ship` writes it."""
+    assert shipped.readme_findings() == shipped.findings()
