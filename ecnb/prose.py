@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import permutation_test, rankdata
 
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL,
+    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL, PARTIAL, UNDECIDED,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
     attack_distance, attack_distances, cost_undecided, figure_text, high, keeps_retain, low, nearer, wilson_interval,
     with_interval,
@@ -360,9 +360,9 @@ def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
         superficial = [b for b in base if counts.loc[b, "superficial"] >= majority]
 
         def tally(method: str) -> str:
-            c = counts.loc[method]
-            rest = [f"{k} {int(c[k])}" for k in ("superficial", "undecided") if c[k]]
-            return f"erased in {int(c['erased'])} of {n}" + (f" ({', '.join(rest)})" if rest else "")
+            depths = part.loc[part["method"] == method, DEPTH].value_counts()
+            rest = [f"{d} {int(depths[d])}" for d in (SUPERFICIAL, PARTIAL, UNDECIDED, NOT_FORGOTTEN) if d in depths]
+            return f"erased in {int(depths.get(ERASED, 0))} of {n}" + (f" ({', '.join(rest)})" if rest else "")
 
         classes = ", ".join(class_label(dataset, int(f)) if str(f).isdigit() else str(f)
                             for f in dict.fromkeys(cells["forget_set"]))
