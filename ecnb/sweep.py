@@ -469,9 +469,9 @@ _TEXT_COLUMNS = ("dataset", "forget_set", "method", "metric", "layer", "split")
 
 
 def _report_intro(summary: pd.DataFrame, configs: dict[Cell, StudyConfig], failures: dict[str, str]) -> str:
-    profiles = ", ".join(dict.fromkeys(f"{c.profile} on {c.dataset} ({c.model}, {c.scope} scope)"
+    profiles = "; ".join(dict.fromkeys(f"{c.dataset}: {c.profile} profile, {c.model}, {c.scope} scope"
                                        for c in configs.values()))
-    lines = [f"# {TITLE}: a sweep of {len(configs)} cells ({profiles})",
+    lines = [f"# {TITLE}: a sweep of {len(configs)} cells", "", f"{profiles}.",
              "", "Cells: " + ", ".join(c.name for c in configs) + ".", ""]
     lines += [f"**cell {name} failed**: {error}" for name, error in failures.items()]
     if not summary.empty:
