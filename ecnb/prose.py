@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import permutation_test, rankdata
 
 from .verdicts import (
-    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL, PARTIAL, UNDECIDED,
+    CKA, DEPTH, ERASED, FEWSHOT_GAP, NOT_FORGOTTEN, N_TEST_FORGET, OUTPUT_DISTANCE, OUTPUT_TELL, RESOLUTION,
     OUTPUT_TELL_NAME, RELEARN_GAP, RETAIN, RETAIN_DROP, SUCCEEDS, SUPERFICIAL, TEST_FORGET, VERDICT, WEIGHTS, Prose,
     attack_distance, attack_distances, cost_undecided, figure_text, high, keeps_retain, low, nearer, wilson_interval,
     with_interval,
@@ -341,9 +341,10 @@ def claims_answer(claims: pd.DataFrame) -> Prose:
 
 def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
     """What a sweep found, per data set, in a few sentences (the README's opening findings, from the shipped
-    sweep): the baselines that are superficial in a majority of the cells, what `ec` reproduces of the paper and
-    whether it or a plug-in is erased, the tamper-resistant baselines, each variant and its retain cost, and the
-    null test. Every count is read from the sweep's tables."""
+    sweep): the baselines that are superficial in a majority of the cells and those that never forget or are
+    erased, what `ec` reproduces of the paper and whether it or a plug-in is erased, the tamper-resistant baselines,
+    each variant with its retain cost, the null test and the smallest gap the cells resolve. Every count is read
+    from the sweep's tables."""
     from .data import DATASET_TITLES, class_label
     from .ec import variant_names
     from .methods import builtin_baselines
@@ -357,48 +358,74 @@ def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
         counts = summary[summary["dataset"] == dataset].set_index("method")
         said = claims[claims["dataset"] == dataset].set_index("claim")["measured"]
         base = [b for b in builtin_baselines() if b in counts.index]
-        superficial = [b for b in base if counts.loc[b, "superficial"] >= majority]
+
+        def depths(method: str) -> pd.Series:
+            return part.loc[part["method"] == method, DEPTH].value_counts()
+
+        def most(depth: str) -> list[str]:
+            return [b for b in base if b not in TAMPER_RESISTANT and depths(b).get(depth, 0) >= majority]
 
         def tally(method: str) -> str:
-            depths = part.loc[part["method"] == method, DEPTH].value_counts()
-            rest = [f"{d} {int(depths[d])}" for d in (SUPERFICIAL, PARTIAL, UNDECIDED, NOT_FORGOTTEN) if d in depths]
-            return f"erased in {int(depths.get(ERASED, 0))} of {n}" + (f" ({', '.join(rest)})" if rest else "")
+            """Every depth the method got, the most frequent first: 'erased in 4, superficial in 1 of the 6 cells'."""
+            got = depths(method)
+            if len(got) == 1:
+                return f"{got.index[0]} in {'all' if n > 1 else 'the'} {n} cell{'s' * (n > 1)}"
+            return ", ".join(f"{d} in {int(k)}" for d, k in got.items()) + f" of the {n} cells"
+
+        def listed(names: list[str]) -> str:
+            quoted = [f"`{m}`" for m in names]
+            both = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+            return f"{both} {'is' if len(names) == 1 else 'are'}"
 
         classes = ", ".join(class_label(dataset, int(f)) if str(f).isdigit() else str(f)
                             for f in dict.fromkeys(cells["forget_set"]))
         seeds = ", ".join(str(s) for s in sorted(cells["seed"].unique()))
         title = DATASET_TITLES.get(dataset, dataset)
-        one = len(superficial) == 1
-        lines = [f"**{title[:1].upper() + title[1:]}** ({n} cells: forget class{'es' * (cells['forget_set'].nunique() > 1)} "
-                 f"{classes} × seed{'s' * (cells['seed'].nunique() > 1)} {seeds}): {len(superficial)} of the {len(base)} baselines "
-                 f"{'forgets' if one else 'forget'} at the output yet {'is' if one else 'are'} superficial in at least "
-                 f"{majority} of the {n} cells ({_names(superficial)}): a few relearning steps bring the class back."]
+        superficial = [b for b in base if counts.loc[b, "superficial"] >= majority]
+        lines = [f"**{title[:1].upper() + title[1:]}**, {n} cells (forget class{'es' * (cells['forget_set'].nunique() > 1)} "
+                 f"{classes} × seed{'s' * (cells['seed'].nunique() > 1)} {seeds}): {len(superficial)} of the "
+                 f"{len(base)} baselines {'is' if len(superficial) == 1 else 'are'} superficial in at least {majority} "
+                 f"of the {n} cells ({_names(superficial)}): they forget at the output, but a few relearning steps "
+                 "bring the class back."]
+        kept, erased_base = most(NOT_FORGOTTEN), most(ERASED)
+        if kept:
+            lines.append(f"{listed(kept)} *not forgotten* in most cells (the class stays at the output).")
+        for b in erased_base:
+            lines.append(f"`{b}` is {tally(b)} and succeeds (erased, keeps retain, no tell) in "
+                         f"{int(counts.loc[b, 'succeeds'])}.")
         if "ec" in counts.index:
-            kept = said.get("ec forgets at the output and keeps retain accuracy", "?").replace("cell(s)", "cells")
+            fine = said.get("ec forgets at the output and keeps retain accuracy", "?").replace("cell(s)", "cells")
             lowest = said.get("ec's mean intermediate CKA is below every baseline that keeps retain accuracy",
-                              "?").replace("cell(s)", "cells")
+                              "?").replace(" cell(s)", "")
+            told = int(part.loc[part["method"] == "ec", "tells"].fillna("").str.contains("output tell").sum())
             plugins = [m for m in counts.index if m.endswith("+ec")]
             erased = [f"`{p}` in {int(counts.loc[p, 'erased'])}" for p in plugins if counts.loc[p, "erased"]]
-            lines.append(f"`ec` reproduces the paper's measures (it forgets at the output and keeps retain accuracy in "
-                         f"{kept}; its mean intermediate CKA is below every baseline that keeps retain accuracy in "
-                         f"{lowest}) but not erasure: it is {tally('ec')}, and of its {len(plugins)} "
-                         f"plug-in{'s' * (len(plugins) != 1)} `B+ec` "
+            which = (f"of its {len(plugins)} plug-ins `B+ec`" if len(plugins) > 2
+                     else f"of the plug-in{'s' * (len(plugins) > 1)} this scope runs ({_names(plugins)})")
+            lines.append(f"`ec` reproduces what the paper measures: it forgets at the output and keeps retain accuracy "
+                         f"in {fine}, and its mean intermediate CKA is below every baseline that does not decidedly "
+                         f"hurt retain accuracy in {lowest}. But it is not erased: {tally('ec')}, with the output tell "
+                         f"in {'all' if told == n else told} of them; {which}, "
                          + (f"{len(erased)} {'is' if len(erased) == 1 else 'are'} erased in some cell ({', '.join(erased)})."
                             if erased else "none is erased in any cell."))
-        for anchor in (a for a in TAMPER_RESISTANT if a in counts.index):
-            lines.append(f"The tamper-resistant `{anchor}` is {tally(anchor)} and succeeds (erased, keeps retain, no "
-                         f"tell) in {int(counts.loc[anchor, 'succeeds'])}.")
+        anchors = [a for a in TAMPER_RESISTANT if a in counts.index]
+        if anchors:
+            lines.append("Of the tamper-resistant baselines, " + "; ".join(
+                f"`{a}` is {tally(a)}" + (f" and succeeds in {int(counts.loc[a, 'succeeds'])}"
+                                          if counts.loc[a, "erased"] else "") for a in anchors) + ".")
         for variant in (v for v in variant_names() if v in counts.index):
             rows = part[part["method"] == variant]
-            hurts = rows[rows["cost"].str.startswith("hurts")]
-            cost = (f"and decidedly costs retain accuracy in {len(hurts)} (drops of {hurts[RETAIN_DROP].min():.2f} to "
-                    f"{hurts[RETAIN_DROP].max():.2f})" if len(hurts) else "with no decided retain cost in any cell")
-            lines.append(f"The variant `{variant}` succeeds in {int(counts.loc[variant, 'succeeds'])} of {n} cells; it "
-                         f"is {tally(variant)}, {cost}.")
+            hurts = rows[rows["cost"].str.startswith("hurts")][RETAIN_DROP]
+            cost = ("" if hurts.empty else f"; it decidedly costs retain accuracy in {len(hurts)} cell"
+                    f"{'s' * (len(hurts) > 1)} (" + (f"{hurts.min():.2f} to {hurts.max():.2f}" if len(hurts) > 1
+                                                     else f"{hurts.iloc[0]:.2f}") + ")")
+            lines.append(f"The variant `{variant}` is {tally(variant)}{cost}, and succeeds in "
+                         f"{int(counts.loc[variant, 'succeeds'])}.")
         null = nulls[nulls["dataset"] == dataset]
         if not null.empty:
             lines.append(f"The verdicts check themselves: {int(null['null reads passed'].sum())} of "
                          f"{int(null['null reads'].sum())} retrained models, each read as a method against the others, "
-                         "pass as erased with no tell.")
+                         "pass as erased, keeping retain accuracy, with no tell; the cells tell a gap of "
+                         f"{null[RESOLUTION].min():.2f} to {null[RESOLUTION].max():.2f} from the retrained models' spread.")
         paragraphs.append(" ".join(lines))
     return Prose("\n\n".join(paragraphs))

@@ -157,14 +157,17 @@ def test_ec_is_not_said_to_have_the_lowest_cka_where_a_baseline_of_undecided_cos
 
 def test_the_sweep_findings_count_what_the_tables_hold():
     """Two Fashion-MNIST cells made by hand: `ga` superficial in both, `rl` in one (not a majority of two), `ec`
-    superficial then undecided, its plug-in erased once, the variant erased and hurting retain in one cell."""
+    superficial then undecided with the output tell once, its plug-in erased once, the variant erased and hurting
+    retain in one cell."""
     cells = [("0", 0), ("4", 0)]
     depth = {"ga": ["superficial", "superficial"], "rl": ["superficial", "erased"], "ec": ["superficial", "undecided"],
              "ga+ec": ["superficial", "erased"], "weight_dist_reg": ["erased", "erased"], "ec+soft": ["erased", "partial"]}
     cost = {"ec+soft": ["hurts retain (-0.21)", "keeps retain"]}
     drop = {"ec+soft": [0.21, 0.01]}
+    tells = {"ec": ["output tell", ""]}
     verdicts = pd.DataFrame([{"dataset": "fashion_mnist", "forget_set": f, "seed": s, "method": m, "depth": d[i],
-                              "cost": cost.get(m, ["keeps retain"] * 2)[i], "retain drop": drop.get(m, [0.0, 0.0])[i]}
+                              "cost": cost.get(m, ["keeps retain"] * 2)[i], "retain drop": drop.get(m, [0.0, 0.0])[i],
+                              "tells": tells.get(m, ["", ""])[i]}
                              for m, d in depth.items() for i, (f, s) in enumerate(cells)])
     summary = verdicts.groupby(["dataset", "method"], sort=False).agg(
         superficial=("depth", lambda v: int((v == "superficial").sum())), erased=("depth", lambda v: int((v == "erased").sum())),
@@ -172,14 +175,18 @@ def test_the_sweep_findings_count_what_the_tables_hold():
     summary["succeeds"] = summary["method"].map({"weight_dist_reg": 2}).fillna(0)
     claims = pd.DataFrame({"dataset": "fashion_mnist", "claim": ["ec forgets at the output and keeps retain accuracy"],
                            "measured": ["2 of 2 cell(s)"]})
-    nulls = pd.DataFrame({"dataset": ["fashion_mnist"] * 2, "null reads passed": [5, 4], "null reads": [5, 5]})
+    nulls = pd.DataFrame({"dataset": ["fashion_mnist"] * 2, "null reads passed": [5, 4], "null reads": [5, 5],
+                          "resolution": [0.05, 0.08]})
     text = prose.sweep_findings({"verdicts": verdicts, "summary": summary, "claims": claims, "null_tests": nulls})
-    assert text.startswith("**Fashion-MNIST** (2 cells: forget classes 0 (T-shirt/top), 4 (Coat) × seed 0): "
-                           "1 of the 3 baselines forgets at the output yet is superficial in at least 2 of the 2 cells (`ga`)")
+    assert text.startswith("**Fashion-MNIST**, 2 cells (forget classes 0 (T-shirt/top), 4 (Coat) × seed 0): "
+                           "1 of the 3 baselines is superficial in at least 2 of the 2 cells (`ga`)")
     assert "keeps retain accuracy in 2 of 2 cells" in text
-    assert "it is erased in 0 of 2 (superficial 1, undecided 1), and of its 1 plug-in `B+ec` 1 is erased in some " \
-           "cell (`ga+ec` in 1)" in text
-    assert "`weight_dist_reg` is erased in 2 of 2 and succeeds (erased, keeps retain, no tell) in 2" in text
-    assert "`ec+soft` succeeds in 0 of 2 cells; it is erased in 1 of 2 (partial 1), and decidedly costs retain accuracy in 1 " \
-           "(drops of 0.21 to 0.21)" in text
-    assert text.endswith("9 of 10 retrained models, each read as a method against the others, pass as erased with no tell.")
+    assert "superficial in 1" in text and "undecided in 1 of the 2 cells, with the output tell in 1 of them; of the " \
+        "plug-in this scope runs (`ga+ec`), 1 is erased in some cell (`ga+ec` in 1)" in text
+    assert "`weight_dist_reg` is erased in all 2 cells and succeeds in 2" in text
+    assert "The variant `ec+soft` is " in text and "; it decidedly costs retain accuracy in 1 cell (0.21), and " \
+        "succeeds in 0." in text
+    assert "*not forgotten*" not in text, "no baseline keeps the class in most cells"
+    assert text.endswith("9 of 10 retrained models, each read as a method against the others, pass as erased, keeping "
+                         "retain accuracy, with no tell; the cells tell a gap of 0.05 to 0.08 from the retrained models' "
+                         "spread.")
