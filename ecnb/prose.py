@@ -359,8 +359,10 @@ def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
         said = claims[claims["dataset"] == dataset].set_index("claim")["measured"]
         base = [b for b in builtin_baselines() if b in counts.index]
 
+        by_method = {m: rows[DEPTH].value_counts() for m, rows in part.groupby("method", sort=False)}
+
         def depths(method: str) -> pd.Series:
-            return part.loc[part["method"] == method, DEPTH].value_counts()
+            return by_method[method]
 
         def most(depth: str) -> list[str]:
             return [b for b in base if b not in TAMPER_RESISTANT and depths(b).get(depth, 0) >= majority]

@@ -38,14 +38,16 @@ def ship(sweep_dir: str | Path, target: Path = SHIPPED_DIR) -> Path:
     configs = [c for c in (_cell_config(root, cell) for cell in cells["cells"]) if c is not None]
     if not configs:
         raise ArtifactError(f"{root}: no cell of this sweep has started (no cells/<cell>/config.json); nothing to ship")
-    firsts = {config["profile"]: config for config in reversed(configs)}  # each profile's first cell
+    firsts: dict[str, dict] = {}  # each profile's first cell
+    for config in configs:
+        firsts.setdefault(config["profile"], config)
     target.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         atomic_write(target / f"{name}.csv", lambda tmp, t=tables[name]: t.to_csv(tmp, index=False))
     results = tables["results"][tables["results"]["metric"].isin(KEPT_METRICS)]
     atomic_write(target / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
     atomic_write(target / "sweep.json", lambda tmp: tmp.write_text(json.dumps(cells, indent=1)))
-    profiles = {profile: settings(profile, firsts[profile]) for profile in dict.fromkeys(c["profile"] for c in configs)}
+    profiles = {profile: settings(profile, config) for profile, config in firsts.items()}
     record = {"from": root.name, "made": time.strftime("%Y-%m-%d"), "cells": cells["cells"], "profiles": profiles}
     atomic_write(target / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     if target == SHIPPED_DIR and README.exists():
@@ -60,10 +62,15 @@ def findings(path: Path = SHIPPED_DIR) -> str:
     return str(sweep_findings(load(path)))
 
 
+def _findings_span(text: str) -> tuple[int, int]:
+    """Where the README's findings lie: between the end of the first marker and the start of the second."""
+    return text.index(FINDINGS_START) + len(FINDINGS_START), text.index(FINDINGS_END)
+
+
 def readme_findings(readme: Path = README) -> str:
     """The findings the README shows now: the text between its two markers."""
     text = readme.read_text()
-    start, end = text.index(FINDINGS_START) + len(FINDINGS_START), text.index(FINDINGS_END)
+    start, end = _findings_span(text)
     return text[start:end].strip()
 
 
@@ -71,7 +78,7 @@ def write_findings(readme: Path = README, path: Path = SHIPPED_DIR) -> None:
     """Replace the README's findings (between its markers) with those of the shipped sweep at `path`, so that its
     opening never quotes a number the shipped tables do not hold."""
     text = readme.read_text()
-    start, end = text.index(FINDINGS_START) + len(FINDINGS_START), text.index(FINDINGS_END)
+    start, end = _findings_span(text)
     new = f"{text[:start]}\n{findings(path)}\n{text[end:]}"
     atomic_write(readme, lambda tmp: tmp.write_text(new))
 

@@ -272,7 +272,10 @@ def run_sweep(
     failures = _run_on_ray(pending, selection, address, cpus_per_cell, force, log) if pending else {}
     runs = {c: Path(cfg.run_dir) if c.name not in failures and is_complete(cfg, selection) else None
             for c, cfg in configs.items()}
-    scopes = {c.dataset: scope_selection(cfg.scope, methods, ablations, cfg) for c, cfg in reversed(list(configs.items()))}
+    scopes: dict[str, Selection] = {}  # each data set's methods, from its first cell (its cells share one scope)
+    for cell, config in configs.items():
+        if cell.dataset not in scopes:
+            scopes[cell.dataset] = scope_selection(config.scope, methods, ablations, config)
     tables = write_tables(sweep_dir, runs, baselines_of(methods), scopes)
     if any(path is not None for path in runs.values()):
         log("\n" + summary_text(tables))
