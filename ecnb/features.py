@@ -109,6 +109,17 @@ def remove_cached(run: Run, method: str, seed: int) -> None:
             path.unlink()
 
 
+def remove_all_cached(run: Run) -> None:
+    """Delete the cached features of every model and seed of a run: a finished sweep cell keeps its checkpoints,
+    rows, outcomes and embeddings, while its features, recomputed from a checkpoint whenever asked for, would be
+    most of its disk (7.5 of a Fashion-MNIST cell's 7.8 GB)."""
+    for seed in run.config.seeds:
+        folder = run.seed_dir(seed) / "features"
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.suffix == ".npz":
+                path.unlink()
+
+
 # model -> (the version counters of its tensors, their digest): a model measured many times (every split,
 # every reference) is hashed once, and any in-place change of a weight bumps its counter.
 _DIGESTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], str]]" = weakref.WeakKeyDictionary()

@@ -397,8 +397,8 @@ def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
                          f"{int(counts.loc[b, 'succeeds'])}.")
         if "ec" in counts.index:
             fine = said.get("ec forgets at the output and keeps retain accuracy", "?").replace("cell(s)", "cells")
-            lowest = said.get("ec's mean intermediate CKA is below every baseline that keeps retain accuracy",
-                              "?").replace(" cell(s)", "")
+            lowest = said.get("ec's mean intermediate CKA is below every baseline that does not decidedly hurt retain "
+                              "accuracy", "?").replace(" cell(s)", "")
             told = int(part.loc[part["method"] == "ec", "tells"].fillna("").str.contains("output tell").sum())
             plugins = [m for m in counts.index if m.endswith("+ec")]
             erased = [f"`{p}` in {int(counts.loc[p, 'erased'])}" for p in plugins if counts.loc[p, "erased"]]

@@ -6,7 +6,8 @@ seed, in its own run directory `<sweep>/cells/<cell>/`: it can be opened, re-run
 study. Ray runs the cells (a local Ray started and stopped here, or an existing cluster at `address`),
 each with a fixed CPU (and GPU) share and as many BLAS/OpenMP threads as CPUs, so two cells never fight
 over the same cores. A cell that finished is reused (its `cell.json` records the configuration it ran);
-a failing cell is reported and the others go on; Ctrl-C cancels the running cells, whose files are each
+a finished cell drops its cached features, most of its disk, recomputed whenever a notebook asks for them
+again; a failing cell is reported and the others go on; Ctrl-C cancels the running cells, whose files are each
 complete or absent (every write in a study is atomic), and the next run resumes.
 
 At the top of the sweep directory: `results.csv` (every cell's rows plus `dataset` and `forget_set`;
@@ -33,6 +34,7 @@ from .artifacts import ArtifactError, Run, atomic_write
 from .config import (POPULATION, SWEEP_DATASETS, SWEEP_SEEDS, ConfigError, StudyConfig, profile_for,
                      reported_classes, resolve_device, sweep_scope)
 from .ec import variant_names
+from .features import remove_all_cached
 from .results import read_results
 from .study import (
     NOTEBOOKS_DIR,
@@ -237,6 +239,7 @@ def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -
     except Exception as e:  # a bug in one cell is that cell's failure, reported with the others
         return {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - start
+    remove_all_cached(Run.load(study.run_dir))
     import ray
 
     record_cell(study, selection, seconds, ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)

@@ -173,14 +173,18 @@ def test_the_sweep_findings_count_what_the_tables_hold():
         superficial=("depth", lambda v: int((v == "superficial").sum())), erased=("depth", lambda v: int((v == "erased").sum())),
         undecided=("depth", lambda v: int((v == "undecided").sum()))).reset_index()
     summary["succeeds"] = summary["method"].map({"weight_dist_reg": 2}).fillna(0)
-    claims = pd.DataFrame({"dataset": "fashion_mnist", "claim": ["ec forgets at the output and keeps retain accuracy"],
-                           "measured": ["2 of 2 cell(s)"]})
+    claims = pd.DataFrame({"dataset": "fashion_mnist", "claim": [
+        "ec forgets at the output and keeps retain accuracy",
+        "ec's mean intermediate CKA is below every baseline that does not decidedly hurt retain accuracy"],
+        "measured": ["2 of 2 cell(s)", "1 of 2 cell(s)"]})
     nulls = pd.DataFrame({"dataset": ["fashion_mnist"] * 2, "null reads passed": [5, 4], "null reads": [5, 5],
                           "resolution": [0.05, 0.08]})
     text = prose.sweep_findings({"verdicts": verdicts, "summary": summary, "claims": claims, "null_tests": nulls})
     assert text.startswith("**Fashion-MNIST**, 2 cells (forget classes 0 (T-shirt/top), 4 (Coat) × seed 0): "
                            "1 of the 3 baselines is superficial in at least 2 of the 2 cells (`ga`)")
     assert "keeps retain accuracy in 2 of 2 cells" in text
+    assert "its mean intermediate CKA is below every baseline that does not decidedly hurt retain accuracy in 1 of 2." \
+        in text
     assert "superficial in 1" in text and "undecided in 1 of the 2 cells, with the output tell in 1 of them; of the " \
         "plug-in this scope runs (`ga+ec`), 1 is erased in some cell (`ga+ec` in 1)" in text
     assert "`weight_dist_reg` is erased in all 2 cells and succeeds in 2" in text

@@ -48,7 +48,7 @@ def _short(name: str, **overrides) -> dict:
     """One cheap epoch: enough to exercise a method, not to tune it."""
     extra = {"msteps": 1} if name in ("scrub", "weight_dist_reg") else {}
     extra.update({"dist_epochs": 1} if name == "weight_dist_reg" else {})
-    return hparams(name, epochs=1, retain_fraction=0.25, **{**extra, **overrides})
+    return hparams(name, **{"epochs": 1, "retain_fraction": 0.25, **extra, **overrides})
 
 
 def _forget_ce(model: torch.nn.Module, data: UnlearnData) -> float:
@@ -264,6 +264,9 @@ def test_contrastive_push_is_spread_over_all_retain_samples_as_the_official_loss
         ("neggrad_plus", {"beta": 1.5}, r"beta=1.5 is invalid; valid: a number in \[0, 1\]"),
         ("salun", {"mask_fraction": 0.0}, r"mask_fraction=0.0 is invalid; valid: a number in \(0, 1\]"),
         ("ga", {"alpha": 0.1}, "unknown hyperparameter 'alpha'; valid: epochs, lr"),
+        ("weight_dist_reg", {"safeguard_optimizer": "rmsprop"},
+         "safeguard_optimizer='rmsprop' is invalid; valid: 'sgd' or 'adam'"),
+        ("weight_dist_reg", {"kl_reduction": 1.0}, "kl_reduction=1.0 is invalid; valid: 'batchmean' or 'mean'"),
     ],
 )
 def test_bad_names_and_hyperparameters_raise(name, overrides, match):
@@ -374,6 +377,56 @@ def test_weight_distortion_starts_from_seeded_noise_of_std_alpha(trained, data):
     assert noise.std().item() == pytest.approx(0.05, rel=0.05) and noise.mean().abs() < 0.005
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_weight_dist_reg_safeguard_runs_on_the_optimizer_its_settings_name(trained, data):
+    """One step of the SCRUB stage alone (a min step on one retain batch, no distance stage): on Adam every weight
+    whose gradient is not zero moves by the learning rate (Adam's first step is lr x g / |g|); on SGD without
+    momentum by lr x its gradient, which differs from weight to weight."""
+    hp = _short("weight_dist_reg", msteps=0, dist_epochs=0, retain_fraction=0.05, momentum=0.0, lr=1e-3)
+    moved = {}
+    for kind in ("adam", "sgd"):
+        model = unlearn("weight_dist_reg", trained.original, data, {**hp, "safeguard_optimizer": kind})
+        moved[kind] = (model.head.weight - trained.original.head.weight).detach().abs().flatten()
+    clear = moved["sgd"] > 1e-3 * 1e-4  # a gradient far above Adam's epsilon (1e-8): the same batch in both runs
+    assert clear.float().mean() > 0.5
+    torch.testing.assert_close(moved["adam"][clear], torch.full_like(moved["adam"][clear], 1e-3), rtol=1e-3, atol=0)
+    assert moved["sgd"].std() > 0.1 * moved["sgd"].mean()
+
+
+def test_weight_dist_reg_safeguard_kl_averages_over_classes_where_its_settings_say_mean(trained, data):
+    """The max step's loss is minus KL(teacher || student) at temperature 1, computed here by hand: averaged over
+    the samples ('batchmean', SCRUB's code), or over samples and classes ('mean', `nn.KLDivLoss()` in the
+    tamper-resistance reference code)."""
+    student = copy.deepcopy(trained.original)
+    with torch.no_grad():
+        student.head.bias.add_(torch.linspace(-1.0, 1.0, student.head.bias.numel()))
+    idx = torch.arange(16)
+    batch = Batch(data.forget_x[idx], data.forget_y[idx], idx)
+    p = F.softmax(predict(trained.original, batch.x), dim=1)
+    log_q = F.log_softmax(predict(student, batch.x), dim=1)
+    by_hand = (p * (p.log() - log_q)).sum(1).mean().item()
+    method = METHODS["weight_dist_reg"]
+    for reduction, per in (("batchmean", 1), ("mean", data.num_classes)):
+        hp = {**hparams("weight_dist_reg"), "kd_t": 1.0, "kl_reduction": reduction}
+        state = method.setup(copy.deepcopy(trained.original), data, hp)
+        loss = method.loss(student.eval(), state, Step(0, "max", 0, 0, 1, batch, None, hp))
+        assert loss.item() == pytest.approx(-by_hand / per, rel=1e-4)
+
+
+def test_the_paper_profiles_weight_dist_reg_is_the_reference_codes():
+    """shoaibahmed/vision_relearning's scripts/train.sh: the default safeguard `alt_scrub_lr_1e-05_a_1.0_g_1.0`
+    (alternating SCRUB: a max pass in every one of 100 epochs, alpha = gamma = 1, temperature 1, `nn.KLDivLoss()`,
+    Adam at 1e-5, no decay), then the distance stage (alpha 1, Adam at 1e-5, no decay, 100 epochs), batches of 128."""
+    hp = hparams("weight_dist_reg", "paper")
+    assert {k: hp[k] for k in ("epochs", "msteps", "alpha", "gamma", "kd_t", "kl_reduction", "safeguard_optimizer", "lr",
+                               "weight_decay", "batch_size", "forget_batch_size", "dist_alpha", "dist_lr", "dist_epochs")} == {
+        "epochs": 100, "msteps": 100, "alpha": 1.0, "gamma": 1.0, "kd_t": 1.0, "kl_reduction": "mean",
+        "safeguard_optimizer": "adam", "lr": 1e-5, "weight_decay": 0.0, "batch_size": 128, "forget_batch_size": 128,
+        "dist_alpha": 1.0, "dist_lr": 1e-5, "dist_epochs": 100}
+    method = METHODS["weight_dist_reg"]
+    assert all([p.name for p in method.phases(e, hp)] == ["max", "min"] for e in range(hp["epochs"]))
+    assert method.optimizer_for(hp) == "adam" and METHODS["weight_dist_reg+ec"].optimizer_for(hp) == "adam"
 
 
 def test_weight_dist_reg_pushes_the_weights_away_from_the_original(trained, data):

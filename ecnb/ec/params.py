@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigError
-from ..unlearn import NONNEGATIVE, POSITIVE, Rule
+from ..unlearn import NONNEGATIVE, POSITIVE, ChoiceRule, Rule
 
 WEIGHT_SCHEMES = ("uniform", "depth")
 # Where the contrastive term pulls a forget sample: towards every retain sample of another class (CU's,
@@ -59,21 +59,6 @@ class WeightsRule(Rule):
             raise ConfigError(
                 f"{method}: hyperparameter {key}={value!r} has negative weight(s) {negative}; valid: {self.describe()}"
             )
-
-
-@dataclass(frozen=True)
-class ChoiceRule(Rule):
-    """One of a fixed set of names."""
-
-    kind: type = str
-    choices: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        return " or ".join(map(repr, self.choices))
-
-    def check(self, method: str, key: str, value: Any) -> None:
-        if value not in self.choices:
-            raise ConfigError(f"{method}: hyperparameter {key}={value!r} is invalid; valid: {self.describe()}")
 
 
 def _is_number(value: Any) -> bool:

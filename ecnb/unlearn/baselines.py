@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..models import TappedNet, build_model
 from ..train import autocast, prepare_model
-from .core import FRACTION, NONNEGATIVE, POSITIVE, Batch, Method, Phase, Rule, Step, UnlearnData, every_epoch
+from .core import FRACTION, NONNEGATIVE, POSITIVE, Batch, ChoiceRule, Method, Phase, Rule, Step, UnlearnData, every_epoch
 
 def _ce(model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
     return F.cross_entropy(model(batch.x), batch.y if labels is None else labels)
@@ -164,13 +164,15 @@ def _scrub_phases(epoch: int, hp: Mapping[str, Any]) -> tuple[Phase, ...]:
 def _scrub_loss(model: TappedNet, state: Teachers, step: Step) -> torch.Tensor:
     """SCRUB (Kurmanji et al. 2023): max steps push the student's forget outputs away from the teacher's
     (maximise KL); min steps keep it close on D_r (alpha * KL + gamma * CE, the paper's names: alpha
-    weighs the KL, gamma the CE). KL is scaled by T^2 as in the SCRUB code's DistillKL."""
+    weighs the KL, gamma the CE). KL is scaled by T^2 as in the SCRUB code's DistillKL, and averaged over samples,
+    or over samples and classes where the method's `kl_reduction` says 'mean' (weight_dist_reg's safeguard as the
+    tamper-resistance reference code runs it: `nn.KLDivLoss()` at its default reduction)."""
     hp, temperature = step.hp, step.hp["kd_t"]
     batch = step.forget if step.phase == "max" else step.retain
     logits = model(batch.x)
     with torch.no_grad():
         target = state.good(batch.x)
-    kl = _kl(logits, target, temperature) * temperature**2
+    kl = _kl(logits, target, temperature, per_class=hp.get("kl_reduction") == "mean") * temperature**2
     if step.phase == "max":
         return -kl
     return hp["alpha"] * kl + hp["gamma"] * F.cross_entropy(logits, batch.y)
@@ -309,7 +311,10 @@ METHODS: dict[str, Method] = {
         # SCRUB's state: its teacher is the original, whose weights the distance term is measured to.
         "weight_dist_reg", _weight_dist_reg_loss, _dist_phases, _scrub_setup,
         params={"alpha": NONNEGATIVE, "gamma": NONNEGATIVE, "kd_t": POSITIVE, "msteps": Rule(int, 0),
+                "safeguard_optimizer": ChoiceRule(choices=("sgd", "adam")),
+                "kl_reduction": ChoiceRule(choices=("batchmean", "mean")),
                 "dist_alpha": NONNEGATIVE, "dist_lr": POSITIVE, "dist_epochs": Rule(int, 0)},
+        optimizer=lambda hp: hp["safeguard_optimizer"],  # the SCRUB stage's; the distance stage has its own Adam
         epochs=lambda hp: hp["epochs"] + hp["dist_epochs"],
         summary="SCRUB, then fine-tuning on D_r that pushes the weights away from the original's (tamper-resistant)",
         revision=1,  # its distance stage without weight decay (the paper profile's ran with 5e-4)

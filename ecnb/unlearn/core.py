@@ -151,6 +151,21 @@ class Rule:
             raise ConfigError(f"{method}: hyperparameter {key}={value!r} is invalid; valid: {self.describe()}")
 
 
+@dataclass(frozen=True)
+class ChoiceRule(Rule):
+    """One of a fixed set of names."""
+
+    kind: type = str
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return " or ".join(map(repr, self.choices))
+
+    def check(self, method: str, key: str, value: Any) -> None:
+        if value not in self.choices:
+            raise ConfigError(f"{method}: hyperparameter {key}={value!r} is invalid; valid: {self.describe()}")
+
+
 FRACTION = Rule(float, 0.0, 1.0, low_open=True)
 POSITIVE = Rule(float, 0.0, low_open=True)
 NONNEGATIVE = Rule(float, 0.0)
@@ -181,12 +196,18 @@ class Method:
     setup: SetupFn = _no_setup
     grad_hook: GradHook | None = None
     params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
-    optimizer: Optimizer = "sgd"  # the reference code's; Adam takes `momentum` as its beta1
+    # the reference code's; Adam takes `momentum` as its beta1. A function of the hyperparameters where a profile
+    # chooses it (weight_dist_reg's safeguard stage: SGD as the `scrub` baseline, or Adam as the reference's).
+    optimizer: Optimizer | Callable[[Mapping[str, Any]], Optimizer] = "sgd"
     epochs: Callable[[Mapping[str, Any]], int] = _own_epochs  # how many epochs a run has
     summary: str = ""  # what it does, in one line (the notebooks' table of methods)
     # Bumped when a change to a built-in method's code changes the models it makes (its hyperparameters unchanged):
     # its checkpoints, and the sweep cells that ran it, made before are made again.
     revision: int = 0
+
+    def optimizer_for(self, hp: Mapping[str, Any]) -> Optimizer:
+        """The kind of the method's own optimizer under hyperparameters `hp`."""
+        return self.optimizer(hp) if callable(self.optimizer) else self.optimizer
 
 
 # ----------------------------------------------------------------------------- composition

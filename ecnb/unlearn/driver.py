@@ -134,7 +134,7 @@ class _Optimizers:
     def for_phase(self, phase: Phase) -> torch.optim.Optimizer:
         key = None if phase.optimizer is None else phase.name
         if key not in self._made:
-            kind = self.method.optimizer if phase.optimizer is None else phase.optimizer
+            kind = self.method.optimizer_for(self.hp) if phase.optimizer is None else phase.optimizer
             self._made[key] = make_optimizer(kind, self.model, self.hp, phase.lr or "lr")
         opt = self._made[key]
         for group in opt.param_groups:

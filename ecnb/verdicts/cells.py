@@ -81,7 +81,7 @@ def claims(cells: Cells, baselines: Sequence[str], plugin_bases: Sequence[str] |
         return ec in t.index and bool(useful) and bool(t.loc[ec, CKA] < t.loc[useful, CKA].min())
 
     k = _count(cells, below_useful)
-    rows.append((f"{ec}'s mean intermediate CKA is below every baseline that keeps retain accuracy",
+    rows.append((f"{ec}'s mean intermediate CKA is below every baseline that does not decidedly hurt retain accuracy",
                  f"{k} of {n} cell(s)", f">= {majority}", k >= majority,
                  _count(cells, lambda t: any(_cost_undecided(t, b) for b in baselines))))
 
