@@ -45,11 +45,26 @@ def profile_for(dataset: str | None) -> str:
     return DATASET_PROFILES.get(dataset or "digits", "quick")
 
 
-def sweep_scope(profile: str) -> str:
-    """The scope a sweep's cells under `profile` run when none is given."""
+def profile_chain(profile: str) -> list[str]:
+    """`profile`, the profile it starts from (`base`), that one's, and so on: where every table keyed by profile
+    (the methods' defaults, EC's, how conv taps are pooled) finds a setting the profile does not state itself."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
-    return PROFILES[profile].get("sweep_scope", "full")
+    chain = [profile]
+    while (base := PROFILES[chain[-1]].get("base")) is not None:
+        chain.append(base)
+    return chain
+
+
+def profile_setting(profile: str, key: str, default: Any = None) -> Any:
+    """A profile's optional setting `key` (`sweep_scope`, `max_spatial`, ...), from the first profile of its chain
+    that states it."""
+    return next((PROFILES[p][key] for p in profile_chain(profile) if key in PROFILES[p]), default)
+
+
+def sweep_scope(profile: str) -> str:
+    """The scope a sweep's cells under `profile` run when none is given."""
+    return profile_setting(profile, "sweep_scope", "full")
 
 
 def reported_classes(dataset: str) -> tuple[int, ...]:
@@ -141,11 +156,19 @@ class AttackSettings:
 
 
 # Hyperparameters per profile, in one place. `quick` is tuned for the embedded digits on a laptop CPU;
-# `paper` follows the SalUn / SCRUB reference recipe for CIFAR with ResNet-18 on a GPU.
+# `paper` follows the SalUn / SCRUB reference recipe for CIFAR with ResNet-18 on a GPU. Every profile states its data
+# set, model, training recipe and attacks; one that names a `base` starts from that profile for everything else: the
+# methods' and EC's defaults (with what was chosen again for it, `ecnb.unlearn.defaults`, `ecnb.ec`) and the
+# optional settings below (`profile_setting`).
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "dataset": "digits",
         "model": "smallcnn",
+        # Conv taps are average-pooled to at most `max_spatial` positions per side before CKA and UMAP, unless the
+        # input is at most `whole_maps_up_to` pixels wide: the digits (16x16; the largest tap is 16x16x16) keep the
+        # whole maps, larger inputs (Fashion-MNIST's 28x28) are pooled to 8x8.
+        "max_spatial": 8,
+        "whole_maps_up_to": 16,
         # 30 epochs. The training loss of `original` is flat from epoch 12 (0.0017 to 0.0013) and 20 epochs reach the
         # same test accuracy within one image, but retrained models of 20 epochs differ more among themselves: on
         # the validation tasks 43 of 50 passed the verdicts' null test against 47 of 50 at 30 (scripts/null_test.py).
@@ -164,6 +187,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the whole test split, 1,000 images per class, is read); the recipe, the attacks and the baselines' learning rates
     # and epochs chosen on its own validation classes (1, 2, 5, 7, 9), the rest the quick profile's.
     "fashion": {
+        "base": "quick",
         "dataset": "fashion_mnist",
         "model": "smallcnn",
         "train_per_class": 300,
@@ -185,6 +209,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "dataset": "cifar10",
         "model": "resnet18",
+        # ResNet-18's layer1 on CIFAR would otherwise be 64k numbers per image.
+        "max_spatial": 4,
+        "whole_maps_up_to": 0,
         "train": TrainRecipe(epochs=182, batch_size=256, lr=0.1, augment=True),
         # The quick profile's choice, unchecked at this scale (no validation tasks were run on CIFAR).
         "attacks": AttackSettings(shots=3, retain_shots=5, probe_draws=5, probe_c=0.01, relearn_lr=0.03,
@@ -351,7 +378,7 @@ class StudyConfig:
         """`train_per_class` or `test_per_class` as `from_options` takes it back: 0 for every image where the
         profile's own default is a cap."""
         value = getattr(self, name)
-        return 0 if value is None and PROFILES[self.profile].get(name) is not None else value
+        return 0 if value is None and profile_setting(self.profile, name) is not None else value
 
     @property
     def scenario(self) -> str:

@@ -13,7 +13,7 @@ import torch
 
 from .artifacts import Run, load_checkpoint, save_checkpoint
 from .attacks import attack_rows
-from .config import ConfigError, resolve_device
+from .config import ConfigError, profile_setting, resolve_device
 from .data import Dataset, ForgetSplit, split_tensors
 from .features import cached_features, extract_features, remove_cached
 from .metrics import (OUTPUT_SPLITS, DegenerateFeatures, accuracy, accuracy_rows, capped_sample, cka_rows, mia_rows,
@@ -31,12 +31,6 @@ from .weights import INTERPOLATION_SPLITS, weight_rows
 from .workers import one_thread, run_jobs, worker_count
 from .workers import shared as shared_objects
 
-# Conv taps are average-pooled to at most this many positions per side before CKA and UMAP. The quick
-# profile keeps the whole maps of inputs up to 16x16 (the digits; its largest tap is 16x16x16) and pools
-# larger ones (Fashion-MNIST's 28x28) to 8x8; on the paper profile ResNet-18's layer1 on CIFAR would
-# otherwise be 64k numbers per image.
-MAX_SPATIAL = {"quick": 8, "fashion": 8, "paper": 4}
-WHOLE_MAPS_UP_TO = {"quick": 16, "fashion": 16, "paper": 0}
 CKA_SPLITS = ("forget_train", "test_retain", "test_forget")
 # The splits whose features the measurement extracts whole (CKA's, the probes'): their answers come from that pass.
 FEATURE_SPLITS = ("forget_train", "retain_train", "test_forget")
@@ -47,8 +41,10 @@ CLASS_METRICS = {"probe_accuracy", "fewshot_probe_accuracy", "relearn_accuracy"}
 
 
 def max_spatial(profile: str, input_shape: tuple[int, ...]) -> int | None:
-    """How far conv taps are pooled before CKA and UMAP for a profile and input (None: not at all)."""
-    return None if input_shape[-1] <= WHOLE_MAPS_UP_TO[profile] else MAX_SPATIAL[profile]
+    """How far conv taps are pooled before CKA and UMAP for a profile and input (None: not at all; the profile's
+    `max_spatial` and `whole_maps_up_to`)."""
+    whole = profile_setting(profile, "whole_maps_up_to", 0)
+    return None if input_shape[-1] <= whole else profile_setting(profile, "max_spatial")
 
 
 def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:

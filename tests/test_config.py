@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ecnb.cli import main
-from ecnb.config import ConfigError, StudyConfig
+from ecnb.config import ConfigError, StudyConfig, profile_chain
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -184,3 +184,28 @@ def test_every_method_has_settings_under_the_fashion_profile():
     for b in baselines():
         base, plugin = hparams(b, "fashion"), hparams(plugin_name(b), "fashion")
         assert {k: plugin[k] for k in base} == base, b
+
+
+def test_a_profile_that_names_a_base_needs_no_other_table():
+    """A profile added with a `base` and its own data set, model, recipe and attacks (as a researcher would add one)
+    gets its base's methods' defaults, EC's, the pooling of conv taps and the sweep scope, without an entry in any
+    table keyed by profile. In a fresh process: the tables are filled in when the package is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ecnb.config as c\n"
+        "f = c.PROFILES['fashion']\n"
+        "c.PROFILES['mine'] = {'base': 'fashion', 'dataset': 'fashion_mnist', 'model': 'smallcnn', "
+        "'train': f['train'], 'attacks': f['attacks']}\n"
+        "import ecnb.methods as m, ecnb.evaluate as e\n"
+        "from ecnb.unlearn.defaults import COMMON_DEFAULTS\n"
+        "same = [n for n in m.HPARAMS['fashion'] if m.hparams(n, 'mine') == m.hparams(n, 'fashion')]\n"
+        "print(c.profile_chain('mine'), len(same) == len(m.HPARAMS['fashion']) > 40, c.sweep_scope('mine'), "
+        "e.max_spatial('mine', (1, 28, 28)), e.max_spatial('mine', (1, 16, 16)), "
+        "COMMON_DEFAULTS['mine'] == COMMON_DEFAULTS['quick'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "['mine', 'fashion', 'quick'] True walkthrough 8 None True"
+    with pytest.raises(ConfigError, match="unknown profile 'nope'; valid: quick, fashion, paper"):
+        profile_chain("nope")

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from ..config import PROFILES, profile_chain
 from ..models import TappedNet
 from ..unlearn import HPARAMS, METHODS, Method, Phase, Step, compose, every_epoch
 from .loss import (
@@ -173,8 +174,13 @@ EC_HPARAMS["quick"]["variants"] = VARIANTS
 # `original`'s (worst drop 0.019; the quick lr 0.01: 0.054). Its ablations and the variant take it with it. Not
 # searched: the EC term's points and weights, the plug-ins' (their search was stopped for time), the variant's own.
 FASHION_EC: dict[str, dict[str, Any]] = {"ec": {"lr": 0.0033}, "plugins": {}}
-EC_HPARAMS["fashion"] = {**EC_HPARAMS["quick"], "ec": {**EC_HPARAMS["quick"]["ec"], **FASHION_EC["ec"]},
-                         "plugins": {**EC_HPARAMS["quick"]["plugins"], **FASHION_EC["plugins"]}}
+# A profile that starts from another takes its base's table, with what was chosen again for it.
+EC_RETUNED: dict[str, dict[str, dict[str, Any]]] = {"fashion": FASHION_EC}
+for _profile in PROFILES:
+    if _profile not in EC_HPARAMS:
+        _base, _own = EC_HPARAMS[profile_chain(_profile)[1]], EC_RETUNED.get(_profile, {})
+        EC_HPARAMS[_profile] = {**_base, "ec": {**_base["ec"], **_own.get("ec", {})},
+                                "plugins": {**_base["plugins"], **_own.get("plugins", {})}}
 
 
 # The EC term's own epochs at the end of a plug-in's run (`ec_epochs`, at `ec_lr`): the EC loss alone, on

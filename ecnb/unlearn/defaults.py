@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError
+from ..config import PROFILES, ConfigError, profile_chain
 from .baselines import METHODS
 from .core import COMMON, Method
 
@@ -29,8 +29,9 @@ _QUICK = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "forget_batch
 _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batch_size": 256, "retain_fraction": 1.0}
 
 # What every method of a profile shares unless it says otherwise; a method a user brings starts from it
-# (`ecnb.user_methods`).
-COMMON_DEFAULTS = {"quick": _QUICK, "fashion": _QUICK, "paper": _PAPER}
+# (`ecnb.user_methods`). A profile that starts from another (`ecnb.config.profile_chain`) shares that one's.
+_OWN_COMMON = {"quick": _QUICK, "paper": _PAPER}
+COMMON_DEFAULTS = {p: next(_OWN_COMMON[q] for q in profile_chain(p) if q in _OWN_COMMON) for p in PROFILES}
 
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
@@ -127,7 +128,12 @@ FASHION_TUNED: dict[str, dict[str, Any]] = {
     "weight_distortion": {"lr": 1e-3, "epochs": 5},  # gap 0.000, drop 0.020 (quick's 10 epochs: 0.000, 0.029)
     "weight_dist_reg": {"dist_lr": 3.3e-4, "dist_epochs": 5},  # gap 0.000, drop 0.011 (quick's: 0.000, 0.033)
 }
-HPARAMS["fashion"] = {name: {**hp, **FASHION_TUNED.get(name, {})} for name, hp in HPARAMS["quick"].items()}
+# What was chosen again for a profile that starts from another; every other setting is its base's.
+RETUNED: dict[str, dict[str, dict[str, Any]]] = {"fashion": FASHION_TUNED}
+for _profile in PROFILES:
+    if _profile not in HPARAMS:
+        _base = HPARAMS[profile_chain(_profile)[1]]
+        HPARAMS[_profile] = {name: {**hp, **RETUNED.get(_profile, {}).get(name, {})} for name, hp in _base.items()}
 
 
 def table_digest(profile: str) -> str:
