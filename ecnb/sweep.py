@@ -138,7 +138,7 @@ def cell_configs(cells: list[Cell], sweep_dir: Path, **options: Any) -> dict[Cel
     for cell in cells:
         profile = options.get("profile") or profile_for(cell.dataset)
         scope, population = options.get("scope"), options.get("population")
-        given = {**options, "scope": sweep_scope(profile) if scope is None else scope,
+        given = {**options, "profile": profile, "scope": sweep_scope(profile) if scope is None else scope,
                  "population": POPULATION["full"] if population is None else population}
         configs[cell] = StudyConfig.from_options(
             **given, dataset=cell.dataset, forget_classes=list(cell.forget_set), seeds=[cell.seed],
