@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from ..models import TappedNet, build_model
 from ..train import autocast, prepare_model
-from .core import FRACTION, NONNEGATIVE, POSITIVE, Batch, ChoiceRule, Method, Phase, Rule, Step, UnlearnData, every_epoch
+from .core import (FRACTION, NONNEGATIVE, POSITIVE, Batch, ChoiceRule, Method, Phase, Rule, Step, UnlearnData,
+                   every_epoch)
 
 def _ce(model: nn.Module, batch: Batch, labels: torch.Tensor | None = None) -> torch.Tensor:
     return F.cross_entropy(model(batch.x), batch.y if labels is None else labels)

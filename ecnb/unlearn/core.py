@@ -196,8 +196,8 @@ class Method:
     setup: SetupFn = _no_setup
     grad_hook: GradHook | None = None
     params: Mapping[str, Rule] = field(default_factory=dict)  # its hyperparameters beyond COMMON
-    # the reference code's; Adam takes `momentum` as its beta1. A function of the hyperparameters where a profile
-    # chooses it (weight_dist_reg's safeguard stage: SGD as the `scrub` baseline, or Adam as the reference's).
+    # Its own optimiser, the reference code's (Adam takes `momentum` as its beta1), or a function of the
+    # hyperparameters where a profile chooses it (weight_dist_reg's safeguard: SGD as `scrub`, Adam as the reference).
     optimizer: Optimizer | Callable[[Mapping[str, Any]], Optimizer] = "sgd"
     epochs: Callable[[Mapping[str, Any]], int] = _own_epochs  # how many epochs a run has
     summary: str = ""  # what it does, in one line (the notebooks' table of methods)
