@@ -52,6 +52,9 @@ def profile_chain(profile: str) -> list[str]:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     chain = [profile]
     while (base := PROFILES[chain[-1]].get("base")) is not None:
+        if base not in PROFILES or base in chain:
+            why = "is not a profile" if base not in PROFILES else "makes a circle"
+            raise ConfigError(f"profile {chain[-1]!r}: its base {base!r} {why}; valid: {', '.join(PROFILES)}")
         chain.append(base)
     return chain
 
@@ -159,7 +162,7 @@ class AttackSettings:
 # `paper` follows the SalUn / SCRUB reference recipe for CIFAR with ResNet-18 on a GPU. Every profile states its data
 # set, model, training recipe and attacks; one that names a `base` starts from that profile for everything else: the
 # methods' and EC's defaults (with what was chosen again for it, `ecnb.unlearn.defaults`, `ecnb.ec`) and the
-# optional settings below (`profile_setting`).
+# optional settings below (`profile_setting`), but not the image caps, which belong to a data set.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "dataset": "digits",
@@ -378,7 +381,7 @@ class StudyConfig:
         """`train_per_class` or `test_per_class` as `from_options` takes it back: 0 for every image where the
         profile's own default is a cap."""
         value = getattr(self, name)
-        return 0 if value is None and profile_setting(self.profile, name) is not None else value
+        return 0 if value is None and PROFILES[self.profile].get(name) is not None else value
 
     @property
     def scenario(self) -> str:

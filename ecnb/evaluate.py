@@ -43,8 +43,10 @@ CLASS_METRICS = {"probe_accuracy", "fewshot_probe_accuracy", "relearn_accuracy"}
 def max_spatial(profile: str, input_shape: tuple[int, ...]) -> int | None:
     """How far conv taps are pooled before CKA and UMAP for a profile and input (None: not at all; the profile's
     `max_spatial` and `whole_maps_up_to`)."""
-    whole = profile_setting(profile, "whole_maps_up_to", 0)
-    return None if input_shape[-1] <= whole else profile_setting(profile, "max_spatial")
+    spatial = profile_setting(profile, "max_spatial")
+    if spatial is None:
+        raise ConfigError(f"profile {profile!r} states no max_spatial (how far conv taps are pooled), nor does its base")
+    return None if input_shape[-1] <= profile_setting(profile, "whole_maps_up_to", 0) else spatial
 
 
 def unlearn_data(ds: Dataset, split: ForgetSplit) -> UnlearnData:

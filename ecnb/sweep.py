@@ -239,10 +239,13 @@ def run_cell(config: dict, selection: dict, threads: int, force: bool = False) -
     except Exception as e:  # a bug in one cell is that cell's failure, reported with the others
         return {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - start
-    remove_all_cached(Run.load(study.run_dir))
     import ray
 
     record_cell(study, selection, seconds, ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
+    try:  # a cache: a file left behind costs disk, never a result
+        remove_all_cached(Run.load(study.run_dir))
+    except OSError:
+        pass
     return {"ok": True, "seconds": seconds, "error": None}
 
 

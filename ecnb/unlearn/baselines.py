@@ -25,8 +25,9 @@ def _kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, per_class: bool = False
 ) -> torch.Tensor:
     """KL(teacher || student) of temperature-softened outputs, averaged over samples (SCRUB's DistillKL),
-    or with `per_class` over samples x classes (what `F.kl_div`'s default 'mean' does in Bad Teacher's code;
-    written out, as that default is deprecated and announced to become 'batchmean')."""
+    or with `per_class` over samples x classes (what `F.kl_div`'s default 'mean' does in Bad Teacher's code and
+    `nn.KLDivLoss()` in weight_dist_reg's reference safeguard; written out, as that default is deprecated and
+    announced to become 'batchmean')."""
     kl = F.kl_div(
         F.log_softmax(student_logits.float() / temperature, dim=1),
         F.log_softmax(teacher_logits.float() / temperature, dim=1),
