@@ -59,6 +59,17 @@ def profile_chain(profile: str) -> list[str]:
     return chain
 
 
+def derived_profiles() -> list[tuple[str, str]]:
+    """Each profile that names a base, with that base, every base before the profiles built on it: the order in which
+    a table keyed by profile gives such profiles its base's entries (`ecnb.unlearn.defaults`, `ecnb.ec`)."""
+    order: list[tuple[str, str]] = []
+    for profile in PROFILES:
+        for p in reversed(profile_chain(profile)[:-1]):
+            if (p, PROFILES[p]["base"]) not in order:
+                order.append((p, PROFILES[p]["base"]))
+    return order
+
+
 def profile_setting(profile: str, key: str, default: Any = None) -> Any:
     """A profile's optional setting `key` (`sweep_scope`, `max_spatial`, ...), from the first profile of its chain
     that states it."""

@@ -359,17 +359,14 @@ def sweep_findings(tables: Mapping[str, pd.DataFrame]) -> Prose:
         said = claims[claims["dataset"] == dataset].set_index("claim")["measured"]
         base = [b for b in builtin_baselines() if b in counts.index]
 
-        by_method = {m: rows[DEPTH].value_counts() for m, rows in part.groupby("method", sort=False)}
-
-        def depths(method: str) -> pd.Series:
-            return by_method[method]
+        depths = {m: rows[DEPTH].value_counts() for m, rows in part.groupby("method", sort=False)}
 
         def most(depth: str) -> list[str]:
-            return [b for b in base if b not in TAMPER_RESISTANT and depths(b).get(depth, 0) >= majority]
+            return [b for b in base if b not in TAMPER_RESISTANT and depths[b].get(depth, 0) >= majority]
 
         def tally(method: str) -> str:
             """Every depth the method got, the most frequent first: 'erased in 4, superficial in 1 of the 6 cells'."""
-            got = depths(method)
+            got = depths[method]
             if len(got) == 1:
                 return f"{got.index[0]} in {'all' if n > 1 else 'the'} {n} cell{'s' * (n > 1)}"
             return ", ".join(f"{d} in {int(k)}" for d, k in got.items()) + f" of the {n} cells"

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import PROFILES, ConfigError, profile_chain
+from ..config import ConfigError, derived_profiles
 from .baselines import METHODS
 from .core import COMMON, Method
 
@@ -30,9 +30,10 @@ _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batc
 
 # What every method of a profile shares unless it says otherwise; a method a user brings starts from it
 # (`ecnb.user_methods`). A profile that starts from another (`ecnb.config.profile_chain`) shares that one's.
-_OWN_COMMON = {"quick": _QUICK, "paper": _PAPER}
-COMMON_DEFAULTS = {p: next(_OWN_COMMON[q] for q in profile_chain(p) if q in _OWN_COMMON) for p in PROFILES
-                   if any(q in _OWN_COMMON for q in profile_chain(p))}
+COMMON_DEFAULTS = {"quick": _QUICK, "paper": _PAPER}
+for _profile, _base in derived_profiles():
+    if _profile not in COMMON_DEFAULTS and _base in COMMON_DEFAULTS:
+        COMMON_DEFAULTS[_profile] = COMMON_DEFAULTS[_base]
 
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
@@ -133,11 +134,10 @@ FASHION_TUNED: dict[str, dict[str, Any]] = {
 }
 # What was chosen again for a profile that starts from another; every other setting is its base's.
 RETUNED: dict[str, dict[str, dict[str, Any]]] = {"fashion": FASHION_TUNED}
-for _profile in PROFILES:
-    for _p in reversed(profile_chain(_profile)[:-1]):  # from the one nearest the root of the chain, whatever the order
-        if _p not in HPARAMS and PROFILES[_p]["base"] in HPARAMS:
-            _base = HPARAMS[PROFILES[_p]["base"]]
-            HPARAMS[_p] = {name: {**hp, **RETUNED.get(_p, {}).get(name, {})} for name, hp in _base.items()}
+for _profile, _base in derived_profiles():
+    if _profile not in HPARAMS and _base in HPARAMS:
+        HPARAMS[_profile] = {name: {**hp, **RETUNED.get(_profile, {}).get(name, {})}
+                             for name, hp in HPARAMS[_base].items()}
 
 
 def table_digest(profile: str) -> str:
