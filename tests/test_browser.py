@@ -290,7 +290,7 @@ def test_explorer_app_serves_a_finished_run_without_code(shared_run, chromium, t
     started = time.perf_counter()
     with serving(serve.explore_command(notebook, port, token, browser=False), port, tmp_path / "voila.log",
                  tmp_path), browser_page(chromium, "explorer-app") as page:
-        page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=240_000)  # after `load`, the widget models exist
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=240_000)  # cells appear as they finish
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=240_000)
         assert page.locator("text=error when executing").count() == 0
         assert page.locator("text=import ecnb").count() == 0, "no code shown"
