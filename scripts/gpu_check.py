@@ -19,7 +19,7 @@ and writes to `gpu_check.md` / `gpu_check.json` in the run directory:
 
 `--out DIR` copies what a machine without the GPU needs to read the run (config.json, results.csv,
 failures, the figures; not the checkpoints) into DIR; `python -m ecnb summary DIR` reads it there.
-`--tiny` shrinks everything (one baseline, `ga`, with `ec` and `ga+ec`) so that the whole script runs
+`--tiny` shrinks everything (one baseline, `ga`, with `ec` and `ga+ec`, one epoch of each stage) so that the whole script runs
 on a CPU in a minute or two (the test does this).
 """
 from __future__ import annotations
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     device = resolve_device(args.device)
-    attacks = {}
+    attacks, overrides = {}, {}
     batch, steps = 512, 20
     if args.tiny:
         args.epochs, args.train_per_class, args.test_per_class = 1, 4, 4
@@ -214,11 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         batch, steps = 8, 1
         args.population = 2
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())
+    methods = [*args.methods, "ec", *(f"{b}+ec" for b in args.methods)]
+    if args.tiny:  # one epoch of each stage: the path is what is checked, and ResNet-18's steps are most of its time
+        overrides = {m: {"epochs": 1, **({"ec_aux_epochs": 1} if "ec" in m else {}),
+                         **({"ec_epochs": 1} if "+ec" in m else {})} for m in methods}
     torch.backends.cudnn.benchmark = device.type == "cuda"
     config = StudyConfig.from_options(
         profile="paper", dataset="fashion_mnist", model="resnet18", forget_classes=[FORGET_CLASS], epochs=args.epochs,
         device=args.device, run_dir=args.run_dir, train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class, population=args.population, **attacks)
+        test_per_class=args.test_per_class, population=args.population, overrides=overrides, **attacks)
     run = ecnb.Run.open(config, force=True)
     ds = ecnb.run_dataset(run, device).padded(32)
     split = ecnb.forget_split(run, ds, 0)
@@ -231,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     references = ecnb.train_references(run, ds, split, 0, device)  # `original` and the retrained population
     fit_wall = ecnb.artifacts.load_checkpoint(run.checkpoint_path("original", 0))["meta"]["wall_time"]
     ecnb.write_results(run.root, [r for m, net in references.items() for r in ecnb.reference_rows(run, net, splits, m, 0)])
-    methods = [*args.methods, "ec", *(f"{b}+ec" for b in args.methods)]
     models = evaluate.run_methods(run, ds, split, methods, 0, references, device)
     evaluate.run_references(run, ds, split, 0, references)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
