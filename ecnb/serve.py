@@ -77,7 +77,7 @@ def explore_command(notebook: Path, port: int | None = None, token: str | None =
     Rendered progressively: each cell's outputs are shown as it finishes, and a widget once its model exists.
     Voila's default (the whole page, then the widgets restored from the kernel) now and then shows "Error
     displaying widget: model not found" for one of the app's widgets: 6 of 8 visits on a loaded 2-core
-    machine, 0 of 8 progressively."""
+    machine, 0 of 18 progressively."""
     cmd = [sys.executable, "-m", "voila", str(notebook), "--Voila.ip=127.0.0.1",
            "--VoilaConfiguration.progressive_rendering=True", *_server_flags(port, browser)]
     return cmd + ([] if token is None else [f"--token={token}"])

@@ -19,8 +19,8 @@ and writes to `gpu_check.md` / `gpu_check.json` in the run directory:
 
 `--out DIR` copies what a machine without the GPU needs to read the run (config.json, results.csv,
 failures, the figures; not the checkpoints) into DIR; `python -m ecnb summary DIR` reads it there.
-`--tiny` shrinks everything (one baseline, `ga`, with `ec` and `ga+ec`, one epoch of each stage) so that the whole script runs
-on a CPU in a minute or two (the test does this).
+`--tiny` shrinks everything (one baseline, `ga`, with `ec` and `ga+ec`, one epoch of each stage) so that
+the whole script runs on a CPU in a minute or two (the test does this).
 """
 from __future__ import annotations
 
@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())
     methods = [*args.methods, "ec", *(f"{b}+ec" for b in args.methods)]
     if args.tiny:  # one epoch of each stage: the path is what is checked, and ResNet-18's steps are most of its time
-        overrides = {m: {"epochs": 1, **({"ec_aux_epochs": 1} if "ec" in m else {}),
-                         **({"ec_epochs": 1} if "+ec" in m else {})} for m in methods}
+        plugins = [m for m in methods if m.endswith("+ec")]
+        overrides = {**{b: {"epochs": 1} for b in args.methods}, "ec": {"epochs": 1, "ec_aux_epochs": 1},
+                     **{p: {"epochs": 1, "ec_epochs": 1, "ec_aux_epochs": 1} for p in plugins}}
     torch.backends.cudnn.benchmark = device.type == "cuda"
     config = StudyConfig.from_options(
         profile="paper", dataset="fashion_mnist", model="resnet18", forget_classes=[FORGET_CLASS], epochs=args.epochs,
