@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,15 +59,19 @@ def profile_chain(profile: str) -> list[str]:
     return chain
 
 
-def derived_profiles() -> list[tuple[str, str]]:
-    """Each profile that names a base, with that base, every base before the profiles built on it: the order in which
-    a table keyed by profile gives such profiles its base's entries (`ecnb.unlearn.defaults`, `ecnb.ec`)."""
-    order: list[tuple[str, str]] = []
-    for profile in PROFILES:
-        for p in reversed(profile_chain(profile)[:-1]):
-            if (p, PROFILES[p]["base"]) not in order:
-                order.append((p, PROFILES[p]["base"]))
-    return order
+def fill_from_bases(table: dict[str, Any], derive: Callable[[str, Any], Any] = lambda _profile, entry: entry) -> None:
+    """Give each profile that names a base and has no entry of its own in `table` (keyed by profile: the methods'
+    defaults, EC's) one made from its base's entry: `derive(profile, base's entry)`, the base's entry itself by
+    default. Bases are filled before the profiles built on them, whatever the order of PROFILES."""
+    done: set[str] = set()
+    for name in PROFILES:
+        for profile in reversed(profile_chain(name)[:-1]):
+            if profile in done:
+                continue
+            done.add(profile)
+            base = PROFILES[profile]["base"]
+            if profile not in table and base in table:
+                table[profile] = derive(profile, table[base])
 
 
 def profile_setting(profile: str, key: str, default: Any = None) -> Any:

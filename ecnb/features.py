@@ -100,12 +100,16 @@ def features_path(run: Run, method: str, seed: int, split_name: str) -> Path:
     return run.seed_dir(seed) / "features" / f"{method}__{split_name}.npz"
 
 
+def _cached_files(run: Run, seed: int) -> list[Path]:
+    folder = run.seed_dir(seed) / "features"
+    return [p for p in folder.iterdir() if p.suffix == ".npz"] if folder.is_dir() else []
+
+
 def remove_cached(run: Run, method: str, seed: int) -> None:
     """Delete every cached features file of `method` (its weights changed). Names are compared exactly,
     never as a glob pattern: method names such as `ec[last]` hold pattern characters."""
-    folder = run.seed_dir(seed) / "features"
-    for path in folder.iterdir() if folder.is_dir() else ():
-        if path.suffix == ".npz" and path.stem.rpartition("__")[0] == method:
+    for path in _cached_files(run, seed):
+        if path.stem.rpartition("__")[0] == method:
             path.unlink()
 
 
@@ -114,10 +118,8 @@ def remove_all_cached(run: Run) -> None:
     rows, outcomes and embeddings, while its features, recomputed from a checkpoint whenever asked for, would be
     most of its disk (7.5 of a Fashion-MNIST cell's 7.8 GB)."""
     for seed in run.config.seeds:
-        folder = run.seed_dir(seed) / "features"
-        for path in folder.iterdir() if folder.is_dir() else ():
-            if path.suffix == ".npz":
-                path.unlink()
+        for path in _cached_files(run, seed):
+            path.unlink()
 
 
 # model -> (the version counters of its tensors, their digest): a model measured many times (every split,

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from ..config import derived_profiles
+from ..config import fill_from_bases
 from ..models import TappedNet
 from ..unlearn import HPARAMS, METHODS, Method, Phase, Step, compose, every_epoch
 from .loss import (
@@ -176,11 +176,15 @@ EC_HPARAMS["quick"]["variants"] = VARIANTS
 FASHION_EC: dict[str, dict[str, Any]] = {"ec": {"lr": 0.0033}, "plugins": {}}
 # A profile that starts from another takes its base's table, with what was chosen again for it.
 EC_RETUNED: dict[str, dict[str, dict[str, Any]]] = {"fashion": FASHION_EC}
-for _profile, _base in derived_profiles():
-    if _profile not in EC_HPARAMS and _base in EC_HPARAMS:
-        _from, _own = EC_HPARAMS[_base], EC_RETUNED.get(_profile, {})
-        EC_HPARAMS[_profile] = {**_from, "ec": {**_from["ec"], **_own.get("ec", {})},
-                                "plugins": {**_from.get("plugins", {}), **_own.get("plugins", {})}}
+
+
+def _retuned(profile: str, base: dict[str, Any]) -> dict[str, Any]:
+    own = EC_RETUNED.get(profile, {})
+    return {**base, "ec": {**base["ec"], **own.get("ec", {})},
+            "plugins": {**base.get("plugins", {}), **own.get("plugins", {})}}
+
+
+fill_from_bases(EC_HPARAMS, _retuned)
 
 
 # The EC term's own epochs at the end of a plug-in's run (`ec_epochs`, at `ec_lr`): the EC loss alone, on

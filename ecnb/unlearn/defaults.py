@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, derived_profiles
+from ..config import ConfigError, fill_from_bases
 from .baselines import METHODS
 from .core import COMMON, Method
 
@@ -31,9 +31,7 @@ _PAPER = {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256, "forget_batc
 # What every method of a profile shares unless it says otherwise; a method a user brings starts from it
 # (`ecnb.user_methods`). A profile that starts from another (`ecnb.config.profile_chain`) shares that one's.
 COMMON_DEFAULTS = {"quick": _QUICK, "paper": _PAPER}
-for _profile, _base in derived_profiles():
-    if _profile not in COMMON_DEFAULTS and _base in COMMON_DEFAULTS:
-        COMMON_DEFAULTS[_profile] = COMMON_DEFAULTS[_base]
+fill_from_bases(COMMON_DEFAULTS)
 
 HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
@@ -134,10 +132,8 @@ FASHION_TUNED: dict[str, dict[str, Any]] = {
 }
 # What was chosen again for a profile that starts from another; every other setting is its base's.
 RETUNED: dict[str, dict[str, dict[str, Any]]] = {"fashion": FASHION_TUNED}
-for _profile, _base in derived_profiles():
-    if _profile not in HPARAMS and _base in HPARAMS:
-        HPARAMS[_profile] = {name: {**hp, **RETUNED.get(_profile, {}).get(name, {})}
-                             for name, hp in HPARAMS[_base].items()}
+fill_from_bases(HPARAMS, lambda profile, base: {name: {**hp, **RETUNED.get(profile, {}).get(name, {})}
+                                               for name, hp in base.items()})
 
 
 def table_digest(profile: str) -> str:
