@@ -20,7 +20,7 @@ from .unlearn import HPARAMS, METHODS, get_method, hparams, planned_steps, run_m
 from .user_methods import check_name, methods_of, source_digest, use_method_files
 
 __all__ = ["HPARAMS", "METHODS", "brought_methods", "builtin_baselines", "check_config", "for_scenario", "get_method",
-           "hparams", "load_method_files", "planned_steps", "run_method", "source_digest", "study_hparams",
+           "hparams", "load_method_files", "one_epoch_each", "planned_steps", "run_method", "source_digest", "study_hparams",
            "table_digest", "unlearn", "validate"]
 
 
@@ -46,6 +46,13 @@ def revisions() -> dict[str, int]:
     """Every registered method whose code was revised (`Method.revision`), with its revision: what a finished
     sweep cell records beside the hyperparameters' digest."""
     return {name: method.revision for name, method in METHODS.items() if method.revision}
+
+
+def one_epoch_each(methods: Sequence[str], profile: str = "quick") -> dict[str, dict[str, int]]:
+    """Overrides that give every stage of each method one epoch (its `epochs`, EC's head warm-up, a plug-in's EC
+    stage...): the shortest run of a method's whole code path, for checks of the path (the tests' small studies,
+    `scripts/gpu_check.py --tiny`), never for figures anyone reads."""
+    return {m: {k: 1 for k in hparams(m, profile, 0) if k.endswith("epochs")} for m in methods}
 
 
 def study_hparams(config: StudyConfig, method: str, seed: int, **extra: Any) -> dict[str, Any]:

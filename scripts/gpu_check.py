@@ -44,6 +44,7 @@ import ecnb  # noqa: E402
 from ecnb import ec, evaluate, verdicts  # noqa: E402
 from ecnb.config import StudyConfig, resolve_device  # noqa: E402
 from ecnb.features import extract_features  # noqa: E402
+from ecnb.methods import one_epoch_each  # noqa: E402
 from ecnb.metrics import layer_cka  # noqa: E402
 from ecnb.results import read_results  # noqa: E402
 from ecnb.train import fit, prepare_model, seed_everything  # noqa: E402
@@ -216,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args.methods = args.methods or (["ga"] if args.tiny else ec.baselines())
     methods = [*args.methods, "ec", *(f"{b}+ec" for b in args.methods)]
     if args.tiny:  # one epoch of each stage: the path is what is checked, and ResNet-18's steps are most of its time
-        plugins = [m for m in methods if m.endswith("+ec")]
-        overrides = {**{b: {"epochs": 1} for b in args.methods}, "ec": {"epochs": 1, "ec_aux_epochs": 1},
-                     **{p: {"epochs": 1, "ec_epochs": 1, "ec_aux_epochs": 1} for p in plugins}}
+        overrides = one_epoch_each(methods, "paper")
     torch.backends.cudnn.benchmark = device.type == "cuda"
     config = StudyConfig.from_options(
         profile="paper", dataset="fashion_mnist", model="resnet18", forget_classes=[FORGET_CLASS], epochs=args.epochs,

@@ -57,7 +57,8 @@ def test_a_changed_hyperparameter_recomputes_only_its_method(tiny_study, tmp_pat
     assert again.returncode == 0, again.stderr[-2000:]
     after = checkpoint_times(run_dir, 0)
     assert [name for name in before if after[name] != before[name]] == ["ga.pt"]
-    assert json.loads((run_dir / "config.json").read_text())["overrides"] == {"ga": {"lr": 0.001}}
+    recorded = json.loads((run_dir / "config.json").read_text())["overrides"]
+    assert recorded["ga"] == {"epochs": 1, "lr": 0.001} and recorded["scrub"] == {"epochs": 1}
     others = set(ecnb.read_results(run_dir)["method"]) - {"ga"}
     pd.testing.assert_frame_equal(values(run_dir, others), values(tiny_study[0], others))
     assert not values(run_dir, {"ga"}).equals(values(tiny_study[0], {"ga"}))

@@ -14,6 +14,7 @@ from ecnb import evaluate, workers
 from ecnb.artifacts import load_checkpoint
 from ecnb.config import StudyConfig
 from ecnb.embeddings import UmapSettings, draw_sample, embed_layers, run_models
+from ecnb.methods import one_epoch_each
 
 
 def test_worker_count_follows_the_environment_the_device_and_the_jobs(monkeypatch):
@@ -68,10 +69,10 @@ def test_one_thread_is_restored_afterwards():
 
 def _study(root, monkeypatch, n: int) -> tuple[pd.DataFrame, dict, dict]:
     """References, two methods with their metrics, and every model's UMAP of every layer, with `n` workers,
-    on a small slice of the digits."""
+    on a small slice of the digits, each method one epoch per stage."""
     monkeypatch.setenv(workers.WORKERS_ENV, str(n))
     config = StudyConfig.from_options(epochs=3, run_dir=str(root), train_per_class=40, test_per_class=20,
-                                      relearn_steps=[0, 5, 10])
+                                      relearn_steps=[0, 5, 10], overrides=one_epoch_each(["ga", "rl"]))
     run = ecnb.Run.open(config)
     ds = ecnb.run_dataset(run, "cpu")
     split = ecnb.forget_split(run, ds, 0)
