@@ -11,7 +11,7 @@ from ecnb.config import ConfigError
 from ecnb.metrics import accuracy
 from ecnb.models import build_model
 from ecnb.train import predict
-from ecnb.methods import HPARAMS, METHODS, hparams, planned_steps, run_method, unlearn
+from ecnb.methods import HPARAMS, METHODS, hparams, one_epoch_each, planned_steps, run_method, unlearn
 from ecnb.unlearn import (
     Batch,
     ComposedState,
@@ -438,3 +438,14 @@ def test_weight_dist_reg_pushes_the_weights_away_from_the_original(trained, data
     plain = unlearn("weight_dist_reg", trained.original, data, {**hp, "dist_alpha": 0.0})
     d_pushed, d_plain = (weight_distance_term(m, trained.original).item() for m in (pushed, plain))
     assert d_pushed > 1.5 * d_plain, (d_pushed, d_plain)
+
+
+def test_one_epoch_each_gives_every_stage_of_a_method_one_epoch(trained, data):
+    """The tests' studies and the GPU check's tiny run: one epoch of each stage, whatever the stages are called."""
+    overrides = one_epoch_each(["ga", "weight_dist_reg+ec", "ec+soft"])
+    assert overrides == {"ga": {"epochs": 1}, "weight_dist_reg+ec": {"epochs": 1, "dist_epochs": 1, "ec_aux_epochs": 1,
+                                                                      "ec_epochs": 1},
+                         "ec+soft": {"epochs": 1, "ec_aux_epochs": 1}}
+    _, stats = run_method("weight_dist_reg+ec", trained.original, data,
+                          hparams("weight_dist_reg+ec", **overrides["weight_dist_reg+ec"]))
+    assert len(stats.losses) == 3, "SCRUB's epoch, the distance stage's, EC's"
