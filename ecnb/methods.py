@@ -20,8 +20,8 @@ from .unlearn import HPARAMS, METHODS, get_method, hparams, planned_steps, run_m
 from .user_methods import check_name, methods_of, source_digest, use_method_files
 
 __all__ = ["HPARAMS", "METHODS", "brought_methods", "builtin_baselines", "check_config", "for_scenario", "get_method",
-           "hparams", "load_method_files", "one_epoch_each", "planned_steps", "run_method", "source_digest", "study_hparams",
-           "table_digest", "unlearn", "validate"]
+           "hparams", "load_method_files", "one_epoch_each", "planned_steps", "run_method", "source_digest",
+           "study_hparams", "table_digest", "unlearn", "validate"]
 
 
 def load_method_files(config: StudyConfig) -> None:
