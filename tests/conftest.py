@@ -53,17 +53,18 @@ def trained(tmp_path_factory, digits):
     )
 
 
-def one_epoch_args(methods: list[str]) -> list[str]:
-    """`--set` options that give every stage of each method one epoch (`ecnb.methods.one_epoch_each`)."""
-    return ["--set", *(f"{m}.{k}={v}" for m, o in ecnb.methods.one_epoch_each(methods).items() for k, v in o.items())]
+def set_args(overrides: dict[str, dict]) -> list[str]:
+    """`overrides` as the command line's `--set` options."""
+    return ["--set", *(f"{m}.{k}={v}" for m, given in overrides.items() for k, v in given.items())]
 
 
 # One tiny study, through the real command line, shared by the end-to-end and the browser tests (seed 0; a study
-# over several seeds has a test of its own in test_study.py). Every method of its full scope runs one epoch per stage:
-# the tests read what the study writes and draws, not how well a method forgets.
+# over several seeds has a test of its own in test_study.py). Every method of its full scope runs one epoch per stage
+# (`ecnb.methods.one_epoch_each`): the tests read what the study writes and draws, not how well a method forgets.
 TINY_METHODS = ["ga", "scrub"]
+TINY_OVERRIDES = ecnb.methods.one_epoch_each(ecnb.scopes.selection("full", TINY_METHODS).methods)
 TINY_STUDY = ["--epochs", "2", "--methods", *TINY_METHODS, "--train-per-class", "40", "--test-per-class", "20",
-              "--relearn-steps", "0", "5", "10", *one_epoch_args(ecnb.scopes.selection("full", TINY_METHODS).methods)]
+              "--relearn-steps", "0", "5", "10", *set_args(TINY_OVERRIDES)]
 TINY_SELECTION = ["--seeds", "0", "--ablations", "ec[last]"]
 
 # The order in which the test files go out to the xdist workers (`pytest -n auto`), each file whole to one
