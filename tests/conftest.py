@@ -61,10 +61,12 @@ def set_args(overrides: dict[str, dict]) -> list[str]:
 # One tiny study, through the real command line, shared by the end-to-end and the browser tests (seed 0; a study
 # over several seeds has a test of its own in test_study.py). Every method of its full scope runs one epoch per stage
 # (`ecnb.methods.one_epoch_each`): the tests read what the study writes and draws, not how well a method forgets.
+# The data of every small study run through the command line: 40 training and 20 test images per class, relearning
+# scored up to its reference step.
+TINY_DATA = ["--train-per-class", "40", "--test-per-class", "20", "--relearn-steps", "0", "5", "10"]
 TINY_METHODS = ["ga", "scrub"]
 TINY_OVERRIDES = ecnb.methods.one_epoch_each(ecnb.scopes.selection("full", TINY_METHODS).methods)
-TINY_STUDY = ["--epochs", "2", "--methods", *TINY_METHODS, "--train-per-class", "40", "--test-per-class", "20",
-              "--relearn-steps", "0", "5", "10", *set_args(TINY_OVERRIDES)]
+TINY_STUDY = ["--epochs", "2", "--methods", *TINY_METHODS, *TINY_DATA, *set_args(TINY_OVERRIDES)]
 TINY_SELECTION = ["--seeds", "0", "--ablations", "ec[last]"]
 
 # The order in which the test files go out to the xdist workers (`pytest -n auto`), each file whole to one

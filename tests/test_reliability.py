@@ -23,7 +23,7 @@ import nbformat
 import pandas as pd
 import pytest
 import torch
-from conftest import NB01, NB02, cli
+from conftest import NB01, NB02, TINY_DATA, cli
 
 import ecnb
 from ecnb import evaluate, unlearn
@@ -44,8 +44,7 @@ INTERRUPTED = "ecnb: interrupted; complete artifacts are kept and the next run r
 
 
 def study_args(run_dir: Path, *extra: str) -> list[str]:
-    return ["study", "--epochs", "2", "--methods", "ga", "--relearn-steps", "0", "5", "10", "--train-per-class", "40",
-            "--test-per-class", "20", "--run-dir", str(run_dir), *extra]
+    return ["study", "--epochs", "2", "--methods", "ga", *TINY_DATA, "--run-dir", str(run_dir), *extra]
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import NB01, NB02, TINY_OVERRIDES, TINY_SELECTION, TINY_STUDY, cli, study_command
+from conftest import NB01, NB02, TINY_DATA, TINY_OVERRIDES, TINY_SELECTION, TINY_STUDY, cli, study_command
 
 import ecnb
 from ecnb.config import ConfigError
@@ -82,8 +82,7 @@ def test_the_full_scope_over_a_walkthrough_reuses_its_models_and_values(tiny_stu
 def test_a_study_over_two_seeds_runs_each_and_summarises_over_them(tmp_path, capsys):
     """Notebooks 01 and 02 (`ga`) for seeds 0 and 1: every seed's models and notebooks, and a summary of mean ± std
     over the seeds with how many seeds gave each verdict."""
-    options = ["--epochs", "2", "--methods", "ga", "--train-per-class", "40", "--test-per-class", "20",
-               "--relearn-steps", "0", "5", "10", "--seeds", "0", "1", "--run-dir", str(tmp_path)]
+    options = ["--epochs", "2", "--methods", "ga", *TINY_DATA, "--seeds", "0", "1", "--run-dir", str(tmp_path)]
     code, stderr = cli(["study", *options], notebooks=(NB01, NB02))
     assert code == 0, stderr[-2000:]
     df = ecnb.read_results(tmp_path)
