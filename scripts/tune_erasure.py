@@ -13,10 +13,10 @@ erased on the most, then the smallest attack distance, then the smallest retain 
 a reported class.
 
     python scripts/tune_erasure.py [--profile quick] [--tasks 3] [--methods ec ec+soft ...] [--grid] [--set key=value ...]
-                                   [--workers 2] [--out runs/tuning/erasure.csv]
+                                   [--method-file F] [--workers 2] [--out runs/tuning/erasure.csv]
 
 `--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
-literals). The raw rows of every run go to `--out` and their per-image outcomes beside it (`<out>.outcomes/`), so a
+literals); `--method-file` loads methods that are not in the package (scripts/ec_directions.py) in every worker. The raw rows of every run go to `--out` and their per-image outcomes beside it (`<out>.outcomes/`), so a
 table can be read again without running anything.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ import ecnb  # noqa: E402
 from ecnb.config import PROFILES  # noqa: E402
 from ecnb.methods import hparams, run_method  # noqa: E402
 from ecnb.outcomes import Outcomes, read_outcomes, write_outcomes  # noqa: E402
+from ecnb.user_methods import use_method_files  # noqa: E402
 from ecnb.unlearn import UnlearningError  # noqa: E402
 from ecnb.verdicts import (  # noqa: E402
     CKA, DEPTH, ENTROPY, ERASED, FEWSHOT_GAP, FORGET, OUTPUT_DISTANCE, OUTPUT_TELL_NAME, RELEARN_GAP, RESISTANCE,
@@ -69,6 +70,8 @@ GRIDS: dict[str, dict[str, list] | list[dict[str, list]]] = {
                  "ec_relabel_weight": [10.0]}],
     "weight_distortion": {"alpha": [0.01, 0.02, 0.05], "lr": [1e-4, 3e-4, 1e-3], "epochs": [5, 10]},
     "weight_dist_reg": {"dist_alpha": [0.3, 1.0, 3.0], "dist_lr": [1e-4, 3e-4, 1e-3], "dist_epochs": [5, 10]},
+    # scripts/ec_directions.py (with --method-file): how sharply the relabel follows the targets' distance.
+    "ec_soft_sim": {"sim_power": [1.0, 4.0]},
 }
 # The plug-ins' own budget for the EC term (epochs of it alone after B's, at `ec_lr`), one for every plug-in of a
 # family: `--methods` all of a family's plug-ins with `--grid`, then read the table per setting.
@@ -97,9 +100,10 @@ def _grids(grid: dict[str, list] | list[dict[str, list]], round_: int | None) ->
     return grid[round_ - 1]
 
 
-def _job(method: str, setting: dict, t: int, label: str) -> tuple[tuple[list[dict], Outcomes], float] | str:
+def _job(method: str, setting: dict, t: int, label: str, method_files: list[str]) -> tuple[tuple[list[dict], Outcomes], float] | str:
     """One method and setting on task `t` (of the shared tasks): its rows, outcomes and wall time, or why it
     diverged."""
+    use_method_files(method_files)
     task = shared()[t]
     hp = hparams(method, task.profile, task.seed, **setting)
     try:
@@ -118,11 +122,13 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="try every setting of GRIDS, not the defaults alone")
     parser.add_argument("--round", type=int, help="with --grid, only the Nth (from 1) of a method's list of grids")
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every method, key=value (Python literals)")
+    parser.add_argument("--method-file", action="append", default=[], help="a method file to load (repeatable)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each")
     parser.add_argument("--out", default="runs/tuning/erasure.csv", help="where the raw rows of every run go")
     parser.add_argument("--read", help="judge the raw rows of an earlier run (its --out) instead of running anything")
     args = parser.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
+    use_method_files(args.method_file)
     dataset = profile_dataset(args.profile)
     tasks = [make_task(cls, args.seed, profile=args.profile)
              for cls in validation_classes(args.seed, args.tasks, dataset)]
@@ -154,10 +160,10 @@ def run_all(args: argparse.Namespace, overrides: dict, tasks: list) -> list[dict
             setting = {**overrides, **setting}
             label = f"{method}#{len(labels)}"
             labels[label] = (method, str(setting))
-            jobs += [(method, setting, t, label) for t in range(len(tasks))]
+            jobs += [(method, setting, t, label, args.method_file) for t in range(len(tasks))]
     raw, judged = [], []
     for i, outcome in run_jobs(_job, jobs, args.workers, tasks):
-        method, setting, t, label = jobs[i]
+        method, setting, t, label, _ = jobs[i]
         if isinstance(outcome, str):
             print(f"{method} {setting} class {tasks[t].cls}: {outcome}", flush=True)
             continue

@@ -34,6 +34,10 @@ class ECState:
     # stacked: the pull's (hard) and the relabel's (soft).
     targets: torch.Tensor | None = None
     teacher: nn.Module | None = None  # the frozen original: the retain anchor's and the distance term's reference
+    # Per supervision point and D_f row, a factor on the relabel term (None: 1 everywhere). EC's own methods leave
+    # it None; a method built on EC's loss sets it in its setup to weigh some forget samples' relabel more than
+    # others' (scripts/ec_directions.py: by how close each sample's targets sit to the forgotten class).
+    relabel_scale: torch.Tensor | None = None
 
 
 # Warmed auxiliary modules of this process, by `_warm_up_key`: `ec`, its plug-ins and the ablations that
@@ -152,18 +156,19 @@ def target_pull_loss(z_forget: torch.Tensor, targets: torch.Tensor, z_retain: to
     return loss[has].mean()
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """-sum_c q_c log p_c, averaged over samples: cross-entropy towards a distribution (for a one-hot q, the
-    ordinary cross-entropy)."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """-sum_c q_c log p_c, averaged over samples (each times its weight, when `weights` are given): cross-entropy
+    towards a distribution (for a one-hot q, the ordinary cross-entropy)."""
+    per_sample = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
+    return (per_sample if weights is None else per_sample * weights).mean()
 
 
 def point_loss(embedding: torch.Tensor, logits: torch.Tensor, n_forget: int, step: Step,
-               targets: torch.Tensor | None = None) -> torch.Tensor:
+               targets: torch.Tensor | None = None, relabel_scale: torch.Tensor | None = None) -> torch.Tensor:
     """One supervision point's loss on a [forget; retain] batch: `ec_ct_weight` x the contrastive pull on
     the normalised embeddings (CU's, or onto each forget sample's target class, `ec_pull`) plus
     `ec_ce_weight` x cross-entropy on the retain samples plus `ec_relabel_weight` x cross-entropy of the
-    forget samples towards their targets, read out at this point."""
+    forget samples towards their targets, read out at this point (each sample's times its `relabel_scale`)."""
     hp, f, r = step.hp, step.forget, step.retain
     pull_targets = relabel_targets = targets
     if targets is not None and hp["ec_targets"] == "soft_relabel":
@@ -175,7 +180,7 @@ def point_loss(embedding: torch.Tensor, logits: torch.Tensor, n_forget: int, ste
         contrast = contrastive_unlearning_loss(z[:n_forget], f.y, z[n_forget:], r.y, hp["ec_tau"])
     total = hp["ec_ct_weight"] * contrast + hp["ec_ce_weight"] * F.cross_entropy(logits[n_forget:].float(), r.y)
     if hp["ec_relabel_weight"]:
-        total = total + hp["ec_relabel_weight"] * soft_cross_entropy(logits[:n_forget], relabel_targets)
+        total = total + hp["ec_relabel_weight"] * soft_cross_entropy(logits[:n_forget], relabel_targets, relabel_scale)
     return total
 
 
@@ -188,9 +193,10 @@ def ec_term(model: TappedNet, state: ECState, step: Step) -> torch.Tensor:
     n = len(f.y)
     targets = None if state.targets is None else state.targets[..., f.idx, :]
     total = step.hp["ec_nl_weight"] * negative_learning_loss(logits[:n], f.y)
-    for point, weight in zip(state.points, state.weights):
+    for i, (point, weight) in enumerate(zip(state.points, state.weights)):
         embedding, point_logits = (taps[point], logits) if point == state.final else state.aux[point](taps[point])
-        total = total + weight * point_loss(embedding, point_logits, n, step, targets)
+        scale = None if state.relabel_scale is None else state.relabel_scale[i, f.idx]
+        total = total + weight * point_loss(embedding, point_logits, n, step, targets, scale)
     if step.hp["ec_anchor_weight"]:
         total = total + step.hp["ec_anchor_weight"] * retain_anchor_loss(logits[n:], state.teacher, r.x)
     if step.hp["ec_distance_weight"]:
