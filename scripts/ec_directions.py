@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from concept_erasure import LeaceFitter
+from concept_erasure import LeaceEraser, LeaceFitter
 
 import ecnb
 from ecnb.config import ConfigError
@@ -131,7 +131,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
 
 
 @torch.no_grad()
-def fit_eraser(model: nn.Module, conv: nn.Conv2d, x: torch.Tensor, concept: torch.Tensor):
+def fit_eraser(model: nn.Module, conv: nn.Conv2d, x: torch.Tensor, concept: torch.Tensor) -> LeaceEraser:
     """LEACE fitted on `conv`'s outputs over `x`, every position of an image a sample with its image's concept."""
     fitter = LeaceFitter(conv.out_channels, 1, dtype=torch.float64)
     seen: list[torch.Tensor] = []
