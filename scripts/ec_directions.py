@@ -39,7 +39,6 @@ from ecnb.methods import hparams
 from ecnb.unlearn import NONNEGATIVE, ChoiceRule, UnlearnData
 
 
-
 def _defaults(method: str) -> dict[str, Any]:
     """A built-in EC method's quick defaults (a Fashion-MNIST run gives its rate with --set lr=0.0033)."""
     return {k: v for k, v in hparams(method, "quick", 0).items() if k != "seed"}
@@ -85,6 +84,7 @@ def similarity_scale(distances: torch.Tensor, targets: torch.Tensor, power: floa
 
 
 def sim_setup(model: nn.Module, data: UnlearnData, hp: Mapping[str, Any]) -> ECState:
+    """EC's setup, then the relabel's factors read from the original's embeddings at every point over D_f and D_r."""
     state = ec_setup(model, data, hp)
     if state.targets is None:
         raise ConfigError("ec_soft_sim weighs the relabel by its targets: it needs ec_relabel_weight > 0")
@@ -181,12 +181,11 @@ def leace_setup(model: nn.Module, data: UnlearnData, hp: Mapping[str, Any]) -> E
 
 @torch.no_grad()
 def reset_stage(model: nn.Module, stage: str) -> None:
-    """Every layer of `stage` drawn afresh the way PyTorch initialises it (BatchNorm's statistics included)."""
+    """Every layer of `stage` drawn afresh the way PyTorch initialises it (BatchNorm's `reset_parameters` resets its
+    running statistics too)."""
     for m in model.stages[stage].modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
 
 
 def reset_setup(model: nn.Module, data: UnlearnData, hp: Mapping[str, Any]) -> ECState:

@@ -16,8 +16,9 @@ a reported class.
                                    [--method-file F] [--workers 2] [--out runs/tuning/erasure.csv]
 
 `--grid` tries every setting of `GRIDS[method]`; `--set` overrides every method's defaults (Python
-literals); `--method-file` loads methods that are not in the package (scripts/ec_directions.py) in every worker. The raw rows of every run go to `--out` and their per-image outcomes beside it (`<out>.outcomes/`), so a
-table can be read again without running anything.
+literals); `--method-file` loads methods that are not in the package (scripts/ec_directions.py) in every worker.
+The raw rows of every run go to `--out` and their per-image outcomes beside it (`<out>.outcomes/`), so a table can be
+read again without running anything.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def _grids(grid: dict[str, list] | list[dict[str, list]], round_: int | None) ->
     return grid[round_ - 1]
 
 
-def _job(method: str, setting: dict, t: int, label: str, method_files: list[str]) -> tuple[tuple[list[dict], Outcomes], float] | str:
+def _job(method: str, setting: dict, t: int, label: str,
+         method_files: list[str]) -> tuple[tuple[list[dict], Outcomes], float] | str:
     """One method and setting on task `t` (of the shared tasks): its rows, outcomes and wall time, or why it
     diverged."""
     use_method_files(method_files)

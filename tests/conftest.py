@@ -63,6 +63,8 @@ def set_args(overrides: dict[str, dict]) -> list[str]:
 # (`ecnb.methods.one_epoch_each`): the tests read what the study writes and draws, not how well a method forgets.
 # The data of every small study run through the command line: 40 training and 20 test images per class, relearning
 # scored up to its reference step.
+# As StudyConfig.from_options takes them, and as the command line's options:
+TINY_DATA_OPTIONS = {"train_per_class": 40, "test_per_class": 20, "relearn_steps": [0, 5, 10]}
 TINY_DATA = ["--train-per-class", "40", "--test-per-class", "20", "--relearn-steps", "0", "5", "10"]
 TINY_METHODS = ["ga", "scrub"]
 TINY_OVERRIDES = ecnb.methods.one_epoch_each(ecnb.scopes.selection("full", TINY_METHODS).methods)

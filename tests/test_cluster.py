@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import EXAMPLE_METHOD, EXAMPLE_NAME, NB01, NB02
+from conftest import EXAMPLE_METHOD, EXAMPLE_NAME, NB01, NB02, TINY_DATA_OPTIONS
 
 from ecnb import sweep
 from ecnb.study import NOTEBOOKS_DIR
@@ -27,7 +27,7 @@ from ecnb.study import NOTEBOOKS_DIR
 pytestmark = pytest.mark.usefixtures("registry_restored")
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
-TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10])
+TINY = dict(epochs=1, **TINY_DATA_OPTIONS)
 STARTUP = 120  # seconds for a node to join on a busy machine
 
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import plotly_figures
+from conftest import TINY_DATA_OPTIONS, plotly_figures
 
 import ecnb
 import ecnb.methods
@@ -23,8 +23,8 @@ def tiny_run(tmp_path_factory):
     method forgets); the kernel's private socket folder goes to a temporary folder of the test's own:
     (config, executed, that folder)."""
     root = tmp_path_factory.mktemp("tiny")
-    config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5], train_per_class=40,
-                                      test_per_class=20, relearn_steps=[0, 5, 10], population=4,
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root / "run"), forget_classes=[5], **TINY_DATA_OPTIONS,
+                                      population=4,
                                       overrides=ecnb.methods.one_epoch_each(ecnb.scopes.selection("walkthrough").methods))
     executed = root / "01.ipynb"
     sockets = root / "tmp"

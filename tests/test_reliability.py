@@ -23,7 +23,7 @@ import nbformat
 import pandas as pd
 import pytest
 import torch
-from conftest import NB01, NB02, TINY_DATA, cli
+from conftest import NB01, NB02, TINY_DATA, TINY_DATA_OPTIONS, cli
 
 import ecnb
 from ecnb import evaluate, unlearn
@@ -213,8 +213,7 @@ def test_compare_names_the_method_whose_hyperparameter_changed(fresh_runs, tmp_p
 
 
 def test_a_config_of_another_study_is_refused_through_the_cli(tmp_path):
-    ecnb.Run.open(StudyConfig.from_options(epochs=3, run_dir=str(tmp_path), relearn_steps=[0, 5, 10], train_per_class=40,
-                                           test_per_class=20))
+    ecnb.Run.open(StudyConfig.from_options(epochs=3, run_dir=str(tmp_path), **TINY_DATA_OPTIONS))
     code, stderr = cli(study_args(tmp_path))
     assert code == 2
     assert one_error_line(stderr) == (f"ecnb: error: run directory {tmp_path} holds a study with a different "

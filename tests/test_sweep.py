@@ -22,7 +22,7 @@ import psutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import plotly_figures
+from conftest import TINY_DATA_OPTIONS, plotly_figures
 
 import ecnb
 from ecnb import sweep, viz
@@ -32,7 +32,7 @@ from ecnb.methods import HPARAMS, METHODS
 from ecnb.verdicts import CKA, DEPTHS, FEWSHOT_GAP, RELEARN_GAP, REFERENCE, floor, high, low
 
 # Relearning scored up to step 10 (the reference step) instead of 50: the attack is a fifth of its cost.
-TINY = dict(epochs=1, train_per_class=40, test_per_class=20, relearn_steps=[0, 5, 10], scope="walkthrough", population=3)
+TINY = dict(epochs=1, **TINY_DATA_OPTIONS, scope="walkthrough", population=3)
 NOTEBOOKS = [NOTEBOOKS_DIR / "01_train_original.ipynb", NOTEBOOKS_DIR / "02_superficial_forgetting.ipynb"]
 
 

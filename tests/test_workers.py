@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DATA_OPTIONS
 
 import ecnb
 from ecnb import evaluate, workers
@@ -71,8 +72,8 @@ def _study(root, monkeypatch, n: int) -> tuple[pd.DataFrame, dict, dict]:
     """References, two methods with their metrics, and every model's UMAP of every layer, with `n` workers,
     on a small slice of the digits, each method one epoch per stage."""
     monkeypatch.setenv(workers.WORKERS_ENV, str(n))
-    config = StudyConfig.from_options(epochs=3, run_dir=str(root), train_per_class=40, test_per_class=20,
-                                      relearn_steps=[0, 5, 10], overrides=one_epoch_each(["ga", "rl"]))
+    config = StudyConfig.from_options(epochs=3, run_dir=str(root), **TINY_DATA_OPTIONS,
+                                      overrides=one_epoch_each(["ga", "rl"]))
     run = ecnb.Run.open(config)
     ds = ecnb.run_dataset(run, "cpu")
     split = ecnb.forget_split(run, ds, 0)

@@ -156,7 +156,8 @@ def target_pull_loss(z_forget: torch.Tensor, targets: torch.Tensor, z_retain: to
     return loss[has].mean()
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """-sum_c q_c log p_c, averaged over samples (each times its weight, when `weights` are given): cross-entropy
     towards a distribution (for a one-hot q, the ordinary cross-entropy)."""
     per_sample = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
