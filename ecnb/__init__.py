@@ -7,7 +7,14 @@ measuring modules (the GPU check) never imports plotly, ipywidgets or the Jupyte
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Any
+
+# umap-learn compiles its numba kernels on first use; numba caches those it may in this folder. It is read when numba
+# is imported, so it is set with the package, before anything imports umap and before any job worker starts, whose
+# environment is then the same whatever the notebook imported (the Makefile sets it too).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 
 # name -> (module, attribute or None for the module itself)
 _EXPORTS: dict[str, tuple[str, str | None]] = {

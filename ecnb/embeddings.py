@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sys
 import warnings
 from dataclasses import asdict, dataclass
@@ -48,10 +47,6 @@ from .results import method_order, read_results
 from .train import model_from_state
 from .workers import run_jobs, worker_count
 from .workers import shared as shared_objects
-
-# umap-learn compiles its numba kernels on first use; numba caches those it may in this folder. It is
-# read when numba is imported, so it is set here, before anything imports umap (the Makefile sets it too).
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 
 SAMPLE_SPLITS = ("test_forget", "test_retain")
 
@@ -160,10 +155,11 @@ def embed_layers(
     bar.update(len(models) * len(layers) - sum(map(len, missing.values())))
     shared = (run, ds, splits, seed, sample, settings, max_spatial, device)
     starts = {layer: str(path) for layer, path in paths["original"].items()}  # the start of every other fit
-    # `original` first: every other model's fit starts from its embedding of the same layer
-    for batch in ([m for m in missing if m == "original"], [m for m in missing if m != "original"]):
-        args = [(m, [(layer, path, None if m == "original" else starts[layer]) for layer, path in missing[m]])
-                for m in batch]
+    # `original` first, a job per layer so that both cores fit it: every other model's fit starts from its embedding
+    # of the same layer
+    firsts = [("original", [(layer, path, None)]) for layer, path in missing.get("original", [])]
+    others = [(m, [(layer, path, starts[layer]) for layer, path in todo]) for m, todo in missing.items() if m != "original"]
+    for args in (firsts, others):
         for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
             bar.set_postfix_str(args[i][0], refresh=False)
             bar.update(fitted)

@@ -162,27 +162,56 @@ def study_lock(root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# What a kernel started ahead imports before its notebook's first cell: the modules every notebook reads (about 2 s
-# of torch, scikit-learn, pandas and plotly per kernel), imported while the notebook before it runs.
-WARM_IMPORTS = "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz"
+# What the study's kernel does before the first notebook's first cell: import the modules every notebook reads (about
+# 2 s of torch, scikit-learn, pandas and plotly) while its job workers start and import what the jobs run.
+WARM_IMPORTS = ("import ecnb.workers; ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo')); "
+                "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz")
+# Each notebook starts from an empty namespace with its execution count at 1, as in a kernel of its own; what stays
+# is what the kernel imported, and the job workers `ecnb.workers` keeps between calls.
+FRESH_SESSION = "__import__('ecnb.study').study.fresh_namespace()"
 
 
-class WarmKernel:
-    """A notebook kernel started ahead, in the notebooks' folder, told to import `WARM_IMPORTS` at once: the study
-    starts the next notebook's kernel before it runs the current one, so the next one's start-up (about 4 s of a
-    cell-less wait) happens beside the current one's work. Nothing else runs in it before its notebook: the imports
-    change no result. `close` shuts it down (at once, as papermill does with its own)."""
+def fresh_namespace() -> None:
+    """In a notebook kernel: IPython's reset to a new session (no variables, no history, execution count 1), with the
+    module attributes a fresh kernel's namespace has (`__spec__` and the like), which the reset drops but spawning a
+    worker process reads."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    kept = {k: v for k, v in shell.user_ns.items() if k.startswith("__") and k.endswith("__")}
+    shell.reset(new_session=True)
+    shell.user_ns.update(kept)
+
+
+class StudyKernel:
+    """The kernel the study runs its notebooks in, one after another, in the notebooks' folder: each notebook after
+    the first would otherwise start a kernel of its own and, in it, job workers of its own, about 8 s of imports on
+    the two cores for nothing. It is told to import `WARM_IMPORTS` at once, and `fresh_session` empties it between
+    notebooks, so a notebook sees none of the one before it. `close` shuts it down (at once, as papermill does with
+    its own)."""
 
     def __init__(self, cwd: Path) -> None:
         from jupyter_client.blocking import BlockingKernelClient
         from jupyter_core.utils import run_sync
 
+        self.cwd = cwd
         self.manager = _IPCKernelManager(kernel_name="python3")
         run_sync(self.manager.start_kernel)(cwd=str(cwd))
         self._client = BlockingKernelClient()
         self._client.load_connection_info(self.manager.get_connection_info())
-        self._client.start_channels()
+        self._client.start_channels(iopub=False, stdin=False, hb=False, control=False)  # the replies alone
         self._client.execute(WARM_IMPORTS, silent=True, store_history=False)
+
+    def fresh_session(self, timeout: float = 60.0) -> None:
+        """Empty the namespace and restart the execution count, and wait until that is done."""
+        msg_id = self._client.execute(FRESH_SESSION, silent=True, store_history=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        if reply["content"]["status"] != "ok":
+            raise StudyError(f"the study's kernel could not be emptied between notebooks: {reply['content']}")
 
     def close(self) -> None:
         """Shut the kernel down (once; a second call does nothing)."""
@@ -194,8 +223,51 @@ class WarmKernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
 
 
-def execute_notebook(source: Path, target: Path, parameters: dict[str, Any], kernel: WarmKernel | None = None) -> None:
-    """Run `source` with papermill (in `kernel`, started ahead, when given); the executed copy appears at `target`
+# papermill writes the whole executed notebook, figures' data included, at the start and at the end of every cell:
+# about 0.1 s a cell once a notebook holds its figures, a few seconds of a study spent between cells. Here at most
+# every `SAVE_EVERY_S` seconds (papermill's own autosave keeps a long cell's output coming), and always at the end.
+SAVE_EVERY_S = 10.0
+
+
+@functools.cache
+def _sparse_saves_engine() -> str:
+    """The name of a papermill engine that is nbclient's with `SAVE_EVERY_S` between writes (registered on first use:
+    notebook kernels import this module, and papermill is not theirs to import)."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, catch_nb_assignment, papermill_engines
+
+    class SparseSaves(NotebookExecutionManager):
+        final = False
+
+        @catch_nb_assignment
+        def save(self, **kwargs: Any) -> None:
+            if self.final or (self.now() - self.last_save_time).total_seconds() >= SAVE_EVERY_S:
+                super().save(**kwargs)
+
+        def notebook_complete(self, **kwargs: Any) -> None:
+            self.final = True
+            super().notebook_complete(**kwargs)
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb: Any, kernel_name: str, output_path: str | None = None, progress_bar: Any = True,
+                             log_output: bool = False, autosave_cell_every: int = 30, **kwargs: Any) -> Any:
+            """papermill's `Engine.execute_notebook`, with `SparseSaves` managing the notebook."""
+            nb_man = SparseSaves(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                 autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register("ecnb-sparse-saves", Engine)
+    return "ecnb-sparse-saves"
+
+
+def execute_notebook(source: Path, target: Path, parameters: dict[str, Any], kernel: StudyKernel | None = None) -> None:
+    """Run `source` with papermill (in `kernel` when given, else in a kernel of its own); the executed copy appears at `target`
     only when every cell passed.
 
     A failing cell or a dead kernel raises StudyError; the notebook is then kept as `<name>.failed.ipynb`
@@ -213,6 +285,7 @@ def execute_notebook(source: Path, target: Path, parameters: dict[str, Any], ker
     try:
         papermill.execute_notebook(
             str(source), str(partial), parameters=params, kernel_name="python3", cwd=str(source.parent),
+            engine_name=_sparse_saves_engine(),
             progress_bar={"desc": source.stem, "leave": False}, kernel_manager_class=_IPCKernelManager,
             shutdown_kernel="immediate",  # on Ctrl-C too: stop the kernel mid-cell, not ask it to finish the cell
             **({} if kernel is None else {"km": kernel.manager}),
@@ -248,20 +321,23 @@ def run_study(
     with study_lock(root):
         run = Run.open(config, force=force)
         _remove_partial_files(root)
-        order = [(seed, nb) for seed in config.seeds for nb in notebooks]
-        kernels = [WarmKernel(order[0][1].parent)] if order else []
+        kernel: StudyKernel | None = None
         try:
-            for i, (seed, nb) in enumerate(order):
-                start = time.perf_counter()
-                log(f"[seed {seed}] {nb.name} ...")
-                if i + 1 < len(order):  # the next notebook's kernel starts while this one runs
-                    kernels.append(WarmKernel(order[i + 1][1].parent))
-                params = notebook_parameters(config, seed, methods, ablations)
-                execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernels[i])
-                kernels[i].close()
-                log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
+            for seed in config.seeds:
+                for nb in notebooks:
+                    start = time.perf_counter()
+                    log(f"[seed {seed}] {nb.name} ...")
+                    if kernel is not None and kernel.cwd == nb.parent:
+                        kernel.fresh_session()
+                    else:
+                        if kernel is not None:
+                            kernel.close()
+                        kernel = StudyKernel(nb.parent)
+                    params = notebook_parameters(config, seed, methods, ablations)
+                    execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernel)
+                    log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
         finally:
-            for kernel in kernels:
+            if kernel is not None:
                 kernel.close()
         table, key = study_summary(run, methods, ablations)
         report = build_report(run, [root / "notebooks" / f"seed{config.seeds[0]}" / nb.name for nb in notebooks],
@@ -397,23 +473,22 @@ def render_report(target: Path, executed: list[Path], intro: str, title: str) ->
 def _static_plotly(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Turn plotly's mime-type outputs into HTML divs that need only the page's one copy of plotly.js.
 
-    A figure with frames (a slider over layers) opens on its first frame instead of playing through them.
+    A figure with frames (a slider over layers) opens on its first frame instead of playing through them. The figure
+    goes in as plotly wrote it, not validated again (half a second for the atlas of notebook 04).
     """
+    import json
+
     import plotly.io as pio
 
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if PLOTLY_MIME in data:
-                fig = pio.from_json(_json(data[PLOTLY_MIME]), skip_invalid=True)
-                out["data"] = {"text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False, auto_play=False)}
+                fig = data[PLOTLY_MIME]
+                fig = json.loads(fig) if isinstance(fig, str) else dict(fig)
+                out["data"] = {"text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False, auto_play=False,
+                                                        validate=False)}
     return nb
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return obj if isinstance(obj, str) else json.dumps(obj)
 
 
 def _strip_remote_scripts(html: str) -> str:

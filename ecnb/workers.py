@@ -10,19 +10,25 @@ match one two-thread process at best (docs/benchmarks.md). Every job runs at
 one thread whether it runs here or in a worker, so a study's numbers do not depend on how many workers
 ran it: `ECNB_WORKERS=1` (everything in the calling process) writes the same results as the default.
 
-The other workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once each,
-the objects the caller's jobs share (its run, data set, split, models), so a job in a worker works on
-exactly what it would work on in the caller, even a data set the caller transformed. A worker ends as soon
-as the process that started it is gone, however that process ended.
+The other workers are spawned (a fork of a process whose OpenMP pool has run can deadlock) and get, once per
+`run_jobs` call, the objects the caller's jobs share (its run, data set, split, models), so a job in a worker works
+on exactly what it would work on in the caller, even a data set the caller transformed. They outlive the call: the
+next one in this process (the next stage of a notebook, or the next notebook, since a study runs them all in one
+kernel) reuses them instead of paying their start again, about 4 s of imports each; they are let go after
+`IDLE_RELEASE_S` without jobs, when the environment they were started in has changed, or at once when a call ends
+early (an error, an interrupt). A worker ends as soon as the process that started it is gone, however that
+process ended.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import importlib
 import multiprocessing
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +39,9 @@ WORKERS_ENV = "ECNB_WORKERS"
 # Set in a worker before anything imports tqdm: the workers' own progress bars would interleave on the
 # caller's output; the caller shows one bar over the jobs instead.
 _QUIET_ENV = {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# How long spawned workers wait for the next `run_jobs` call before they are let go (they hold the last call's
+# objects: its data set and models).
+IDLE_RELEASE_S = 120.0
 
 
 def worker_count(device: torch.device | str, jobs: int) -> int:
@@ -69,11 +78,16 @@ def one_thread() -> Iterator[None]:
 
 
 _SHARED: Any = None
+_SHARED_CALL: str | None = None  # in a spawned worker: the `run_jobs` call whose objects `_SHARED` holds
 
 
 def shared() -> Any:
     """The objects the jobs of the running `run_jobs` share: its `shared` argument, in a worker and here."""
     return _SHARED
+
+
+class _NeedsObjects(Exception):
+    """Raised in a spawned worker given a job of a call whose objects it has not received yet."""
 
 
 def _exit_with(parent: int, interval: float = 0.5) -> None:
@@ -85,14 +99,120 @@ def _exit_with(parent: int, interval: float = 0.5) -> None:
     os._exit(1)
 
 
-def _start_worker(objects: Any, parent: int) -> None:
-    global _SHARED
+def _start_worker(parent: int) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="ecnb-parent-watch").start()
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    _SHARED = objects
+
+
+def _in_worker(call: str, objects: tuple[Any] | None, job: Callable[..., Any], args: tuple) -> Any:
+    """`job(*args)` in a spawned worker, with `shared()` returning the objects of `call`: those sent with this job
+    (a 1-tuple), or those kept from an earlier job of the same call."""
+    global _SHARED, _SHARED_CALL
+    if call != _SHARED_CALL:
+        if objects is None:
+            raise _NeedsObjects(call)
+        _SHARED, _SHARED_CALL = objects[0], call
+    return job(*args)
+
+
+# Set by torch itself on its first optimiser (in the caller's first job): not a change a worker needs to see.
+_SET_BY_TORCH = ("TORCHINDUCTOR_CACHE_DIR",)
+
+
+def _environment() -> dict[str, str]:
+    """What a spawned worker would inherit now, as far as reusing one started earlier is concerned."""
+    return {k: v for k, v in os.environ.items() if k not in _SET_BY_TORCH}
+
+
+class _Pool:
+    """Spawned worker processes kept between `run_jobs` calls of this process, with what decides whether a call may
+    reuse them: how many, who started them, the environment they inherited."""
+
+    def __init__(self, size: int) -> None:
+        with _worker_environment():
+            self.environment = _environment()
+            self.executor = concurrent.futures.ProcessPoolExecutor(
+                size, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                initargs=(os.getpid(),))
+        self.size, self.owner = size, os.getpid()
+        self.timer: threading.Timer | None = None
+
+    def fits(self, size: int) -> bool:
+        with _worker_environment():
+            return (self.size, self.owner, self.environment) == (size, os.getpid(), _environment())
+
+    def close(self, wait: bool) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.executor.shutdown(wait=wait, cancel_futures=True)
+
+
+_IDLE: _Pool | None = None  # the workers between calls
+_IDLE_LOCK = threading.Lock()
+
+
+def _take_pool(size: int) -> _Pool:
+    """The idle workers if they fit a call of `size` spawned processes, else new ones (the idle ones let go)."""
+    global _IDLE
+    with _IDLE_LOCK:
+        pool, _IDLE = _IDLE, None
+    if pool is not None:
+        if pool.timer is not None:
+            pool.timer.cancel()
+        if pool.fits(size) and not getattr(pool.executor, "_broken", False):  # a worker that died idle breaks it
+            return pool
+        pool.close(wait=False)
+    return _Pool(size)
+
+
+def _keep_pool(pool: _Pool) -> None:
+    """`pool` idle until the next call takes it or `IDLE_RELEASE_S` pass."""
+    global _IDLE
+    with _IDLE_LOCK:
+        previous, _IDLE = _IDLE, pool
+        pool.timer = threading.Timer(IDLE_RELEASE_S, _release_idle, args=(pool,))
+        pool.timer.daemon = True
+        pool.timer.start()
+    if previous is not None:
+        previous.close(wait=False)
+
+
+def _release_idle(pool: _Pool) -> None:
+    global _IDLE
+    with _IDLE_LOCK:
+        if _IDLE is not pool:
+            return
+        _IDLE = None
+    pool.close(wait=False)
+
+
+def _import(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
+def prestart(modules: Sequence[str] = (), device: torch.device | str = "cpu") -> None:
+    """Start the spawned workers of the next `run_jobs` call now, importing `modules`, so that their start-up (about
+    4 s) happens beside the caller's own (a notebook kernel's imports) instead of beside its first job."""
+    spawned = worker_count(device, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) - 1
+    if spawned < 1:
+        return
+    pool = _take_pool(spawned)
+    for _ in range(spawned):
+        pool.executor.submit(_import, tuple(modules))
+    _keep_pool(pool)
+
+
+def release_workers() -> None:
+    """Let the idle spawned workers go now (a caller done with jobs for a while; the tests)."""
+    global _IDLE
+    with _IDLE_LOCK:
+        pool, _IDLE = _IDLE, None
+    if pool is not None:
+        pool.close(wait=True)
 
 
 def run_jobs(
@@ -104,7 +224,8 @@ def run_jobs(
 
     `workers` processes do the jobs: this one and `workers - 1` spawned ones, each spawned process given its
     own copy of `objects`. This process takes jobs too, so it works while the others start (a spawned
-    process spends about 3 s importing torch and scikit-learn) and a study of cached models starts none.
+    process spends about 4 s importing torch and scikit-learn, once: it is kept for the next call) and a study of
+    cached models starts none.
     Each result is yielded as soon as it and every earlier one are done, so a caller writing them keeps the
     same order (and the same file) whatever finished first. A job's exception is raised here, when its turn
     comes. `job` must be a module-level function (spawned processes receive it by name), and a script that
@@ -137,26 +258,34 @@ def run_jobs(
             done[i] = outcome
             changed.notify_all()
 
+    def submit(i: int, with_objects: bool) -> concurrent.futures.Future:
+        return pool.executor.submit(_in_worker, call, (objects,) if with_objects else None, job, args[i])
+
     def feed(first: tuple[int, concurrent.futures.Future]) -> None:
         """One spawned process's share: its first job, then the next job not yet taken, until none is left. A job
         that cannot be submitted (its process died and broke the pool) fails like one that raised."""
         i, future = first
         while i is not None:
             try:
-                finish(i, (True, (future or executor.submit(job, *args[i])).result()))
+                try:
+                    result = (future or submit(i, False)).result()
+                except _NeedsObjects:
+                    result = submit(i, True).result()
+                finish(i, (True, result))
             except BaseException as e:  # raised in the caller when its turn comes
                 finish(i, (False, e))
             i, future = take(), None
 
-    # each spawned process starts on its first job, now: it inherits the environment of the moment it starts
-    with _worker_environment():
-        executor = concurrent.futures.ProcessPoolExecutor(spawned, mp_context=multiprocessing.get_context("spawn"),
-                                                          initializer=_start_worker, initargs=(objects, os.getpid()))
-        firsts = [(i, executor.submit(job, *args[i])) for i in order[1 : 1 + spawned]]
+    # the spawned processes (kept from an earlier call where they fit) start on their first jobs now, each sent the
+    # objects with it; a process that takes a later job before it has them asks for them (`_NeedsObjects`)
+    pool = _take_pool(spawned)
+    call = uuid.uuid4().hex
+    firsts = [(i, submit(i, True)) for i in order[1 : 1 + spawned]]
     feeders = [threading.Thread(target=feed, args=(first,), daemon=True, name=f"ecnb-feed-{w}")
                for w, first in enumerate(firsts)]
     for feeder in feeders:
         feeder.start()
+    completed = False
     try:
         with _here(objects):
             for k in range(len(args)):
@@ -174,12 +303,16 @@ def run_jobs(
                 if not succeeded:
                     raise result
                 yield k, result
+        completed = True
     finally:
         with changed:
             queue.clear()
         for feeder in feeders:
             feeder.join()
-        executor.shutdown(wait=True, cancel_futures=True)
+        if completed:
+            _keep_pool(pool)
+        else:
+            pool.close(wait=True)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -107,27 +108,39 @@ def test_a_second_study_on_the_same_run_dir_is_refused(tmp_path):
                 pass
 
 
-def test_a_kernel_started_ahead_has_the_package_imported_and_is_gone_once_closed(tmp_path):
-    """The study starts the next notebook's kernel while the current one runs: its notebook finds the modules already
-    imported (nothing else ran in it: its first execution count is 1), and closing it ends the kernel's process."""
+def test_the_study_kernel_has_the_package_imported_runs_each_notebook_afresh_and_is_gone_once_closed(tmp_path):
+    """The study runs its notebooks one after another in one kernel: the first finds the modules already imported, the
+    second none of the first one's variables, each counts its cells from 1, a worker can still be spawned after the
+    kernel was emptied, and closing it ends the kernel's process and its workers'."""
     import nbformat
     import psutil
 
-    from ecnb.study import WarmKernel, execute_notebook
+    from ecnb.study import StudyKernel, execute_notebook
 
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("import sys\nwarm = 'ecnb.evaluate' in sys.modules and 'ecnb.viz' in sys.modules"),
-        nbformat.v4.new_code_cell("assert warm, sorted(m for m in sys.modules if m.startswith('ecnb'))")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    source = tmp_path / "probe.ipynb"
-    nbformat.write(nb, source)
-    kernel = WarmKernel(tmp_path)
+    def notebook(name: str, *sources: str) -> Path:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / name)
+        return tmp_path / name
+
+    first = notebook("first.ipynb", "import sys\nwarm = 'ecnb.evaluate' in sys.modules and 'ecnb.viz' in sys.modules",
+                     "assert warm, sorted(m for m in sys.modules if m.startswith('ecnb'))")
+    second = notebook("second.ipynb", "assert 'warm' not in globals() and 'sys' not in globals()",
+                      "import json, os\nfrom ecnb import workers\n"
+                      "json.dump([pid for _, pid in workers.run_jobs(os.getpid, [(), ()], 2)], open('pids.json', 'w'))")
+    kernel = StudyKernel(tmp_path)
     pid = kernel.manager.provisioner.process.pid
     try:
-        execute_notebook(source, tmp_path / "out" / "probe.ipynb", {}, kernel)
+        execute_notebook(first, tmp_path / "out" / "first.ipynb", {}, kernel)
+        kernel.fresh_session()
+        execute_notebook(second, tmp_path / "out" / "second.ipynb", {}, kernel)
     finally:
         kernel.close()
-    executed = nbformat.read(tmp_path / "out" / "probe.ipynb", as_version=4)
-    assert [c.execution_count for c in executed.cells] == [1, 2]
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    for name in ("first.ipynb", "second.ipynb"):
+        executed = nbformat.read(tmp_path / "out" / name, as_version=4)
+        assert [c.execution_count for c in executed.cells] == [1, 2], name
+    pids = json.loads((tmp_path / "pids.json").read_text())
+    assert pids[0] == pid and pids[1] != pid, "the kernel took one job, a worker it spawned the other"
+    time.sleep(2)  # a worker polls for its parent every half second
+    assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
     kernel.close()  # a second close does nothing

@@ -61,6 +61,56 @@ def test_workers_take_the_jobs_in_the_start_order_and_results_keep_theirs(tmp_pa
         next(workers.run_jobs(_timed, args[:2], 2, start_order=[0, 0]))
 
 
+def _pid_and_shared(i: int) -> tuple[int, object]:
+    time.sleep(0.2)
+    return __import__("os").getpid(), workers.shared()
+
+
+def _spawned_pids(caller: int, results: list) -> set[int]:
+    return {pid for _, (pid, _) in results} - {caller}
+
+
+def test_spawned_workers_serve_the_next_call_with_its_own_objects_and_go_when_let_go(monkeypatch):
+    """A second call finds the spawned process of the first, and its jobs see the second call's objects; a changed
+    environment gets a new process; `release_workers` ends it; so does a pool left idle `IDLE_RELEASE_S`."""
+    import os
+
+    import psutil
+
+    workers.release_workers()
+    caller = os.getpid()
+    first = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(4)], 2, "first"))
+    second = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(4)], 2, "second"))
+    assert {objects for _, (_, objects) in first} == {"first"} and {objects for _, (_, objects) in second} == {"second"}
+    (spawned,) = _spawned_pids(caller, first)
+    assert _spawned_pids(caller, second) == {spawned}, "the second call reuses the first one's spawned process"
+    monkeypatch.setenv("ECNB_TEST_MARK", "1")
+    third = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(2)], 2, "third"))
+    (fresh,) = _spawned_pids(caller, third)
+    assert fresh != spawned, "a process started in another environment is not reused"
+    workers.release_workers()
+    assert not psutil.pid_exists(fresh) or psutil.Process(fresh).status() == psutil.STATUS_ZOMBIE
+    monkeypatch.setattr(workers, "IDLE_RELEASE_S", 0.5)
+    fourth = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(2)], 2, "fourth"))
+    (idle,) = _spawned_pids(caller, fourth)
+    time.sleep(3)
+    assert not psutil.pid_exists(idle) or psutil.Process(idle).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_spawned_worker_without_the_objects_of_a_call_asks_for_them(monkeypatch):
+    """With two spawned processes either may take a job before it has the call's objects: it asks, and is sent them."""
+    monkeypatch.setattr(workers, "_SHARED_CALL", None)
+    with pytest.raises(workers._NeedsObjects):
+        workers._in_worker("a call", None, workers.shared, ())
+    assert workers._in_worker("a call", ("its objects",), workers.shared, ()) == "its objects"
+    assert workers._in_worker("a call", None, workers.shared, ()) == "its objects"
+    monkeypatch.setattr(workers, "_SHARED", None)
+    for name in ("one", "two"):
+        results = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(8)], 3, name))
+        assert {objects for _, (_, objects) in results} == {name}
+    workers.release_workers()
+
+
 def test_one_thread_is_restored_afterwards():
     before = torch.get_num_threads()
     with workers.one_thread():
