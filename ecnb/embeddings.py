@@ -369,13 +369,24 @@ def anchor_classes(points: np.ndarray, reference: np.ndarray, y: np.ndarray, kep
 def _sample_features(
     run: Run, method: str, seed: int, model: TappedNet, splits: dict, sample: Sample, max_spatial: int | None
 ) -> dict[str, np.ndarray]:
-    """The sample's flat features per tap: test_forget's points, then test_retain's."""
-    parts = [
-        (cached_features(run, method, seed, name, model, splits[name][0], max_spatial), sample.positions[name])
-        for name in SAMPLE_SPLITS
-        if len(splits[name][1])
-    ]
-    return {tap: np.concatenate([f[tap][pos] for f, pos in parts]) for tap in model.taps}
+    """The sample's flat features per tap: test_forget's points, then test_retain's. A split the sample covers is read
+    whole, under its own name (the measurement's CKA caches the same view); of a larger one only the sampled images
+    are, under a name of their own: Fashion-MNIST's 9,000 test_retain images would otherwise be passed and kept
+    (300 MB a model) for the 500 that are embedded."""
+    parts = []  # (features, the sample's rows of them)
+    for name in SAMPLE_SPLITS:
+        x, y = splits[name]
+        pos = sample.positions[name]
+        if not len(y):
+            continue
+        if len(pos) == len(y):
+            parts.append((cached_features(run, method, seed, name, model, x, max_spatial), pos))
+        elif len(pos):
+            sampled = f"{name}@sample{len(pos)}-{hashlib.sha256(pos.tobytes()).hexdigest()[:8]}"
+            features = cached_features(run, method, seed, sampled, model, x[torch.as_tensor(pos, device=x.device)],
+                                       max_spatial)
+            parts.append((features, np.arange(len(pos))))
+    return {tap: np.concatenate([f[tap][rows] for f, rows in parts]) for tap in model.taps}
 
 
 def _keys(run: Run, seed: int, method: str, layers: list[str], sample: Sample, settings: UmapSettings,

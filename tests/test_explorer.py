@@ -135,6 +135,24 @@ def test_embeddings_are_fitted_once_and_refitted_when_their_key_changes(fake_run
     assert len(fits["fit"]) == len(METHODS) * len(taps), "another original: every fit starts from elsewhere"
 
 
+def test_a_sample_of_part_of_a_split_passes_only_its_images_and_reads_what_the_whole_split_would(fake_run, digits):
+    """Of a split larger than the sample only the sampled images go through the model and are kept (their own
+    features file), and their features are the whole split's rows; a split the sample covers is read whole."""
+    run, split, _ = fake_run
+    splits = ecnb.split_tensors(digits, split)
+    models = embeddings.run_models(run, digits, 0, "cpu")
+    sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=1000, seed=0)
+    sampled = embeddings._sample_features(run, "ga", 0, models["ga"], splits, sample, None)
+    kept = sorted(p.name for p in (run.seed_dir(0) / "features").iterdir())
+    assert kept[0] == "ga__test_forget.npz" and re.fullmatch(r"ga__test_retain@sample40-[0-9a-f]{8}\.npz", kept[1])
+    assert len(kept) == 2, "the whole test_retain split is not passed"
+    whole = {name: ecnb.features.cached_features(run, "ga", 0, name, models["ga"], splits[name][0]) for name in
+             embeddings.SAMPLE_SPLITS}
+    for tap in models["ga"].taps:
+        expected = np.concatenate([whole[name][tap][sample.positions[name]] for name in embeddings.SAMPLE_SPLITS])
+        np.testing.assert_allclose(sampled[tap], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_every_other_models_fit_starts_from_the_originals_embedding_of_the_layer(fake_run, digits, fits):
     run, split, _ = fake_run
     sample = embeddings.draw_sample(digits, split, n_retain=40, n_forget=10, seed=0)
