@@ -1,6 +1,6 @@
 """What a study runs, in two scopes: the *walkthrough* (the default) and the *full* study.
 
-The walkthrough is what a 90-minute lab needs, in about two and a half minutes on a 2-core laptop CPU: `original` and
+The walkthrough is what a 90-minute lab needs, in about two minutes on a 2-core laptop CPU: `original` and
 `retrain`, every baseline, `ec`, one depth ablation (`ec[last]`: does depth matter?), the EC variant beyond
 the paper, and the plug-ins `B+ec` of two baselines (and of every method a user brings), enough for notebook 03
 to show what a plug-in does. The full study adds every ablation (the variant's included) and every plug-in, the

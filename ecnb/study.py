@@ -25,7 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from .artifacts import Run, atomic_write, remove_temporaries
-from .config import ConfigError, StudyConfig
+from .config import ConfigError, StudyConfig, resolve_device
 from .attacks import check_shots
 from .data import DATASET_TITLES, check_available, class_label, load_dataset
 from .methods import check_config
@@ -164,8 +164,8 @@ def study_lock(root: Path) -> Iterator[None]:
 
 # What the study's kernel does before the first notebook's first cell: import the modules every notebook reads (about
 # 2 s of torch, scikit-learn, pandas and plotly) while its job workers start and import what the jobs run.
-WARM_IMPORTS = ("import ecnb.workers; ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo')); "
-                "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz")
+WARM_IMPORTS = "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz"
+PRESTART_WORKERS = "import ecnb.workers; ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo'))"
 # Each notebook starts from an empty namespace with its execution count at 1, as in a kernel of its own; what stays
 # is what the kernel imported, and the job workers `ecnb.workers` keeps between calls.
 FRESH_SESSION = "__import__('ecnb.study').study.fresh_namespace()"
@@ -190,7 +190,9 @@ class StudyKernel:
     notebooks, so a notebook sees none of the one before it. `close` shuts it down (at once, as papermill does with
     its own)."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, workers: bool = True) -> None:
+        """`workers`: start the job workers with the kernel (a study on the CPU; an accelerator's jobs run in the
+        kernel itself)."""
         from jupyter_client.blocking import BlockingKernelClient
         from jupyter_core.utils import run_sync
 
@@ -200,7 +202,8 @@ class StudyKernel:
         self._client = BlockingKernelClient()
         self._client.load_connection_info(self.manager.get_connection_info())
         self._client.start_channels(iopub=False, stdin=False, hb=False, control=False)  # the replies alone
-        self._client.execute(WARM_IMPORTS, silent=True, store_history=False)
+        self._client.execute(f"{PRESTART_WORKERS}; {WARM_IMPORTS}" if workers else WARM_IMPORTS, silent=True,
+                             store_history=False)
 
     def fresh_session(self, timeout: float = 60.0) -> None:
         """Empty the namespace and restart the execution count, and wait until that is done."""
@@ -332,7 +335,7 @@ def run_study(
                     else:
                         if kernel is not None:
                             kernel.close()
-                        kernel = StudyKernel(nb.parent)
+                        kernel = StudyKernel(nb.parent, workers=resolve_device(config.device).type == "cpu")
                     params = notebook_parameters(config, seed, methods, ablations)
                     execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernel)
                     log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")

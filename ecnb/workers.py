@@ -141,8 +141,10 @@ class _Pool:
         self.timer: threading.Timer | None = None
 
     def fits(self, size: int) -> bool:
+        """Whether a call of `size` spawned processes may use these: at least as many (a call keeps at most `size`
+        of them busy), started by this process in the environment it would start new ones in."""
         with _worker_environment():
-            return (self.size, self.owner, self.environment) == (size, os.getpid(), _environment())
+            return self.size >= size and (self.owner, self.environment) == (os.getpid(), _environment())
 
     def close(self, wait: bool) -> None:
         if self.timer is not None:
@@ -155,7 +157,7 @@ _IDLE_LOCK = threading.Lock()
 
 
 def _take_pool(size: int) -> _Pool:
-    """The idle workers if they fit a call of `size` spawned processes, else new ones (the idle ones let go)."""
+    """The idle workers if they fit a call of `size` spawned processes, else `size` new ones (the idle ones let go)."""
     global _IDLE
     with _IDLE_LOCK:
         pool, _IDLE = _IDLE, None

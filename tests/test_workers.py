@@ -105,9 +105,14 @@ def test_a_spawned_worker_without_the_objects_of_a_call_asks_for_them(monkeypatc
     assert workers._in_worker("a call", ("its objects",), workers.shared, ()) == "its objects"
     assert workers._in_worker("a call", None, workers.shared, ()) == "its objects"
     monkeypatch.setattr(workers, "_SHARED", None)
+    import os
+
     for name in ("one", "two"):
         results = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(8)], 3, name))
         assert {objects for _, (_, objects) in results} == {name}
+    fewer = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(4)], 2, "fewer"))
+    assert {objects for _, (_, objects) in fewer} == {"fewer"}
+    assert _spawned_pids(os.getpid(), fewer) <= _spawned_pids(os.getpid(), results), "a call needing fewer reuses them"
     workers.release_workers()
 
 
