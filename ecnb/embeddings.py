@@ -158,7 +158,8 @@ def embed_layers(
     # `original` first, a job per layer so that both cores fit it: every other model's fit starts from its embedding
     # of the same layer
     firsts = [("original", [(layer, path, None)]) for layer, path in missing.get("original", [])]
-    others = [(m, [(layer, path, starts[layer]) for layer, path in todo]) for m, todo in missing.items() if m != "original"]
+    others = [(m, [(layer, path, starts[layer]) for layer, path in todo])
+              for m, todo in missing.items() if m != "original"]
     for args in (firsts, others):
         for i, fitted in run_jobs(_embedding_job, args, worker_count(device, len(args)), shared):
             bar.set_postfix_str(args[i][0], refresh=False)

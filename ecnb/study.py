@@ -10,6 +10,7 @@ import dataclasses
 import fcntl
 import functools
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -210,7 +211,11 @@ class StudyKernel:
         msg_id = self._client.execute(FRESH_SESSION, silent=True, store_history=False)
         deadline = time.monotonic() + timeout
         while True:
-            reply = self._client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                reply = self._client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise StudyError(f"the study's kernel did not answer within {timeout:.0f} s between notebooks"
+                                 ) from None
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         if reply["content"]["status"] != "ok":
@@ -269,9 +274,11 @@ def _sparse_saves_engine() -> str:
     return "ecnb-sparse-saves"
 
 
-def execute_notebook(source: Path, target: Path, parameters: dict[str, Any], kernel: StudyKernel | None = None) -> None:
-    """Run `source` with papermill (in `kernel` when given, else in a kernel of its own); the executed copy appears at `target`
-    only when every cell passed.
+def execute_notebook(
+    source: Path, target: Path, parameters: dict[str, Any], kernel: StudyKernel | None = None
+) -> None:
+    """Run `source` with papermill (in `kernel` when given, else in a kernel of its own); the executed copy appears at
+    `target` only when every cell passed.
 
     A failing cell or a dead kernel raises StudyError; the notebook is then kept as `<name>.failed.ipynb`
     for inspection and an executed copy from an earlier run is removed, so `target` never shows a
