@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -167,21 +168,28 @@ def study_lock(root: Path) -> Iterator[None]:
 # 2 s of torch, scikit-learn, pandas and plotly) while its job workers start and import what the jobs run.
 WARM_IMPORTS = "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz"
 PRESTART_WORKERS = "import ecnb.workers; ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo'))"
-# Each notebook starts from an empty namespace with its execution count at 1, as in a kernel of its own; what stays
-# is what the kernel imported, and the job workers `ecnb.workers` keeps between calls.
+# Each notebook starts from an empty namespace with its execution count at 1; what stays is what the kernel imported,
+# and the job workers `ecnb.workers` keeps between calls.
 FRESH_SESSION = "__import__('ecnb.study').study.fresh_namespace()"
 
 
 def fresh_namespace() -> None:
     """In a notebook kernel: IPython's reset to a new session (no variables, no history, execution count 1), with the
     module attributes a fresh kernel's namespace has (`__spec__` and the like), which the reset drops but spawning a
-    worker process reads."""
+    worker process reads; then the memory the last notebook's objects held, an accelerator's cache included, given
+    back. What a reset keeps (imported modules and their state, the environment, the working folder) no notebook
+    changes."""
+    import gc
+
     from IPython import get_ipython
 
     shell = get_ipython()
     kept = {k: v for k, v in shell.user_ns.items() if k.startswith("__") and k.endswith("__")}
     shell.reset(new_session=True)
     shell.user_ns.update(kept)
+    gc.collect()
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        sys.modules["torch"].cuda.empty_cache()
 
 
 class StudyKernel:

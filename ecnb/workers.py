@@ -15,7 +15,8 @@ The other workers are spawned (a fork of a process whose OpenMP pool has run can
 on exactly what it would work on in the caller, even a data set the caller transformed. They outlive the call: the
 next one in this process (the next stage of a notebook, or the next notebook, since a study runs them all in one
 kernel) reuses them instead of paying their start again, about 4 s of imports each; they are let go after
-`IDLE_RELEASE_S` without jobs, when the environment they were started in has changed, or at once when a call ends
+`IDLE_RELEASE_S` without jobs, when the environment, working folder or import path they were started with has
+changed, or at once when a call ends
 early (an error, an interrupt). A worker ends as soon as the process that started it is gone, however that
 process ended.
 """
@@ -26,6 +27,7 @@ import concurrent.futures
 import importlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import uuid
@@ -122,29 +124,35 @@ def _in_worker(call: str, objects: tuple[Any] | None, job: Callable[..., Any], a
 _SET_BY_TORCH = ("TORCHINDUCTOR_CACHE_DIR",)
 
 
-def _environment() -> dict[str, str]:
-    """What a spawned worker would inherit now, as far as reusing one started earlier is concerned."""
-    return {k: v for k, v in os.environ.items() if k not in _SET_BY_TORCH}
+def _origin() -> tuple:
+    """What a worker spawned now would inherit, as far as reusing one started earlier is concerned: the starting
+    process, its environment, working folder (a run directory may be a relative path) and import path."""
+    environment = {k: v for k, v in os.environ.items() if k not in _SET_BY_TORCH}
+    return os.getpid(), environment, os.getcwd(), tuple(sys.path)
 
 
 class _Pool:
     """Spawned worker processes kept between `run_jobs` calls of this process, with what decides whether a call may
-    reuse them: how many, who started them, the environment they inherited."""
+    reuse them: how many, and what they inherited (`_origin`)."""
 
     def __init__(self, size: int) -> None:
         with _worker_environment():
-            self.environment = _environment()
+            self.origin = _origin()
             self.executor = concurrent.futures.ProcessPoolExecutor(
                 size, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                 initargs=(os.getpid(),))
-        self.size, self.owner = size, os.getpid()
+            # every process now, in this environment: a spawn pool would otherwise start each one on a later submit,
+            # in whatever environment the caller has then
+            self.executor._launch_processes()
+        self.size = size
         self.timer: threading.Timer | None = None
 
     def fits(self, size: int) -> bool:
         """Whether a call of `size` spawned processes may use these: at least as many (a call keeps at most `size`
-        of them busy), started by this process in the environment it would start new ones in."""
+        of them busy), started by this process with the environment, folder and import path it would start new
+        ones with."""
         with _worker_environment():
-            return self.size >= size and (self.owner, self.environment) == (os.getpid(), _environment())
+            return self.size >= size and self.origin == _origin()
 
     def close(self, wait: bool) -> None:
         if self.timer is not None:
@@ -199,7 +207,7 @@ def _import(modules: tuple[str, ...]) -> None:
 def prestart(modules: Sequence[str] = (), device: torch.device | str = "cpu") -> None:
     """Start the spawned workers of the next `run_jobs` call now, importing `modules`, so that their start-up (about
     4 s) happens beside the caller's own (a notebook kernel's imports) instead of beside its first job."""
-    spawned = worker_count(device, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) - 1
+    spawned = worker_count(device, sys.maxsize) - 1  # as many as a call with jobs enough for every core
     if spawned < 1:
         return
     pool = _take_pool(spawned)
@@ -282,7 +290,11 @@ def run_jobs(
     # objects with it; a process that takes a later job before it has them asks for them (`_NeedsObjects`)
     pool = _take_pool(spawned)
     call = uuid.uuid4().hex
-    firsts = [(i, submit(i, True)) for i in order[1 : 1 + spawned]]
+    try:
+        firsts = [(i, submit(i, True)) for i in order[1 : 1 + spawned]]
+    except BaseException:  # a worker that died since the pool was taken
+        pool.close(wait=False)
+        raise
     feeders = [threading.Thread(target=feed, args=(first,), daemon=True, name=f"ecnb-feed-{w}")
                for w, first in enumerate(firsts)]
     for feeder in feeders:

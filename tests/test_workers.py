@@ -66,11 +66,16 @@ def _pid_and_shared(i: int) -> tuple[int, object]:
     return __import__("os").getpid(), workers.shared()
 
 
+def _quiet(i: int) -> tuple[int, str | None]:
+    time.sleep(0.2)
+    return __import__("os").getpid(), __import__("os").environ.get("TQDM_DISABLE")
+
+
 def _spawned_pids(caller: int, results: list) -> set[int]:
     return {pid for _, (pid, _) in results} - {caller}
 
 
-def test_spawned_workers_serve_the_next_call_with_its_own_objects_and_go_when_let_go(monkeypatch):
+def test_spawned_workers_serve_the_next_call_with_its_own_objects_and_go_when_let_go(monkeypatch, tmp_path):
     """A second call finds the spawned process of the first, and its jobs see the second call's objects; a changed
     environment gets a new process; `release_workers` ends it; so does a pool left idle `IDLE_RELEASE_S`."""
     import os
@@ -88,6 +93,10 @@ def test_spawned_workers_serve_the_next_call_with_its_own_objects_and_go_when_le
     third = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(2)], 2, "third"))
     (fresh,) = _spawned_pids(caller, third)
     assert fresh != spawned, "a process started in another environment is not reused"
+    monkeypatch.chdir(tmp_path)
+    elsewhere = list(workers.run_jobs(_pid_and_shared, [(i,) for i in range(2)], 2, "elsewhere"))
+    assert _spawned_pids(caller, elsewhere).isdisjoint({fresh}), "nor one started in another working folder"
+    (fresh,) = _spawned_pids(caller, elsewhere)
     workers.release_workers()
     assert not psutil.pid_exists(fresh) or psutil.Process(fresh).status() == psutil.STATUS_ZOMBIE
     monkeypatch.setattr(workers, "IDLE_RELEASE_S", 0.5)
@@ -95,6 +104,23 @@ def test_spawned_workers_serve_the_next_call_with_its_own_objects_and_go_when_le
     (idle,) = _spawned_pids(caller, fourth)
     time.sleep(3)
     assert not psutil.pid_exists(idle) or psutil.Process(idle).status() == psutil.STATUS_ZOMBIE
+
+
+def test_spawned_workers_start_quiet_and_single_threaded_when_started_ahead_and_when_reused(monkeypatch):
+    """Every spawned process inherits `_QUIET_ENV`, whether `prestart` started it or a call did, and in a reused pool;
+    the caller's own environment is left as it was."""
+    import os
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    workers.release_workers()
+    monkeypatch.setenv(workers.WORKERS_ENV, "3")
+    workers.prestart()
+    for _ in range(2):
+        results = list(workers.run_jobs(_quiet, [(i,) for i in range(6)], 3))
+        spawned = {value for _, (pid, value) in results if pid != os.getpid()}
+        assert spawned == {"1"}, "the spawned processes run with TQDM_DISABLE=1"
+    assert "TQDM_DISABLE" not in os.environ
+    workers.release_workers()
 
 
 def test_a_spawned_worker_without_the_objects_of_a_call_asks_for_them(monkeypatch):
