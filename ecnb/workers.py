@@ -16,9 +16,8 @@ on exactly what it would work on in the caller, even a data set the caller trans
 next one in this process (the next stage of a notebook, or the next notebook, since a study runs them all in one
 kernel) reuses them instead of paying their start again, about 4 s of imports each; they are let go after
 `IDLE_RELEASE_S` without jobs, when the environment, working folder or import path they were started with has
-changed, or at once when a call ends
-early (an error, an interrupt). A worker ends as soon as the process that started it is gone, however that
-process ended.
+changed, or at once when a call ends early (an error, an interrupt). A worker ends as soon as the process that
+started it is gone, however that process ended.
 """
 from __future__ import annotations
 
@@ -126,8 +125,9 @@ _SET_BY_TORCH = ("TORCHINDUCTOR_CACHE_DIR",)
 
 def _origin() -> tuple:
     """What a worker spawned now would inherit, as far as reusing one started earlier is concerned: the starting
-    process, its environment, working folder (a run directory may be a relative path) and import path."""
-    environment = {k: v for k, v in os.environ.items() if k not in _SET_BY_TORCH}
+    process, its environment (with `_QUIET_ENV`), working folder (a run directory may be a relative path) and import
+    path."""
+    environment = {k: v for k, v in {**os.environ, **_QUIET_ENV}.items() if k not in _SET_BY_TORCH}
     return os.getpid(), environment, os.getcwd(), tuple(sys.path)
 
 
@@ -136,8 +136,8 @@ class _Pool:
     reuse them: how many, and what they inherited (`_origin`)."""
 
     def __init__(self, size: int) -> None:
+        self.origin = _origin()
         with _worker_environment():
-            self.origin = _origin()
             self.executor = concurrent.futures.ProcessPoolExecutor(
                 size, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                 initargs=(os.getpid(),))
@@ -151,8 +151,7 @@ class _Pool:
         """Whether a call of `size` spawned processes may use these: at least as many (a call keeps at most `size`
         of them busy), started by this process with the environment, folder and import path it would start new
         ones with."""
-        with _worker_environment():
-            return self.size >= size and self.origin == _origin()
+        return self.size >= size and self.origin == _origin()
 
     def close(self, wait: bool) -> None:
         if self.timer is not None:
@@ -164,14 +163,20 @@ _IDLE: _Pool | None = None  # the workers between calls
 _IDLE_LOCK = threading.Lock()
 
 
-def _take_pool(size: int) -> _Pool:
-    """The idle workers if they fit a call of `size` spawned processes, else `size` new ones (the idle ones let go)."""
+def _take_idle() -> _Pool | None:
+    """The idle workers, if any, taken out of idleness (their timer stopped)."""
     global _IDLE
     with _IDLE_LOCK:
         pool, _IDLE = _IDLE, None
+    if pool is not None and pool.timer is not None:
+        pool.timer.cancel()
+    return pool
+
+
+def _take_pool(size: int) -> _Pool:
+    """The idle workers if they fit a call of `size` spawned processes, else `size` new ones (the idle ones let go)."""
+    pool = _take_idle()
     if pool is not None:
-        if pool.timer is not None:
-            pool.timer.cancel()
         if pool.fits(size) and not getattr(pool.executor, "_broken", False):  # a worker that died idle breaks it
             return pool
         pool.close(wait=False)
@@ -218,9 +223,7 @@ def prestart(modules: Sequence[str] = (), device: torch.device | str = "cpu") ->
 
 def release_workers() -> None:
     """Let the idle spawned workers go now (a caller done with jobs for a while; the tests)."""
-    global _IDLE
-    with _IDLE_LOCK:
-        pool, _IDLE = _IDLE, None
+    pool = _take_idle()
     if pool is not None:
         pool.close(wait=True)
 
