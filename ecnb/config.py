@@ -219,8 +219,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # up to 20 or 50, 19 of 25 pass and the resolution is 0.13 to 0.46.
         "attacks": AttackSettings(shots=10, retain_shots=5, probe_draws=5, probe_c=0.1, relearn_lr=0.03,
                                   relearn_momentum=0.9, relearn_steps=(0, 5, 10), relearn_draws=3),
-        # A cell of the walkthrough's methods already takes about 860 s of one core (every model reads 10,000 test
-        # images), more than a digits cell of the full scope (about 640 s), so the default sweep runs the walkthrough's
+        # A cell of the walkthrough's methods already takes about 870 s of one core (every model reads 10,000 test
+        # images), more than a digits cell of the full scope (700-750 s), so the default sweep runs the walkthrough's
         # methods here to stay near its 90-minute budget; `--scope full` runs every plug-in.
         "sweep_scope": "walkthrough",
     },

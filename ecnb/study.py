@@ -38,6 +38,7 @@ from .verdicts import judge_run, summary, summary_key
 
 if TYPE_CHECKING:  # imported where a report is rendered: notebook kernels import this module, nbformat costs 0.8 s
     import nbformat
+    import torch
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 RUNS_DIR = NOTEBOOKS_DIR.parent / "runs"
@@ -167,7 +168,10 @@ def study_lock(root: Path) -> Iterator[None]:
 # What the study's kernel does before the first notebook's first cell: import the modules every notebook reads (about
 # 2 s of torch, scikit-learn, pandas and plotly) while its job workers start and import what the jobs run.
 WARM_IMPORTS = "import ecnb.study, ecnb.evaluate, ecnb.verdicts, ecnb.prose, ecnb.viz"
-PRESTART_WORKERS = "import ecnb.workers; ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo'))"
+# The job workers started beside those imports, as many as `ecnb.workers.worker_count` gives the study's device (none
+# on an accelerator, whose jobs run in the kernel); `{device}` is filled in.
+PRESTART_WORKERS = ("import ecnb.workers; "
+                    "ecnb.workers.prestart(('ecnb.evaluate', 'ecnb.train', 'torch._dynamo'), {device!r})")
 # Each notebook starts from an empty namespace with its execution count at 1; what stays is what the kernel imported,
 # and the job workers `ecnb.workers` keeps between calls.
 FRESH_SESSION = "__import__('ecnb.study').study.fresh_namespace()"
@@ -199,9 +203,8 @@ class StudyKernel:
     notebooks, so a notebook sees none of the one before it. `close` shuts it down (at once, as papermill does with
     its own)."""
 
-    def __init__(self, cwd: Path, workers: bool = True) -> None:
-        """`workers`: start the job workers with the kernel (a study on the CPU; an accelerator's jobs run in the
-        kernel itself)."""
+    def __init__(self, cwd: Path, device: torch.device | str = "cpu") -> None:
+        """`device`: the study's (resolved), for which the job workers start with the kernel."""
         from jupyter_client.blocking import BlockingKernelClient
         from jupyter_core.utils import run_sync
 
@@ -211,7 +214,7 @@ class StudyKernel:
         self._client = BlockingKernelClient()
         self._client.load_connection_info(self.manager.get_connection_info())
         self._client.start_channels(iopub=False, stdin=False, hb=False, control=False)  # the replies alone
-        self._client.execute(f"{PRESTART_WORKERS}; {WARM_IMPORTS}" if workers else WARM_IMPORTS, silent=True,
+        self._client.execute(f"{PRESTART_WORKERS.format(device=str(device))}; {WARM_IMPORTS}", silent=True,
                              store_history=False)
 
     def fresh_session(self, timeout: float = 60.0) -> None:
@@ -350,7 +353,7 @@ def run_study(
                     else:
                         if kernel is not None:
                             kernel.close()
-                        kernel = StudyKernel(nb.parent, workers=resolve_device(config.device).type == "cpu")
+                        kernel = StudyKernel(nb.parent, resolve_device(config.device))
                     params = notebook_parameters(config, seed, methods, ablations)
                     execute_notebook(nb, root / "notebooks" / f"seed{seed}" / nb.name, params, kernel)
                     log(f"[seed {seed}] {nb.name} done in {time.perf_counter() - start:.1f} s")
